@@ -1,0 +1,158 @@
+// zmesh C++ client: typed stubs for every service, the Mesh entry object and
+// the event subscriber.
+//
+//   zmesh::Mesh mesh{"deploy/local/mesh.toml"};
+//   auto ids = mesh.idgen().next("orders", 100);          // [first, first + 100)
+//   auto sub = mesh.events().subscribe("idgen.", [](const zmesh::Event& e) { ... });
+//
+// Threading: a Mesh and the stubs it hands out may be shared by any number of
+// threads; all calls go through one I/O thread the Mesh owns. Stubs and
+// subscriptions must not outlive their Mesh. Failures throw zmesh::rpc::RpcError
+// with the service's status code (DEADLINE_EXCEEDED, UNAVAILABLE, …).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "zmesh/rpc/client.h"
+#include "zmesh/rpc/config.h"
+#include "zmesh/rpc/status.h"
+
+namespace zmesh {
+
+using rpc::RpcError;
+using rpc::StatusCode;
+using namespace std::chrono_literals;
+
+// Options of each call a stub makes.
+struct CallSettings {
+  std::chrono::milliseconds timeout = 5s;
+  std::string traceId;
+};
+
+// Admin interface every service implements.
+class AdminClient {
+ public:
+  explicit AdminClient(rpc::Channel channel, CallSettings settings = {}) : channel_(std::move(channel)), settings_(std::move(settings)) {}
+  struct Health {
+    bool ok;
+    std::string detail;
+  };
+  Health health() const;
+  std::vector<std::pair<std::string, int64_t>> stats() const;
+  struct Info {
+    std::string service, version;
+    int32_t pid;
+    uint64_t uptimeMs;
+    std::vector<std::pair<std::string, std::string>> config;
+  };
+  Info info() const;
+  const rpc::Channel& channel() const { return channel_; }
+
+ private:
+  rpc::Channel channel_;
+  CallSettings settings_;
+};
+
+class IdGenClient {
+ public:
+  explicit IdGenClient(rpc::Channel channel, CallSettings settings = {});
+  struct Range {
+    uint64_t first;
+    uint32_t count;
+  };
+  // Ids first … first+count-1 of `ns`. Not retried on its own: a lost reply
+  // costs a gap, never a duplicate.
+  Range next(const std::string& ns, uint32_t count = 1) const;
+  std::vector<uint64_t> snowflake(uint32_t count = 1) const;
+  struct Decoded {
+    int64_t timestampMs;
+    uint16_t worker;
+    uint16_t sequence;
+  };
+  Decoded decode(uint64_t id) const;  // pure arithmetic on the server's epoch
+  const rpc::Channel& channel() const { return channel_; }
+
+ private:
+  rpc::Channel channel_;
+  CallSettings settings_;
+};
+
+// One pub/sub event as a subscriber sees it.
+struct Event {
+  std::string topic;
+  std::string publisher;
+  uint64_t incarnation;
+  uint64_t sequence;
+  int64_t wallTimeMs;
+  uint64_t missedBefore;  // events of this (publisher, topic) lost just before this one
+  std::string json;       // the body as JSON (by its schema), e.g. {"namespace":"orders",…}
+};
+
+// A running subscription; stops (and joins its thread) when destroyed.
+class Subscription {
+ public:
+  Subscription(Subscription&&) noexcept;
+  Subscription& operator=(Subscription&&) noexcept;
+  ~Subscription();
+  void stop();
+
+ private:
+  friend class Events;
+ public:
+  struct State;  // opaque
+
+ private:
+  explicit Subscription(std::unique_ptr<State> state);
+  std::unique_ptr<State> state_;
+};
+
+class Events {
+ public:
+  // `onEvent` runs on the subscription's own thread, in arrival order.
+  Subscription subscribe(const std::string& prefix, std::function<void(const Event&)> onEvent) const;
+  Subscription subscribe(const std::vector<std::string>& prefixes, std::function<void(const Event&)> onEvent) const;
+
+ private:
+  friend class Mesh;
+  Events(zmq::context_t& context, std::string xpub) : context_(&context), xpub_(std::move(xpub)) {}
+  zmq::context_t* context_;
+  std::string xpub_;
+};
+
+// Renders an event body as JSON by the schema its bodyType names (known zmesh
+// event types); unknown types render as {"bodyType":"0x…"}.
+std::string eventBodyJson(uint64_t bodyType, capnp::AnyPointer::Reader body);
+
+// The entry object: reads the mesh file, connects lazily to each service.
+class Mesh {
+ public:
+  explicit Mesh(const std::string& configPath = "deploy/local/mesh.toml");
+  explicit Mesh(rpc::MeshConfig config);
+  ~Mesh();
+  Mesh(const Mesh&) = delete;
+  Mesh& operator=(const Mesh&) = delete;
+
+  IdGenClient idgen(CallSettings settings = {});
+  AdminClient admin(const std::string& service, CallSettings settings = {});
+  Events events();
+  // The request/reply endpoint of a configured service; throws ConfigError if none.
+  std::string endpoint(const std::string& service) const;
+  // Configured services in start order (broker first).
+  std::vector<std::string> services() const;
+  const rpc::MeshConfig& config() const { return config_; }
+
+ private:
+  rpc::MeshConfig config_;
+  struct Transport;
+  std::unique_ptr<Transport> transport_;
+};
+
+// Default endpoints (DESIGN.md §6), used when the mesh file names none.
+std::string defaultEndpoint(const std::string& service);
+
+}  // namespace zmesh

@@ -1,0 +1,217 @@
+#include "zmesh/client.h"
+
+#include <capnp/compat/json.h>
+#include <capnp/dynamic.h>
+#include <capnp/schema.h>
+
+#include <atomic>
+#include <thread>
+
+#include "zmesh/idl/admin.capnp.h"
+#include "zmesh/idl/common.capnp.h"
+#include "zmesh/idl/idgen.capnp.h"
+#include "zmesh/rpc/events.h"
+
+namespace zmesh {
+namespace {
+
+rpc::CallOptions optionsOf(const CallSettings& s, bool retryable) {
+  rpc::CallOptions o;
+  o.timeout = s.timeout;
+  o.traceId = s.traceId;
+  o.retryable = retryable;
+  return o;
+}
+
+template <typename Interface>
+uint16_t ordinal(kj::StringPtr name) {
+  return rpc::methodOrdinal(capnp::Schema::from<Interface>(), name);
+}
+
+// Builds params, calls, checks the status; returns the reply for reading results.
+template <typename Interface, typename Params, typename Fill>
+rpc::Reply invoke(const rpc::Channel& channel, uint16_t method, const CallSettings& settings, bool retryable,
+                  Fill fill) {
+  capnp::MallocMessageBuilder message(64);
+  fill(message.initRoot<Params>());
+  auto reply = channel.callSync(capnp::typeId<Interface>(), method, rpc::toFrame(message),
+                                optionsOf(settings, retryable));
+  reply.check();
+  return reply;
+}
+
+}  // namespace
+
+std::string defaultEndpoint(const std::string& service) {
+  if (service == "broker") return "tcp://127.0.0.1:7101";
+  if (service == "idgen") return "tcp://127.0.0.1:7110";
+  if (service == "ratelimit") return "tcp://127.0.0.1:7120";
+  if (service == "lock") return "tcp://127.0.0.1:7130";
+  if (service == "cache") return "tcp://127.0.0.1:7140";
+  throw rpc::ConfigError("no default endpoint for service '" + service + "'");
+}
+
+// ---- Admin ----
+
+AdminClient::Health AdminClient::health() const {
+  static const uint16_t m = ordinal<idl::Admin>("health");
+  auto reply = invoke<idl::Admin, idl::Admin::HealthParams>(channel_, m, settings_, true, [](auto) {});
+  auto r = reply.results<idl::Admin::HealthResults>();
+  return {r.getOk(), r.getDetail().cStr()};
+}
+
+std::vector<std::pair<std::string, int64_t>> AdminClient::stats() const {
+  static const uint16_t m = ordinal<idl::Admin>("stats");
+  auto reply = invoke<idl::Admin, idl::Admin::StatsParams>(channel_, m, settings_, true, [](auto) {});
+  std::vector<std::pair<std::string, int64_t>> out;
+  for (auto c : reply.results<idl::Admin::StatsResults>().getCounters()) out.emplace_back(c.getName().cStr(), c.getValue());
+  return out;
+}
+
+AdminClient::Info AdminClient::info() const {
+  static const uint16_t m = ordinal<idl::Admin>("info");
+  auto reply = invoke<idl::Admin, idl::Admin::InfoParams>(channel_, m, settings_, true, [](auto) {});
+  auto r = reply.results<idl::Admin::InfoResults>();
+  Info info{r.getService().cStr(), r.getVersion().cStr(), r.getPid(), r.getUptimeMs(), {}};
+  for (auto s : r.getConfig()) info.config.emplace_back(s.getKey().cStr(), s.getValue().cStr());
+  return info;
+}
+
+// ---- IdGen ----
+
+IdGenClient::IdGenClient(rpc::Channel channel, CallSettings settings)
+    : channel_(std::move(channel)), settings_(std::move(settings)) {}
+
+IdGenClient::Range IdGenClient::next(const std::string& ns, uint32_t count) const {
+  static const uint16_t m = ordinal<idl::IdGen>("next");
+  auto reply = invoke<idl::IdGen, idl::IdGen::NextParams>(channel_, m, settings_, false, [&](auto p) {
+    p.setNamespace(ns);
+    p.setCount(count);
+  });
+  auto r = reply.results<idl::IdGen::NextResults>();
+  return {r.getFirst(), r.getCount()};
+}
+
+std::vector<uint64_t> IdGenClient::snowflake(uint32_t count) const {
+  static const uint16_t m = ordinal<idl::IdGen>("snowflake");
+  auto reply = invoke<idl::IdGen, idl::IdGen::SnowflakeParams>(channel_, m, settings_, false,
+                                                               [&](auto p) { p.setCount(count); });
+  std::vector<uint64_t> out;
+  for (auto id : reply.results<idl::IdGen::SnowflakeResults>().getIds()) out.push_back(id);
+  return out;
+}
+
+IdGenClient::Decoded IdGenClient::decode(uint64_t id) const {
+  static const uint16_t m = ordinal<idl::IdGen>("decode");
+  auto reply = invoke<idl::IdGen, idl::IdGen::DecodeParams>(channel_, m, settings_, true,
+                                                            [&](auto p) { p.setId(id); });
+  auto r = reply.results<idl::IdGen::DecodeResults>();
+  return {r.getTimestampMs(), r.getWorker(), r.getSequence()};
+}
+
+// ---- Events ----
+
+std::string eventBodyJson(uint64_t bodyType, capnp::AnyPointer::Reader body) {
+  // Every event body the mesh publishes; a new one is added here once.
+  static const capnp::StructSchema known[] = {
+      capnp::Schema::from<idl::BlockReserved>(),
+      capnp::Schema::from<idl::ServiceState>(),
+  };
+  for (auto& schema : known) {
+    if (schema.getProto().getId() != bodyType) continue;
+    capnp::JsonCodec codec;
+    return codec.encode(body.getAs<capnp::DynamicStruct>(schema)).cStr();
+  }
+  char hex[40];
+  std::snprintf(hex, sizeof(hex), "{\"bodyType\":\"0x%016llx\"}", static_cast<unsigned long long>(bodyType));
+  return hex;
+}
+
+struct Subscription::State {
+  std::atomic<bool> stop{false};
+  std::thread thread;
+};
+
+Subscription::Subscription(std::unique_ptr<State> state) : state_(std::move(state)) {}
+Subscription::Subscription(Subscription&&) noexcept = default;
+Subscription& Subscription::operator=(Subscription&& other) noexcept {
+  stop();
+  state_ = std::move(other.state_);
+  return *this;
+}
+Subscription::~Subscription() { stop(); }
+
+void Subscription::stop() {
+  if (!state_) return;
+  state_->stop = true;
+  if (state_->thread.joinable()) state_->thread.join();
+  state_.reset();
+}
+
+Subscription Events::subscribe(const std::string& prefix, std::function<void(const Event&)> onEvent) const {
+  return subscribe(std::vector<std::string>{prefix}, std::move(onEvent));
+}
+
+Subscription Events::subscribe(const std::vector<std::string>& prefixes,
+                               std::function<void(const Event&)> onEvent) const {
+  auto state = std::make_unique<Subscription::State>();
+  // The SUB socket is created here so the subscription is live when this returns.
+  auto subscriber = std::make_shared<rpc::Subscriber>(*context_, xpub_, prefixes);
+  Subscription::State* s = state.get();
+  state->thread = std::thread([s, subscriber, onEvent = std::move(onEvent)] {
+    while (!s->stop) {
+      auto r = subscriber->receive(100ms);
+      if (!r) continue;
+      auto e = r->event();
+      Event event{r->topic,
+                  e.getPublisher().cStr(),
+                  e.getIncarnation(),
+                  e.getSequence(),
+                  e.getWallTimeMs(),
+                  r->missed,
+                  eventBodyJson(e.getBodyType(), e.getBody())};
+      onEvent(event);
+    }
+  });
+  return Subscription(std::move(state));
+}
+
+// ---- Mesh ----
+
+struct Mesh::Transport {
+  zmq::context_t context;
+  rpc::ClientThread thread{context};
+};
+
+Mesh::Mesh(const std::string& configPath) : Mesh(rpc::MeshConfig::load(configPath)) {}
+
+Mesh::Mesh(rpc::MeshConfig config) : config_(std::move(config)), transport_(std::make_unique<Transport>()) {}
+
+Mesh::~Mesh() = default;
+
+std::vector<std::string> Mesh::services() const {
+  std::vector<std::string> out;
+  for (const char* name : {"broker", "idgen", "ratelimit", "lock", "cache", "gateway"})
+    if (config_.has(name) && config_.section(name).boolean("enabled", true)) out.push_back(name);
+  return out;
+}
+
+std::string Mesh::endpoint(const std::string& service) const {
+  if (!config_.has(service)) throw rpc::ConfigError(config_.source() + ": no [" + service + "] section");
+  if (service == "broker") return config_.section(service).string("xpub", "tcp://127.0.0.1:7102");
+  return config_.section(service).string("endpoint", defaultEndpoint(service));
+}
+
+IdGenClient Mesh::idgen(CallSettings settings) {
+  return IdGenClient(transport_->thread.channel(endpoint("idgen")), std::move(settings));
+}
+
+AdminClient Mesh::admin(const std::string& service, CallSettings settings) {
+  std::string ep = service == "broker" ? config_.section("broker").string("admin", "tcp://127.0.0.1:7103")
+                                       : endpoint(service);
+  return AdminClient(transport_->thread.channel(ep), std::move(settings));
+}
+
+Events Mesh::events() { return Events(transport_->context, endpoint("broker")); }
+
+}  // namespace zmesh

@@ -1,0 +1,74 @@
+// The mesh file (TOML) and typed, checked access to its sections.
+//
+// Every error names the file, the key and the reason, e.g.
+//   mesh.toml: idgen.block_size: expected an integer from 1 to 1000000, got "big"
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace toml {
+inline namespace v3 {
+class table;
+}
+}  // namespace toml
+
+namespace zmesh::rpc {
+
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// One [section] of the mesh file. A missing section reads as empty.
+class ConfigSection {
+ public:
+  ConfigSection(std::string source, std::string name, const toml::table* table);
+
+  std::string string(std::string_view key, std::string fallback) const;
+  int64_t integer(std::string_view key, int64_t fallback, int64_t min, int64_t max) const;
+  bool boolean(std::string_view key, bool fallback) const;
+  // "250ms", "30s", "5m", "1h", "2d"; a bare integer is milliseconds.
+  std::chrono::milliseconds duration(std::string_view key, std::chrono::milliseconds fallback) const;
+  std::vector<std::string> strings(std::string_view key) const;
+  bool has(std::string_view key) const;
+  bool present() const { return table_ != nullptr; }
+  // Throws for any key not in `known` (a typo must not silently fall back).
+  void rejectUnknown(std::initializer_list<std::string_view> known) const;
+  const std::string& name() const { return name_; }
+  [[noreturn]] void fail(std::string_view key, std::string_view reason) const;
+
+ private:
+  std::string source_;
+  std::string name_;
+  const toml::table* table_;
+};
+
+class MeshConfig {
+ public:
+  static MeshConfig load(const std::string& path);
+  static MeshConfig parse(std::string_view text, std::string source);
+  MeshConfig(MeshConfig&&) noexcept;
+  MeshConfig& operator=(MeshConfig&&) noexcept;
+  ~MeshConfig();
+
+  ConfigSection section(std::string_view name) const;
+  bool has(std::string_view name) const;
+  const std::string& source() const { return source_; }
+
+ private:
+  MeshConfig();
+  std::string source_;
+  std::unique_ptr<toml::table> root_;
+};
+
+// Parses "250ms" / "30s" / "5m" / "1h" / "2d"; nullopt when malformed.
+std::optional<std::chrono::milliseconds> parseDuration(std::string_view text);
+
+}  // namespace zmesh::rpc

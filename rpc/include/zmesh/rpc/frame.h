@@ -1,0 +1,59 @@
+// Capnp messages in ZeroMQ frames: how a frame becomes a message and back.
+//
+// Frames from the network are untrusted. A frame is accepted only when its size
+// is a whole number of words, the message it encodes ends exactly at the frame's
+// end, and reading all of it stays within the ReaderOptions limits.
+#pragma once
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+#include <kj/array.h>
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <zmq.hpp>
+
+namespace zmesh::rpc {
+
+// A message read from a frame; owns an aligned copy of the bytes.
+class FrameMessage {
+ public:
+  // Throws FrameError when the bytes are not one well-formed message.
+  FrameMessage(const void* data, size_t size, const capnp::ReaderOptions& options);
+  FrameMessage(FrameMessage&&) = default;
+  FrameMessage& operator=(FrameMessage&&) = default;
+
+  template <typename T>
+  typename T::Reader root() {
+    return reader_->getRoot<T>();
+  }
+  capnp::AnyPointer::Reader any() { return reader_->getRoot<capnp::AnyPointer>(); }
+  size_t sizeInWords() const { return words_.size(); }
+
+ private:
+  kj::Array<capnp::word> words_;
+  kj::Own<capnp::FlatArrayMessageReader> reader_;
+};
+
+class FrameError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Reads a frame eagerly (the whole message is traversed once, so a malformed
+// message is rejected here rather than half-way through a method).
+FrameMessage readFrame(const zmq::message_t& frame, const capnp::ReaderOptions& options);
+
+// Reader limits for messages of at most `maxBytes`: traversal budget allows the
+// eager check plus one full read by the application.
+capnp::ReaderOptions readerOptionsFor(size_t maxBytes);
+
+// Serialises a builder into one frame.
+zmq::message_t toFrame(capnp::MessageBuilder& message);
+
+// An empty frame stands for "no struct" (a method without params or results);
+// this is the message a reader sees for it.
+FrameMessage emptyMessage();
+
+}  // namespace zmesh::rpc

@@ -1,0 +1,412 @@
+#include "zmesh/rpc/client.h"
+
+#include <zmq_addon.hpp>
+#include <capnp/schema.h>
+#include <spdlog/spdlog.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <climits>
+#include <cstring>
+#include <random>
+#include <set>
+
+#include "wire.h"
+#include "zmesh/idl/common.capnp.h"
+
+namespace zmesh::rpc {
+namespace {
+
+uint64_t randomU64() {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  return rng();
+}
+
+long millisUntil(Clock::time_point t, Clock::time_point now) {
+  if (t <= now) return 0;
+  auto ms = std::chrono::ceil<std::chrono::milliseconds>(t - now).count();
+  return ms > INT_MAX ? INT_MAX : static_cast<long>(ms);
+}
+
+zmq::message_t copyOf(const zmq::message_t& m) {
+  zmq::message_t c;
+  c.copy(const_cast<zmq::message_t&>(m));
+  return c;
+}
+
+}  // namespace
+
+FrameMessage& Reply::emptyMessage_() {
+  static thread_local FrameMessage empty = emptyMessage();
+  return empty;
+}
+
+struct Connection::Call {
+  uint64_t requestId;
+  uint64_t interfaceId;
+  uint16_t methodId;
+  zmq::message_t params;  // kept for resends
+  CallOptions options;
+  Clock::time_point deadline;
+  Clock::time_point timerAt;  // deadline, or the next resend if sooner
+  bool sent = false;
+  ReplyCallback done;
+};
+
+Connection::Connection(zmq::context_t& context, std::string endpoint, ConnectionOptions options)
+    : endpoint_(std::move(endpoint)),
+      options_(options),
+      dealer_(context, zmq::socket_type::dealer),
+      monitor_(context, zmq::socket_type::pair),
+      nextRequestId_(randomU64() >> 1),
+      replyOptions_(readerOptionsFor(options.maxReplyBytes)) {
+  // A routing id of our own survives reconnects, so the server recognises a
+  // resend after a reconnect as the same caller (and answers it from its record).
+  char id[16];
+  id[0] = 'z';  // ids starting with a zero byte are reserved by libzmq
+  for (int i = 1; i < 16; i += 8) {
+    uint64_t r = randomU64();
+    std::memcpy(id + i, &r, std::min(8, 16 - i));
+  }
+  dealer_.set(zmq::sockopt::routing_id, zmq::const_buffer(id, sizeof(id)));
+  dealer_.set(zmq::sockopt::linger, 0);
+  dealer_.set(zmq::sockopt::sndhwm, options_.sendHwm);
+  dealer_.set(zmq::sockopt::rcvhwm, options_.recvHwm);
+  dealer_.set(zmq::sockopt::heartbeat_ivl, options_.heartbeatIvlMs);
+  dealer_.set(zmq::sockopt::heartbeat_timeout, options_.heartbeatTimeoutMs);
+  dealer_.set(zmq::sockopt::heartbeat_ttl, options_.heartbeatTimeoutMs);
+  dealer_.set(zmq::sockopt::reconnect_ivl, options_.reconnectIvlMs);
+  dealer_.set(zmq::sockopt::reconnect_ivl_max, options_.reconnectIvlMaxMs);
+  dealer_.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(options_.maxReplyBytes + 65536));
+
+  std::string monitorAddress = "inproc://zmesh-monitor-" + std::to_string(randomU64());
+  if (zmq_socket_monitor(dealer_.handle(), monitorAddress.c_str(),
+                         ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) != 0)
+    throw zmq::error_t();
+  monitor_.set(zmq::sockopt::linger, 0);
+  monitor_.connect(monitorAddress);
+  try {
+    dealer_.connect(endpoint_);
+  } catch (const zmq::error_t& e) {
+    throw std::invalid_argument("cannot connect to '" + endpoint_ + "': " + e.what());
+  }
+}
+
+Connection::~Connection() {
+  auto calls = std::move(calls_);
+  for (auto& [id, call] : calls)
+    call->done(Reply({StatusCode::UNAVAILABLE, "client closed before " + endpoint_ + " answered"}, std::nullopt));
+  zmq_socket_monitor(dealer_.handle(), nullptr, 0);
+}
+
+void Connection::call(uint64_t interfaceId, uint16_t methodId, zmq::message_t params,
+                      const CallOptions& options, ReplyCallback done) {
+  auto now = Clock::now();
+  auto call = std::make_unique<Call>();
+  call->requestId = nextRequestId_++;
+  call->interfaceId = interfaceId;
+  call->methodId = methodId;
+  call->params = std::move(params);
+  call->options = options;
+  call->deadline = now + options.timeout;
+  call->timerAt = call->deadline;
+  call->done = std::move(done);
+  ++counters_.calls;
+  Call& c = *call;
+  calls_.emplace(c.requestId, std::move(call));
+  timers_.emplace(c.timerAt, c.requestId);
+  if (!blocked_.empty()) {
+    blocked_.push_back(c.requestId);  // keep order behind earlier blocked calls
+    return;
+  }
+  if (!send(c, now)) blocked_.push_back(c.requestId);
+}
+
+bool Connection::send(Call& call, Clock::time_point now) {
+  wire::RequestHeader h;
+  h.requestId = call.requestId;
+  h.interfaceId = call.interfaceId;
+  h.methodId = call.methodId;
+  h.budgetMs = static_cast<uint32_t>(std::max<long>(1, millisUntil(call.deadline, now)));
+  h.retryable = call.options.retryable;
+  h.traceId = call.options.traceId;
+  h.idempotencyKey = call.options.idempotencyKey;
+  auto header = wire::encodeRequest(h);
+  if (!dealer_.send(header, zmq::send_flags::sndmore | zmq::send_flags::dontwait)) {
+    // Back-pressure: hold it until POLLOUT or the deadline; never block.
+    ++counters_.backPressured;
+    return false;
+  }
+  dealer_.send(call.options.retryable ? copyOf(call.params) : std::move(call.params),
+               zmq::send_flags::dontwait);
+  call.sent = true;
+  if (call.options.retryable) setTimer(call, std::min(call.deadline, now + call.options.attemptTimeout));
+  return true;
+}
+
+void Connection::setTimer(Call& call, Clock::time_point at) {
+  timers_.erase({call.timerAt, call.requestId});
+  call.timerAt = at;
+  timers_.emplace(at, call.requestId);
+}
+
+void Connection::finish(uint64_t requestId, Reply reply) {
+  auto it = calls_.find(requestId);
+  if (it == calls_.end()) return;
+  auto call = std::move(it->second);
+  calls_.erase(it);
+  timers_.erase({call->timerAt, requestId});
+  call->done(std::move(reply));
+}
+
+std::vector<zmq::pollitem_t> Connection::pollItems() {
+  short dealerEvents = ZMQ_POLLIN | (blocked_.empty() ? 0 : ZMQ_POLLOUT);
+  return {{dealer_.handle(), 0, dealerEvents, 0}, {monitor_.handle(), 0, ZMQ_POLLIN, 0}};
+}
+
+std::optional<Clock::time_point> Connection::nextTimer() const {
+  if (timers_.empty()) return std::nullopt;
+  return timers_.begin()->first;
+}
+
+void Connection::process() {
+  drainMonitor();
+  drainReplies();
+  auto now = Clock::now();
+  while (!blocked_.empty()) {
+    auto it = calls_.find(blocked_.front());
+    if (it == calls_.end()) {
+      blocked_.erase(blocked_.begin());
+      continue;
+    }
+    if (!send(*it->second, now)) break;  // still no room
+    blocked_.erase(blocked_.begin());
+  }
+  runTimers(now);
+}
+
+void Connection::drainReplies() {
+  std::vector<zmq::message_t> frames;
+  // Until EAGAIN: the socket's fd is edge-triggered, so anything left would stall.
+  while (true) {
+    frames.clear();
+    if (!zmq::recv_multipart(dealer_, std::back_inserter(frames), zmq::recv_flags::dontwait)) return;
+    if (frames.size() != 2 || frames[0].size() > wire::kMaxHeaderBytes) {
+      ++counters_.malformedReplies;
+      continue;
+    }
+    uint64_t requestId;
+    Status status;
+    try {
+      auto header = readFrame(frames[0], readerOptionsFor(wire::kMaxHeaderBytes));
+      auto h = header.root<idl::RpcHeader>();
+      requestId = h.getRequestId();
+      status.code = h.getStatus();
+      status.message = h.getMessage().cStr();
+    } catch (const FrameError&) {
+      ++counters_.malformedReplies;
+      continue;
+    }
+    if (calls_.find(requestId) == calls_.end()) {
+      ++counters_.lateReplies;
+      continue;
+    }
+    std::optional<FrameMessage> results;
+    if (status.ok()) {
+      try {
+        results.emplace(readFrame(frames[1], replyOptions_));
+      } catch (const FrameError& e) {
+        ++counters_.malformedReplies;
+        status = {StatusCode::INTERNAL, std::string("malformed reply from ") + endpoint_ + ": " + e.what()};
+      }
+    }
+    finish(requestId, Reply(std::move(status), std::move(results)));
+  }
+}
+
+void Connection::drainMonitor() {
+  std::vector<zmq::message_t> frames;
+  while (true) {
+    frames.clear();
+    if (!zmq::recv_multipart(monitor_, std::back_inserter(frames), zmq::recv_flags::dontwait)) return;
+    if (frames.empty() || frames[0].size() < sizeof(uint16_t)) continue;
+    uint16_t event;
+    std::memcpy(&event, frames[0].data(), sizeof(event));
+    if (event == ZMQ_EVENT_CONNECTED) {
+      connected_ = true;
+    } else if (event == ZMQ_EVENT_DISCONNECTED) {
+      connected_ = false;
+      ++counters_.disconnects;
+      // What was sent is lost with the connection. A retryable call goes again
+      // (libzmq queues it until the reconnect); any other may or may not have run.
+      std::vector<uint64_t> lost;
+      auto now = Clock::now();
+      for (auto& [id, call] : calls_) {
+        if (!call->sent) continue;
+        if (call->options.retryable)
+          setTimer(*call, now);
+        else
+          lost.push_back(id);
+      }
+      for (auto id : lost) {
+        ++counters_.unavailable;
+        finish(id, Reply({StatusCode::UNAVAILABLE, "connection to " + endpoint_ +
+                                                       " was lost during the call; it may or may not have run"},
+                         std::nullopt));
+      }
+    }
+  }
+}
+
+void Connection::runTimers(Clock::time_point now) {
+  std::vector<uint64_t> expired;
+  std::vector<uint64_t> resend;
+  for (auto& [at, id] : timers_) {
+    if (at > now) break;
+    Call& call = *calls_.at(id);
+    if (call.deadline <= now)
+      expired.push_back(id);
+    else if (call.sent && call.options.retryable)
+      resend.push_back(id);
+  }
+  for (auto id : resend) {
+    ++counters_.retries;
+    // Same request id: the server runs it at most once.
+    if (!send(*calls_.at(id), now) && std::find(blocked_.begin(), blocked_.end(), id) == blocked_.end())
+      blocked_.push_back(id);
+  }
+  for (auto id : expired) {
+    auto& call = *calls_.at(id);
+    if (call.sent) {
+      ++counters_.deadlineExceeded;
+      finish(id, Reply({StatusCode::DEADLINE_EXCEEDED,
+                        endpoint_ + " did not answer within " + std::to_string(call.options.timeout.count()) + " ms"},
+                       std::nullopt));
+    } else {
+      ++counters_.unavailable;
+      finish(id, Reply({StatusCode::UNAVAILABLE,
+                        "no room to send to " + endpoint_ + " before the deadline (back-pressure)"},
+                       std::nullopt));
+    }
+  }
+}
+
+// ---- ClientThread ----
+
+struct ClientThread::Submission {
+  size_t index;
+  uint64_t interfaceId;
+  uint16_t methodId;
+  zmq::message_t params;
+  CallOptions options;
+  ReplyCallback done;
+};
+
+ClientThread::ClientThread(zmq::context_t& context, ConnectionOptions options)
+    : context_(context), options_(options) {
+  wakeFd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wakeFd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
+  thread_ = std::thread([this] { run(); });
+}
+
+ClientThread::~ClientThread() {
+  {
+    std::lock_guard lock(mutex_);
+    stop_ = true;
+  }
+  uint64_t one = 1;
+  [[maybe_unused]] auto r = ::write(wakeFd_, &one, sizeof(one));
+  thread_.join();
+  ::close(wakeFd_);
+}
+
+Channel ClientThread::channel(const std::string& endpoint) {
+  std::lock_guard lock(mutex_);
+  for (size_t i = 0; i < endpoints_.size(); ++i)
+    if (endpoints_[i] == endpoint) return Channel(this, i, endpoint);
+  endpoints_.push_back(endpoint);
+  return Channel(this, endpoints_.size() - 1, endpoint);
+}
+
+void ClientThread::submit(Submission submission) {
+  {
+    std::lock_guard lock(mutex_);
+    if (!stop_) {
+      bool wasEmpty = queue_.empty();
+      queue_.push_back(std::move(submission));
+      if (!wasEmpty) return;  // a wake-up is already on its way
+      uint64_t one = 1;
+      [[maybe_unused]] auto r = ::write(wakeFd_, &one, sizeof(one));
+      return;
+    }
+  }
+  submission.done(Reply({StatusCode::UNAVAILABLE, "client is closed"}, std::nullopt));
+}
+
+void ClientThread::run() {
+  std::vector<std::unique_ptr<Connection>> connections;
+  std::vector<Submission> batch;
+  std::vector<zmq::pollitem_t> items;
+  while (true) {
+    items.clear();
+    items.push_back({nullptr, wakeFd_, ZMQ_POLLIN, 0});
+    std::optional<Clock::time_point> next;
+    for (auto& c : connections) {
+      for (auto& item : c->pollItems()) items.push_back(item);
+      auto t = c->nextTimer();
+      if (t && (!next || *t < *next)) next = t;
+    }
+    long timeout = next ? millisUntil(*next, Clock::now()) : -1;
+    zmq::poll(items.data(), items.size(), std::chrono::milliseconds(timeout));
+
+    if (items[0].revents & ZMQ_POLLIN) {
+      uint64_t n;
+      [[maybe_unused]] auto r = ::read(wakeFd_, &n, sizeof(n));
+      bool stopping;
+      {
+        std::lock_guard lock(mutex_);
+        batch.swap(queue_);
+        stopping = stop_;
+        while (connections.size() < endpoints_.size())
+          connections.push_back(std::make_unique<Connection>(context_, endpoints_[connections.size()], options_));
+      }
+      for (auto& s : batch)
+        connections[s.index]->call(s.interfaceId, s.methodId, std::move(s.params), s.options, std::move(s.done));
+      batch.clear();
+      if (stopping) break;
+    }
+    for (auto& c : connections) c->process();
+  }
+  connections.clear();  // fails what is still in flight
+}
+
+// ---- Channel ----
+
+void Channel::callAsync(uint64_t interfaceId, uint16_t methodId, zmq::message_t params, CallOptions options,
+                        ReplyCallback done) const {
+  owner_->submit({index_, interfaceId, methodId, std::move(params), std::move(options), std::move(done)});
+}
+
+std::future<Reply> Channel::call(uint64_t interfaceId, uint16_t methodId, zmq::message_t params,
+                                 CallOptions options) const {
+  auto promise = std::make_shared<std::promise<Reply>>();
+  auto future = promise->get_future();
+  callAsync(interfaceId, methodId, std::move(params), std::move(options),
+            [promise](Reply reply) { promise->set_value(std::move(reply)); });
+  return future;
+}
+
+Reply Channel::callSync(uint64_t interfaceId, uint16_t methodId, zmq::message_t params,
+                        CallOptions options) const {
+  return call(interfaceId, methodId, std::move(params), std::move(options)).get();
+}
+
+uint16_t methodOrdinal(capnp::InterfaceSchema schema, kj::StringPtr name) {
+  KJ_IF_MAYBE(method, schema.findMethodByName(name)) { return method->getOrdinal(); }
+  throw std::logic_error(std::string("interface ") + schema.getShortDisplayName().cStr() + " has no method " +
+                         name.cStr());
+}
+
+}  // namespace zmesh::rpc

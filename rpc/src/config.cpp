@@ -1,0 +1,149 @@
+#include "zmesh/rpc/config.h"
+
+#include <toml++/toml.h>
+
+#include <charconv>
+#include <sstream>
+
+namespace zmesh::rpc {
+
+ConfigSection::ConfigSection(std::string source, std::string name, const toml::table* table)
+    : source_(std::move(source)), name_(std::move(name)), table_(table) {}
+
+void ConfigSection::fail(std::string_view key, std::string_view reason) const {
+  throw ConfigError(source_ + ": " + name_ + "." + std::string(key) + ": " + std::string(reason));
+}
+
+bool ConfigSection::has(std::string_view key) const { return table_ && table_->contains(key); }
+
+namespace {
+std::string describe(const toml::node& node) {
+  std::ostringstream out;
+  node.visit([&](auto&& v) { out << v; });
+  return out.str();
+}
+}  // namespace
+
+std::string ConfigSection::string(std::string_view key, std::string fallback) const {
+  if (!has(key)) return fallback;
+  auto* node = table_->get(key);
+  if (auto v = node->value<std::string>(); v && node->is_string()) return *v;
+  fail(key, "expected a string, got " + describe(*node));
+}
+
+int64_t ConfigSection::integer(std::string_view key, int64_t fallback, int64_t min, int64_t max) const {
+  if (!has(key)) return fallback;
+  auto* node = table_->get(key);
+  if (!node->is_integer() || **node->as_integer() < min || **node->as_integer() > max)
+    fail(key, "expected an integer from " + std::to_string(min) + " to " + std::to_string(max) + ", got " +
+                  describe(*node));
+  return **node->as_integer();
+}
+
+bool ConfigSection::boolean(std::string_view key, bool fallback) const {
+  if (!has(key)) return fallback;
+  auto* node = table_->get(key);
+  if (!node->is_boolean()) fail(key, "expected true or false, got " + describe(*node));
+  return **node->as_boolean();
+}
+
+std::chrono::milliseconds ConfigSection::duration(std::string_view key, std::chrono::milliseconds fallback) const {
+  if (!has(key)) return fallback;
+  auto* node = table_->get(key);
+  if (node->is_integer() && **node->as_integer() >= 0) return std::chrono::milliseconds(**node->as_integer());
+  if (node->is_string())
+    if (auto d = parseDuration(**node->as_string())) return *d;
+  fail(key, "expected a duration such as \"250ms\", \"30s\", \"5m\" or \"1h\", got " + describe(*node));
+}
+
+std::vector<std::string> ConfigSection::strings(std::string_view key) const {
+  std::vector<std::string> out;
+  if (!has(key)) return out;
+  auto* node = table_->get(key);
+  auto* array = node->as_array();
+  if (!array) fail(key, "expected an array of strings, got " + describe(*node));
+  for (auto& item : *array) {
+    if (!item.is_string()) fail(key, "expected an array of strings, got an element " + describe(item));
+    out.push_back(**item.as_string());
+  }
+  return out;
+}
+
+void ConfigSection::rejectUnknown(std::initializer_list<std::string_view> known) const {
+  if (!table_) return;
+  for (auto& [k, v] : *table_) {
+    bool ok = false;
+    for (auto name : known) ok = ok || k.str() == name;
+    if (!ok) {
+      std::string list;
+      for (auto name : known) list += (list.empty() ? "" : ", ") + std::string(name);
+      fail(k.str(), "unknown key (known keys: " + list + ")");
+    }
+  }
+}
+
+MeshConfig::MeshConfig() = default;
+MeshConfig::MeshConfig(MeshConfig&&) noexcept = default;
+MeshConfig& MeshConfig::operator=(MeshConfig&&) noexcept = default;
+MeshConfig::~MeshConfig() = default;
+
+MeshConfig MeshConfig::load(const std::string& path) {
+  MeshConfig config;
+  config.source_ = path;
+  try {
+    config.root_ = std::make_unique<toml::table>(toml::parse_file(path));
+  } catch (const toml::parse_error& e) {
+    std::ostringstream out;
+    out << path;
+    if (e.source().begin) out << ":" << e.source().begin.line << ":" << e.source().begin.column;
+    out << ": " << e.description();
+    throw ConfigError(out.str());
+  }
+  return config;
+}
+
+MeshConfig MeshConfig::parse(std::string_view text, std::string source) {
+  MeshConfig config;
+  config.source_ = source;
+  try {
+    config.root_ = std::make_unique<toml::table>(toml::parse(text, source));
+  } catch (const toml::parse_error& e) {
+    std::ostringstream out;
+    out << source << ":" << e.source().begin.line << ":" << e.source().begin.column << ": " << e.description();
+    throw ConfigError(out.str());
+  }
+  return config;
+}
+
+bool MeshConfig::has(std::string_view name) const { return root_->contains(name); }
+
+ConfigSection MeshConfig::section(std::string_view name) const {
+  auto* node = root_->get(name);
+  if (node && !node->is_table())
+    throw ConfigError(source_ + ": " + std::string(name) + ": expected a table [" + std::string(name) + "]");
+  return ConfigSection(source_, std::string(name), node ? node->as_table() : nullptr);
+}
+
+std::optional<std::chrono::milliseconds> parseDuration(std::string_view text) {
+  int64_t value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end == text.data() || value < 0) return std::nullopt;
+  std::string_view unit(end, text.data() + text.size() - end);
+  int64_t scale;
+  if (unit == "ms" || unit.empty())
+    scale = 1;
+  else if (unit == "s")
+    scale = 1000;
+  else if (unit == "m")
+    scale = 60'000;
+  else if (unit == "h")
+    scale = 3'600'000;
+  else if (unit == "d")
+    scale = 86'400'000;
+  else
+    return std::nullopt;
+  if (value > INT64_MAX / scale) return std::nullopt;
+  return std::chrono::milliseconds(value * scale);
+}
+
+}  // namespace zmesh::rpc

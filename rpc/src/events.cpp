@@ -1,0 +1,95 @@
+#include "zmesh/rpc/events.h"
+
+#include <zmq_addon.hpp>
+#include <random>
+
+namespace zmesh::rpc {
+
+Publisher::Publisher(zmq::context_t& context, const std::string& brokerXsub, std::string publisherId)
+    : socket_(context, zmq::socket_type::pub), publisherId_(std::move(publisherId)) {
+  std::random_device rd;
+  incarnation_ = (uint64_t{rd()} << 32) ^ rd();
+  socket_.set(zmq::sockopt::linger, 0);
+  socket_.set(zmq::sockopt::sndhwm, 100000);
+  socket_.connect(brokerXsub);
+}
+
+idl::Event::Builder Publisher::start(capnp::MessageBuilder& message, std::string_view topic, uint64_t bodyType) {
+  auto event = message.initRoot<idl::Event>();
+  event.setPublisher(publisherId_);
+  event.setIncarnation(incarnation_);
+  event.setSequence(++sequences_[std::string(topic)]);
+  event.setWallTimeMs(std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count());
+  auto t = event.initTopic(topic.size());
+  std::copy(topic.begin(), topic.end(), t.begin());
+  event.setBodyType(bodyType);
+  return event;
+}
+
+void Publisher::send(std::string_view topic, capnp::MessageBuilder& message) {
+  // PUB never blocks: at the high-water mark ZeroMQ drops, and the subscriber's
+  // sequence check reports the gap.
+  socket_.send(zmq::buffer(topic), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+  socket_.send(toFrame(message), zmq::send_flags::dontwait);
+  ++published_;
+}
+
+Subscriber::Subscriber(zmq::context_t& context, const std::string& brokerXpub,
+                       const std::vector<std::string>& prefixes, int recvHwm)
+    : socket_(context, zmq::socket_type::sub), options_(readerOptionsFor(16 << 20)) {
+  socket_.set(zmq::sockopt::linger, 0);
+  socket_.set(zmq::sockopt::rcvhwm, recvHwm);
+  if (prefixes.empty()) socket_.set(zmq::sockopt::subscribe, "");
+  for (auto& p : prefixes) socket_.set(zmq::sockopt::subscribe, p);
+  socket_.connect(brokerXpub);
+}
+
+std::optional<ReceivedEvent> Subscriber::receive(std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    if (auto e = tryReceive()) return e;
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return std::nullopt;
+    zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+    zmq::poll(&item, 1, left);
+  }
+}
+
+std::optional<ReceivedEvent> Subscriber::tryReceive() {
+  std::vector<zmq::message_t> frames;
+  while (true) {
+    frames.clear();
+    if (!zmq::recv_multipart(socket_, std::back_inserter(frames), zmq::recv_flags::dontwait))
+      return std::nullopt;
+    if (frames.size() != 2) {
+      ++malformed_;
+      continue;
+    }
+    try {
+      ReceivedEvent r{frames[0].to_string(), readFrame(frames[1], options_), 0};
+      auto e = r.event();
+      auto key = std::make_pair(std::string(e.getPublisher().cStr()), r.topic);
+      auto [it, fresh] = streams_.try_emplace(key, Stream{e.getIncarnation(), e.getSequence()});
+      if (!fresh) {
+        Stream& s = it->second;
+        if (s.incarnation != e.getIncarnation()) {
+          s = {e.getIncarnation(), e.getSequence()};  // restarted publisher: a new stream
+        } else if (e.getSequence() > s.last + 1) {
+          r.missed = e.getSequence() - s.last - 1;
+          ++gaps_;
+          s.last = e.getSequence();
+        } else if (e.getSequence() > s.last) {
+          s.last = e.getSequence();
+        }
+      }
+      ++received_;
+      return r;
+    } catch (const FrameError&) {
+      ++malformed_;
+    }
+  }
+}
+
+}  // namespace zmesh::rpc

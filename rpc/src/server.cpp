@@ -1,0 +1,577 @@
+#include "zmesh/rpc/server.h"
+
+#include <zmq_addon.hpp>
+#include <spdlog/spdlog.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <optional>
+#include <unordered_map>
+
+#include "wire.h"
+#include "zmesh/idl/common.capnp.h"
+#include "zmesh/rpc/frame.h"
+
+namespace zmesh::rpc {
+namespace {
+
+using TimePoint = kj::TimePoint;
+
+TimePoint monotonicNow() { return kj::systemPreciseMonotonicClock().now(); }
+
+// The server's side of one call: params in, results out, straight from and into
+// the frames (DESIGN.md §9: about ten times cheaper than typelessRequest).
+class CallHook final : public capnp::CallContextHook, public kj::Refcounted {
+ public:
+  explicit CallHook(FrameMessage params) : params_(kj::mv(params)) {}
+
+  capnp::AnyPointer::Reader getParams() override {
+    KJ_REQUIRE(params_ != nullptr, "params were released");
+    return KJ_ASSERT_NONNULL(params_).any();
+  }
+  void releaseParams() override { params_ = nullptr; }
+  capnp::AnyPointer::Builder getResults(kj::Maybe<capnp::MessageSize> sizeHint) override {
+    if (results_ == nullptr) {
+      uint firstSegment = capnp::SUGGESTED_FIRST_SEGMENT_WORDS;
+      KJ_IF_MAYBE(hint, sizeHint) { firstSegment = hint->wordCount + 1; }
+      results_ = kj::heap<capnp::MallocMessageBuilder>(firstSegment);
+    }
+    return KJ_ASSERT_NONNULL(results_)->getRoot<capnp::AnyPointer>();
+  }
+  kj::Promise<void> tailCall(kj::Own<capnp::RequestHook>&&) override {
+    KJ_UNIMPLEMENTED("tail calls are not supported over zmesh rpc");
+  }
+  void allowCancellation() override {}  // every zmesh call may be cancelled
+  void setPipeline(kj::Own<capnp::PipelineHook>&&) override {}
+  kj::Promise<capnp::AnyPointer::Pipeline> onTailCall() override { return kj::NEVER_DONE; }
+  capnp::ClientHook::VoidPromiseAndPipeline directTailCall(kj::Own<capnp::RequestHook>&&) override {
+    KJ_UNIMPLEMENTED("tail calls are not supported over zmesh rpc");
+  }
+  kj::Own<capnp::CallContextHook> addRef() override { return kj::addRef(*this); }
+
+  zmq::message_t takeResults() {
+    KJ_IF_MAYBE(r, results_) { return toFrame(**r); }
+    return zmq::message_t();
+  }
+
+ private:
+  kj::Maybe<FrameMessage> params_;
+  kj::Maybe<kj::Own<capnp::MallocMessageBuilder>> results_;
+};
+
+zmq::message_t copyOf(const zmq::message_t& m) {
+  zmq::message_t c;
+  c.copy(const_cast<zmq::message_t&>(m));
+  return c;
+}
+
+std::string retryKey(const std::string& peer, uint64_t requestId) {
+  std::string key = peer;
+  key.append(reinterpret_cast<const char*>(&requestId), sizeof(requestId));
+  return key;
+}
+
+class LogErrors final : public kj::TaskSet::ErrorHandler {
+ public:
+  void taskFailed(kj::Exception&& e) override {
+    spdlog::error("rpc task failed: {}", e.getDescription().cStr());
+  }
+};
+
+}  // namespace
+
+struct Server::Impl {
+  Impl(zmq::context_t& context, Server& self)
+      : self(self),
+        router(context, zmq::socket_type::router),
+        waitScope(loop),
+        timer(monotonicNow()),
+        tasks(errors) {}
+
+  struct Call {
+    std::string peer;
+    uint64_t requestId = 0;
+    bool retryable = false;
+    std::string traceId;
+    kj::Own<CallHook> hook;
+    kj::Own<kj::PromiseFulfiller<void>> cancel;
+  };
+
+  struct Retained {  // a retryable call, in flight (no frames yet) or answered
+    bool answered = false;
+    TimePoint expires = kj::origin<TimePoint>();
+    zmq::message_t header, body;
+  };
+
+  struct Pending {  // a reply that met EAGAIN
+    zmq::message_t header, body;
+    TimePoint deadline;
+  };
+  struct PeerQueue {
+    std::deque<Pending> replies;
+    kj::Duration backoff = 1 * kj::MILLISECONDS;
+    bool armed = false;
+  };
+
+  enum class Sent { ok, wouldBlock, unroutable };
+
+  Server& self;
+  zmq::socket_t router;
+  kj::EventLoop loop;
+  kj::WaitScope waitScope;
+  kj::TimerImpl timer;
+  LogErrors errors;
+  int wakeFd = -1;
+  std::mutex postedMutex;
+  std::vector<std::function<void()>> posted;
+  std::vector<std::pair<zmq::pollitem_t, std::function<void()>>> watched;
+  std::map<uint64_t, kj::Own<capnp::Capability::Server>> servers;
+  std::unordered_map<uint64_t, Call> calls;
+  uint64_t nextCall = 0;
+  std::unordered_map<std::string, Retained> retained;
+  std::deque<std::pair<TimePoint, std::string>> retainedOrder;
+  std::unordered_map<std::string, PeerQueue> peers;
+  bool moreToRead = false;
+  std::optional<TimePoint> graceDeadline;
+  capnp::ReaderOptions headerOptions = readerOptionsFor(wire::kMaxHeaderBytes);
+  capnp::ReaderOptions paramOptions;
+  // Last so that pending tasks go first: they reference everything above.
+  kj::TaskSet tasks;
+
+  // ---- receiving ----
+
+  void readBatch() {
+    moreToRead = false;
+    std::vector<zmq::message_t> frames;
+    for (size_t i = 0; i < self.options_.batch; ++i) {
+      frames.clear();
+      if (!zmq::recv_multipart(router, std::back_inserter(frames), zmq::recv_flags::dontwait))
+        return;
+      handle(frames);
+    }
+    // Level-triggered poll would tell us too, but this keeps timers fair under load.
+    moreToRead = true;
+  }
+
+  void handle(std::vector<zmq::message_t>& frames) {
+    auto& c = self.counters_;
+    ++c.requests;
+    if (frames.size() != 3 || frames[1].size() > wire::kMaxHeaderBytes) {
+      ++c.malformed;
+      return;
+    }
+    std::string peer = frames[0].to_string();
+    std::optional<FrameMessage> headerMessage;
+    try {
+      headerMessage.emplace(readFrame(frames[1], headerOptions));
+    } catch (const FrameError&) {
+      ++c.malformed;  // no request id to answer to
+      return;
+    }
+    auto header = headerMessage->root<idl::RpcHeader>();
+    uint64_t requestId = header.getRequestId();
+    bool retryable = header.getRetryable();
+
+    if (self.stopping_) {
+      ++c.refusedStopping;
+      deliver(peer, wire::encodeReply(requestId, StatusCode::UNAVAILABLE,
+                                      self.options_.name + " is stopping"),
+              zmq::message_t(), timer.now() + 1 * kj::SECONDS);
+      return;
+    }
+    uint32_t budget = header.getBudgetMs() ? header.getBudgetMs() : self.options_.defaultBudgetMs;
+    TimePoint deadline = timer.now() + budget * kj::MILLISECONDS;
+
+    std::string key;
+    if (retryable) {
+      key = retryKey(peer, requestId);
+      auto it = retained.find(key);
+      if (it != retained.end()) {
+        if (it->second.answered) {
+          ++c.duplicateReplayed;
+          deliver(peer, copyOf(it->second.header), copyOf(it->second.body), deadline);
+        } else {
+          ++c.duplicateInFlight;  // the first attempt's reply will answer it
+        }
+        return;
+      }
+    }
+
+    auto early = [&](StatusCode code, std::string message, uint64_t& counter) {
+      ++counter;
+      auto h = wire::encodeReply(requestId, code, message);
+      if (retryable) retain(key, h, zmq::message_t());
+      deliver(peer, kj::mv(h), zmq::message_t(), deadline);
+    };
+    if (frames[2].size() > self.options_.maxRequestBytes)
+      return early(StatusCode::INVALID_ARGUMENT,
+                   "request of " + std::to_string(frames[2].size()) +
+                       " bytes exceeds the limit of " +
+                       std::to_string(self.options_.maxRequestBytes) + " bytes",
+                   c.oversize);
+    uint64_t interfaceId = header.getInterfaceId();
+    auto server = servers.find(interfaceId);
+    if (server == servers.end()) {
+      char hex[32];
+      std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(interfaceId));
+      return early(StatusCode::UNIMPLEMENTED,
+                   self.options_.name + " does not implement interface 0x" + hex, c.unimplemented);
+    }
+    std::optional<FrameMessage> params;
+    try {
+      params.emplace(readFrame(frames[2], paramOptions));
+    } catch (const FrameError& e) {
+      return early(StatusCode::INVALID_ARGUMENT, std::string("params: ") + e.what(),
+                   c.invalidParams);
+    }
+
+    uint64_t id = ++nextCall;
+    auto hook = kj::refcounted<CallHook>(kj::mv(*params));
+    auto paf = kj::newPromiseAndFulfiller<void>();
+    Call& call = calls[id];
+    call.peer = kj::mv(peer);
+    call.requestId = requestId;
+    call.retryable = retryable;
+    call.traceId = header.getTraceId().cStr();
+    call.hook = kj::addRef(*hook);
+    call.cancel = kj::mv(paf.fulfiller);
+    if (retryable) retained[key];  // in flight: a resend waits for this reply
+
+    uint16_t methodId = header.getMethodId();
+    capnp::Capability::Server* target = server->second.get();
+    auto result = kj::evalNow([&] {
+      return target
+          ->dispatchCall(interfaceId, methodId, capnp::CallContext<capnp::AnyPointer, capnp::AnyPointer>(*hook))
+          .promise;
+    });
+    auto answered = result.attach(kj::mv(hook)).then(
+        [this, id]() { complete(id, {}); },
+        [this, id](kj::Exception&& e) { complete(id, statusFromException(e)); });
+    auto expired = timer.atTime(deadline).then([this, id]() {
+      ++self.counters_.deadlineDropped;
+      forget(id);
+    });
+    // Dropping the fulfiller (the call finished) must not look like a cancel.
+    auto cancelled = paf.promise.then(
+        [this, id]() -> kj::Promise<void> {
+          complete(id, {StatusCode::UNAVAILABLE, self.options_.name + " stopped before the call finished"});
+          return kj::READY_NOW;
+        },
+        [](kj::Exception&&) -> kj::Promise<void> { return kj::NEVER_DONE; });
+    tasks.add(answered.exclusiveJoin(kj::mv(expired)).exclusiveJoin(kj::mv(cancelled)));
+  }
+
+  // ---- replying ----
+
+  void complete(uint64_t id, Status status) {
+    auto it = calls.find(id);
+    if (it == calls.end()) return;
+    Call& call = it->second;
+    auto& c = self.counters_;
+    zmq::message_t body;
+    if (status.ok()) {
+      body = call.hook->takeResults();
+    } else if (status.code == StatusCode::INTERNAL) {
+      ++c.internalErrors;
+      spdlog::error("{}: internal error (request {}, trace '{}'): {}", self.options_.name,
+                    call.requestId, call.traceId, status.message);
+    } else {
+      ++c.failed;
+    }
+    auto header = wire::encodeReply(call.requestId, status.code, status.message);
+    if (call.retryable) retain(retryKey(call.peer, call.requestId), header, body);
+    ++c.replies;
+    std::string peer = kj::mv(call.peer);
+    calls.erase(it);
+    deliver(peer, kj::mv(header), kj::mv(body), timer.now() + self.options_.retryWindowMs * kj::MILLISECONDS);
+  }
+
+  // The caller gave up (deadline): no reply, and a resend runs the call afresh.
+  void forget(uint64_t id) {
+    auto it = calls.find(id);
+    if (it == calls.end()) return;
+    if (it->second.retryable) retained.erase(retryKey(it->second.peer, it->second.requestId));
+    calls.erase(it);
+  }
+
+  void retain(const std::string& key, const zmq::message_t& header, const zmq::message_t& body) {
+    Retained& r = retained[key];
+    r.answered = true;
+    r.expires = timer.now() + self.options_.retryWindowMs * kj::MILLISECONDS;
+    r.header = copyOf(header);
+    r.body = copyOf(body);
+    retainedOrder.emplace_back(r.expires, key);
+  }
+
+  void expireRetained() {
+    auto now = timer.now();
+    while (!retainedOrder.empty() &&
+           (retainedOrder.front().first <= now || retainedOrder.size() > self.options_.retryWindowMaxEntries)) {
+      auto it = retained.find(retainedOrder.front().second);
+      if (it != retained.end() && it->second.answered && it->second.expires == retainedOrder.front().first)
+        retained.erase(it);
+      retainedOrder.pop_front();
+    }
+  }
+
+  Sent trySend(const std::string& peer, zmq::message_t& header, zmq::message_t& body) {
+    zmq::message_t identity(peer.data(), peer.size());
+    try {
+      if (!router.send(identity, zmq::send_flags::sndmore | zmq::send_flags::dontwait))
+        return Sent::wouldBlock;
+    } catch (const zmq::error_t& e) {
+      if (e.num() == EHOSTUNREACH) return Sent::unroutable;
+      throw;
+    }
+    // Once the envelope is accepted the rest of the message goes to the same pipe.
+    router.send(header, zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+    router.send(body, zmq::send_flags::dontwait);
+    return Sent::ok;
+  }
+
+  void deliver(const std::string& peer, zmq::message_t header, zmq::message_t body, TimePoint deadline) {
+    auto queue = peers.find(peer);
+    if (queue == peers.end()) {
+      switch (trySend(peer, header, body)) {
+        case Sent::ok:
+          return;
+        case Sent::unroutable:
+          ++self.counters_.repliesUnroutable;
+          return;
+        case Sent::wouldBlock:
+          queue = peers.try_emplace(peer).first;
+          break;
+      }
+    }
+    // Keep replies to one peer in order: once some wait, new ones queue behind.
+    PeerQueue& q = queue->second;
+    if (q.replies.size() >= self.options_.peerQueueMax) {
+      ++self.counters_.repliesDroppedQueueFull;
+    } else {
+      ++self.counters_.repliesQueued;
+      q.replies.push_back({kj::mv(header), kj::mv(body), deadline});
+    }
+    arm(peer, q);
+  }
+
+  // Retrying on ROUTER POLLOUT would spin: it is set while *any* peer has room.
+  void arm(const std::string& peer, PeerQueue& q) {
+    if (q.armed) return;
+    q.armed = true;
+    tasks.add(timer.afterDelay(q.backoff).then([this, peer]() { flush(peer); }));
+  }
+
+  void flush(const std::string& peer) {
+    auto it = peers.find(peer);
+    if (it == peers.end()) return;
+    PeerQueue& q = it->second;
+    q.armed = false;
+    auto now = timer.now();
+    bool progressed = false;
+    while (!q.replies.empty()) {
+      Pending& p = q.replies.front();
+      if (p.deadline <= now) {
+        ++self.counters_.repliesDroppedDeadline;
+        q.replies.pop_front();
+        continue;
+      }
+      Sent s = trySend(peer, p.header, p.body);
+      if (s == Sent::wouldBlock) break;
+      if (s == Sent::unroutable) ++self.counters_.repliesUnroutable;
+      q.replies.pop_front();
+      progressed = true;
+    }
+    if (q.replies.empty()) {
+      peers.erase(it);
+      return;
+    }
+    q.backoff = progressed ? 1 * kj::MILLISECONDS : kj::min(q.backoff * 2, 100 * kj::MILLISECONDS);
+    arm(peer, q);
+  }
+
+  // ---- the loop ----
+
+  void runPosted() {
+    uint64_t n;
+    [[maybe_unused]] auto r = ::read(wakeFd, &n, sizeof(n));
+    std::vector<std::function<void()>> batch;
+    {
+      std::lock_guard lock(postedMutex);
+      batch.swap(posted);
+    }
+    for (auto& fn : batch) {
+      try {
+        fn();
+      } catch (const std::exception& e) {
+        spdlog::error("{}: posted task failed: {}", self.options_.name, e.what());
+      } catch (const kj::Exception& e) {
+        spdlog::error("{}: posted task failed: {}", self.options_.name, e.getDescription().cStr());
+      }
+    }
+  }
+
+  long pollTimeoutMs() {
+    if (moreToRead || loop.isRunnable()) return 0;
+    auto now = monotonicNow();
+    std::optional<uint64_t> ms;
+    KJ_IF_MAYBE(t, timer.timeoutToNextEvent(now, kj::MILLISECONDS, INT_MAX)) { ms = *t; }
+    if (graceDeadline) {
+      uint64_t g = *graceDeadline > now ? (*graceDeadline - now) / kj::MILLISECONDS + 1 : 0;
+      ms = ms ? std::min(*ms, g) : g;
+    }
+    return ms ? static_cast<long>(*ms) : -1;
+  }
+
+  bool finished() {
+    if (!self.stopping_) return false;
+    if (calls.empty() && peers.empty()) return true;
+    if (timer.now() < *graceDeadline) return false;
+    // Grace is over: answer what is left, give the replies one chance to go out.
+    std::vector<uint64_t> ids;
+    for (auto& [id, call] : calls) ids.push_back(id);
+    for (auto id : ids) {
+      auto it = calls.find(id);
+      if (it != calls.end()) it->second.cancel->fulfill();
+    }
+    loop.run();
+    std::vector<std::string> names;
+    for (auto& [peer, q] : peers) names.push_back(peer);
+    for (auto& peer : names) flush(peer);
+    if (!calls.empty() || !peers.empty())
+      spdlog::warn("{}: stopped with {} calls and {} peer queues undelivered", self.options_.name,
+                   calls.size(), peers.size());
+    return true;
+  }
+
+  void run() {
+    while (true) {
+      if (self.stopRequested_.load() && !self.stopping_) {
+        self.stopping_ = true;
+        graceDeadline = monotonicNow() + self.options_.graceMs * kj::MILLISECONDS;
+        spdlog::info("{}: stopping; {} calls in flight", self.options_.name, calls.size());
+      }
+      timer.advanceTo(monotonicNow());
+      if (finished()) return;
+
+      std::vector<zmq::pollitem_t> items;
+      items.push_back({router.handle(), 0, ZMQ_POLLIN, 0});
+      items.push_back({nullptr, wakeFd, ZMQ_POLLIN, 0});
+      for (auto& [item, fn] : watched) items.push_back(item);
+      zmq::poll(items.data(), items.size(), std::chrono::milliseconds(pollTimeoutMs()));
+      ++self.counters_.wakeups;
+      timer.advanceTo(monotonicNow());
+
+      if ((items[0].revents & ZMQ_POLLIN) || moreToRead) readBatch();
+      if (items[1].revents & ZMQ_POLLIN) runPosted();
+      for (size_t i = 0; i < watched.size(); ++i)
+        if (items[i + 2].revents & ZMQ_POLLIN) watched[i].second();
+      // Bounded, so a callback that reschedules itself cannot freeze the loop.
+      loop.run(4096);
+      expireRetained();
+    }
+  }
+};
+
+Server::Server(zmq::context_t& context, ServerOptions options)
+    : options_(std::move(options)), impl_(std::make_unique<Impl>(context, *this)) {
+  auto& router = impl_->router;
+  router.set(zmq::sockopt::router_mandatory, 1);
+  router.set(zmq::sockopt::linger, 0);
+  router.set(zmq::sockopt::sndhwm, options_.sendHwm);
+  router.set(zmq::sockopt::rcvhwm, options_.recvHwm);
+  // Only a last guard: libzmq drops the connection silently at this size, so the
+  // real limit (with an error reply) is maxRequestBytes, well below it.
+  router.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(options_.maxRequestBytes * 4 + 65536));
+  impl_->paramOptions = readerOptionsFor(options_.maxRequestBytes);
+  impl_->wakeFd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (impl_->wakeFd < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
+  stats_.add([this](std::vector<CounterValue>& out) {
+    const auto& c = counters_;
+    auto add = [&](const char* name, uint64_t v) { out.push_back({std::string("rpc.") + name, static_cast<int64_t>(v)}); };
+    add("requests", c.requests);
+    add("replies", c.replies);
+    add("malformed", c.malformed);
+    add("invalid_params", c.invalidParams);
+    add("oversize", c.oversize);
+    add("unimplemented", c.unimplemented);
+    add("failed", c.failed);
+    add("internal_errors", c.internalErrors);
+    add("deadline_dropped", c.deadlineDropped);
+    add("duplicate_replayed", c.duplicateReplayed);
+    add("duplicate_in_flight", c.duplicateInFlight);
+    add("replies_queued", c.repliesQueued);
+    add("replies_dropped_deadline", c.repliesDroppedDeadline);
+    add("replies_dropped_queue_full", c.repliesDroppedQueueFull);
+    add("replies_unroutable", c.repliesUnroutable);
+    add("refused_stopping", c.refusedStopping);
+    add("wakeups", c.wakeups);
+    add("in_flight", impl_->calls.size());
+    add("peer_queues", impl_->peers.size());
+  });
+}
+
+Server::~Server() {
+  if (impl_ && impl_->wakeFd >= 0) ::close(impl_->wakeFd);
+}
+
+void Server::serve(uint64_t interfaceId, kj::Own<capnp::Capability::Server> impl) {
+  auto [it, inserted] = impl_->servers.emplace(interfaceId, kj::mv(impl));
+  if (!inserted) throw std::logic_error("interface served twice");
+}
+
+void Server::bind() {
+  for (auto& endpoint : options_.endpoints) {
+    try {
+      impl_->router.bind(endpoint);
+    } catch (const zmq::error_t& e) {
+      throw std::runtime_error(options_.name + ": cannot bind " + endpoint + ": " + e.what());
+    }
+  }
+}
+
+std::vector<std::string> Server::boundEndpoints() {
+  // ZMQ_LAST_ENDPOINT only reports the latest bind; enough for the single-endpoint
+  // case that port 0 is used for (tests).
+  std::vector<std::string> out;
+  if (options_.endpoints.size() == 1)
+    out.push_back(impl_->router.get(zmq::sockopt::last_endpoint));
+  else
+    out = options_.endpoints;
+  return out;
+}
+
+void Server::run() { impl_->run(); }
+
+void Server::requestStop() {
+  stopRequested_ = true;
+  post([] {});
+}
+
+void Server::post(std::function<void()> fn) {
+  {
+    std::lock_guard lock(impl_->postedMutex);
+    impl_->posted.push_back(std::move(fn));
+  }
+  uint64_t one = 1;
+  [[maybe_unused]] auto r = ::write(impl_->wakeFd, &one, sizeof(one));
+}
+
+void Server::watchFd(int fd, std::function<void()> onReadable) {
+  impl_->watched.emplace_back(zmq::pollitem_t{nullptr, fd, ZMQ_POLLIN, 0}, std::move(onReadable));
+}
+
+void Server::watchSocket(zmq::socket_ref socket, std::function<void()> onReadable) {
+  impl_->watched.emplace_back(zmq::pollitem_t{socket.handle(), 0, ZMQ_POLLIN, 0}, std::move(onReadable));
+}
+
+kj::Timer& Server::timer() { return impl_->timer; }
+
+std::chrono::steady_clock::time_point Server::now() const { return std::chrono::steady_clock::now(); }
+
+size_t Server::inFlight() const { return impl_->calls.size(); }
+
+}  // namespace zmesh::rpc

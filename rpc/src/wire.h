@@ -1,0 +1,28 @@
+// Request and reply headers: the first frame after the routing envelope.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+#include <zmq.hpp>
+
+#include "zmesh/rpc/status.h"
+
+namespace zmesh::rpc::wire {
+
+// Headers are small; anything larger is not one of ours.
+constexpr size_t kMaxHeaderBytes = 4096;
+
+struct RequestHeader {
+  uint64_t requestId = 0;
+  uint64_t interfaceId = 0;
+  uint16_t methodId = 0;
+  uint32_t budgetMs = 0;
+  bool retryable = false;
+  std::string_view traceId;
+  std::string_view idempotencyKey;
+};
+
+zmq::message_t encodeRequest(const RequestHeader& h);
+zmq::message_t encodeReply(uint64_t requestId, StatusCode code, std::string_view message);
+
+}  // namespace zmesh::rpc::wire

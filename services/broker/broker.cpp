@@ -1,0 +1,79 @@
+#include "broker.h"
+
+#include <zmq_addon.hpp>
+
+namespace zmesh::broker {
+
+Broker::Broker(zmq::context_t& context, rpc::Server& server, BrokerOptions options)
+    : options_(std::move(options)), xsub_(context, zmq::socket_type::xsub), xpub_(context, zmq::socket_type::xpub) {
+  for (auto* s : {&xsub_, &xpub_}) {
+    s->set(zmq::sockopt::linger, 0);
+    s->set(zmq::sockopt::sndhwm, options_.hwm);
+    s->set(zmq::sockopt::rcvhwm, options_.hwm);
+  }
+  try {
+    xsub_.bind(options_.xsub);
+  } catch (const zmq::error_t& e) {
+    throw std::runtime_error("broker: cannot bind xsub " + options_.xsub + ": " + e.what());
+  }
+  try {
+    xpub_.bind(options_.xpub);
+  } catch (const zmq::error_t& e) {
+    throw std::runtime_error("broker: cannot bind xpub " + options_.xpub + ": " + e.what());
+  }
+  server.watchSocket(xsub_, [this] { forwardEvents(); });
+  server.watchSocket(xpub_, [this] { forwardSubscriptions(); });
+  server.stats().add([this](std::vector<rpc::CounterValue>& out) {
+    uint64_t total = 0;
+    for (auto& [service, counts] : perService_) {
+      out.push_back({"broker.messages." + service, static_cast<int64_t>(counts.first)});
+      out.push_back({"broker.bytes." + service, static_cast<int64_t>(counts.second)});
+      total += counts.first;
+    }
+    out.push_back({"broker.messages", static_cast<int64_t>(total)});
+    out.push_back({"broker.subscriptions", static_cast<int64_t>(subscriptions_)});
+    out.push_back({"broker.unsubscriptions", static_cast<int64_t>(unsubscriptions_)});
+    out.push_back({"broker.malformed", static_cast<int64_t>(malformed_)});
+  });
+}
+
+std::string Broker::xsubEndpoint() { return xsub_.get(zmq::sockopt::last_endpoint); }
+std::string Broker::xpubEndpoint() { return xpub_.get(zmq::sockopt::last_endpoint); }
+
+void Broker::forwardEvents() {
+  std::vector<zmq::message_t> frames;
+  // Bounded, so a flood of events cannot starve the Admin socket on the same loop.
+  for (int i = 0; i < 4096; ++i) {
+    frames.clear();
+    if (!zmq::recv_multipart(xsub_, std::back_inserter(frames), zmq::recv_flags::dontwait)) return;
+    if (frames.empty()) continue;
+    std::string_view topic(static_cast<const char*>(frames[0].data()), frames[0].size());
+    auto service = topic.substr(0, topic.find('.'));
+    auto it = perService_.find(service);
+    if (it == perService_.end()) it = perService_.emplace(std::string(service), std::make_pair(0, 0)).first;
+    ++it->second.first;
+    for (auto& f : frames) it->second.second += f.size();
+    // XPUB never blocks: a subscriber at its high-water mark loses this message
+    // and sees the gap in the sequence numbers.
+    zmq::send_multipart(xpub_, frames, zmq::send_flags::dontwait);
+  }
+}
+
+void Broker::forwardSubscriptions() {
+  for (int i = 0; i < 4096; ++i) {
+    zmq::message_t m;
+    if (!xpub_.recv(m, zmq::recv_flags::dontwait)) return;
+    if (m.size() == 0) {
+      ++malformed_;
+      continue;
+    }
+    auto first = static_cast<const uint8_t*>(m.data())[0];
+    if (first == 1)
+      ++subscriptions_;
+    else if (first == 0)
+      ++unsubscriptions_;
+    xsub_.send(m, zmq::send_flags::dontwait);
+  }
+}
+
+}  // namespace zmesh::broker

@@ -1,0 +1,41 @@
+// The event bus: publishers connect to XSUB, subscribers to XPUB; the broker
+// forwards messages one way and subscriptions the other, on the service loop.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <zmq.hpp>
+
+#include "zmesh/rpc/server.h"
+
+namespace zmesh::broker {
+
+struct BrokerOptions {
+  std::string xsub = "tcp://127.0.0.1:7101";
+  std::string xpub = "tcp://127.0.0.1:7102";
+  int hwm = 100000;  // per subscriber; beyond it ZeroMQ drops and subscribers see a gap
+};
+
+class Broker {
+ public:
+  // Binds both sockets and joins them to `server`'s loop; counters go to its stats.
+  Broker(zmq::context_t& context, rpc::Server& server, BrokerOptions options);
+  std::string xsubEndpoint();
+  std::string xpubEndpoint();
+
+ private:
+  void forwardEvents();
+  void forwardSubscriptions();
+
+  BrokerOptions options_;
+  zmq::socket_t xsub_;
+  zmq::socket_t xpub_;
+  // Per topic prefix (the service part, "lock" of "lock.acquired"): messages, bytes.
+  std::map<std::string, std::pair<uint64_t, uint64_t>, std::less<>> perService_;
+  uint64_t subscriptions_ = 0;
+  uint64_t unsubscriptions_ = 0;
+  uint64_t malformed_ = 0;
+};
+
+}  // namespace zmesh::broker

@@ -1,0 +1,53 @@
+// Helpers for integration tests: free loopback ports, child processes stopped
+// by pid (never by name), temporary directories.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+namespace zmesh::testing {
+
+using namespace std::chrono_literals;
+
+// A TCP port on 127.0.0.1 that was free a moment ago.
+int freePort();
+std::string tcpEndpoint(int port);
+// Path of a binary built by this project.
+std::string bin(const std::string& name);
+// A fresh directory under $TMPDIR (or /tmp); removed by the destructor.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// A child process; stopped with SIGTERM (then SIGKILL) when destroyed.
+class Process {
+ public:
+  explicit Process(std::vector<std::string> argv, const std::string& logFile = "");
+  Process(Process&& other) noexcept;
+  Process& operator=(Process&&) = delete;
+  ~Process();
+
+  pid_t pid() const { return pid_; }
+  bool running();
+  void kill9();
+  // SIGTERM, wait up to `grace`, then SIGKILL. Returns the wait status.
+  int stop(std::chrono::milliseconds grace = 5s);
+
+ private:
+  pid_t pid_ = -1;
+  int status_ = 0;
+};
+
+// Polls Admin.health on `endpoint` until it answers ok or `timeout` passes.
+bool waitHealthy(const std::string& endpoint, std::chrono::milliseconds timeout = 10s);
+
+}  // namespace zmesh::testing
