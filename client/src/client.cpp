@@ -185,7 +185,13 @@ struct Mesh::Transport {
 
 Mesh::Mesh(const std::string& configPath) : Mesh(rpc::MeshConfig::load(configPath)) {}
 
-Mesh::Mesh(rpc::MeshConfig config) : config_(std::move(config)), transport_(std::make_unique<Transport>()) {}
+Mesh::Mesh(rpc::MeshConfig config) : config_(std::move(config)) {}
+
+Mesh::Transport& Mesh::transport() {
+  std::lock_guard lock(transportMutex_);
+  if (!transport_) transport_ = std::make_unique<Transport>();
+  return *transport_;
+}
 
 Mesh::~Mesh() = default;
 
@@ -203,15 +209,59 @@ std::string Mesh::endpoint(const std::string& service) const {
 }
 
 IdGenClient Mesh::idgen(CallSettings settings) {
-  return IdGenClient(transport_->thread.channel(endpoint("idgen")), std::move(settings));
+  return IdGenClient(transport().thread.channel(endpoint("idgen")), std::move(settings));
+}
+
+std::string Mesh::adminEndpoint(const std::string& service) const {
+  if (service == "broker") {
+    if (!config_.has(service)) throw rpc::ConfigError(config_.source() + ": no [broker] section");
+    return config_.section("broker").string("admin", "tcp://127.0.0.1:7103");
+  }
+  return endpoint(service);
+}
+
+rpc::Channel Mesh::channel(const std::string& service) {
+  return transport().thread.channel(adminEndpoint(service));
 }
 
 AdminClient Mesh::admin(const std::string& service, CallSettings settings) {
-  std::string ep = service == "broker" ? config_.section("broker").string("admin", "tcp://127.0.0.1:7103")
-                                       : endpoint(service);
-  return AdminClient(transport_->thread.channel(ep), std::move(settings));
+  return AdminClient(channel(service), std::move(settings));
 }
 
-Events Mesh::events() { return Events(transport_->context, endpoint("broker")); }
+// ---- schema-driven calls ----
+
+std::vector<capnp::InterfaceSchema> interfacesOf(const std::string& service) {
+  capnp::InterfaceSchema admin = capnp::Schema::from<idl::Admin>();
+  if (service == "idgen") return {capnp::Schema::from<idl::IdGen>(), admin};
+  if (service == "broker") return {admin};
+  return {};
+}
+
+namespace {
+capnp::InterfaceSchema findInterface(const std::string& service, const std::string& method) {
+  auto interfaces = interfacesOf(service);
+  if (interfaces.empty()) throw std::invalid_argument("unknown service '" + service + "'");
+  std::string known;
+  for (auto& i : interfaces) {
+    if (i.findMethodByName(method) != nullptr) return i;
+    for (auto m : i.getMethods()) known += (known.empty() ? "" : ", ") + std::string(m.getProto().getName().cStr());
+  }
+  throw std::invalid_argument("service '" + service + "' has no method '" + method + "' (methods: " + known + ")");
+}
+}  // namespace
+
+DynamicCall::DynamicCall(const std::string& service, const std::string& method)
+    : interface_(findInterface(service, method)),
+      method_(KJ_ASSERT_NONNULL(interface_.findMethodByName(method))) {}
+
+rpc::Reply DynamicCall::invoke(const rpc::Channel& channel, capnp::MessageBuilder& params,
+                               const CallSettings& settings, bool retryable) const {
+  auto reply = channel.callSync(interface_.getProto().getId(), method_.getOrdinal(), rpc::toFrame(params),
+                                optionsOf(settings, retryable));
+  reply.check();
+  return reply;
+}
+
+Events Mesh::events() { return Events(transport().context, endpoint("broker")); }
 
 }  // namespace zmesh

@@ -15,8 +15,11 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
+
+#include <capnp/schema.h>
 
 #include "zmesh/rpc/client.h"
 #include "zmesh/rpc/config.h"
@@ -141,18 +144,49 @@ class Mesh {
   AdminClient admin(const std::string& service, CallSettings settings = {});
   Events events();
   // The request/reply endpoint of a configured service; throws ConfigError if none.
+  // For the broker: its XPUB endpoint (events); adminEndpoint() is its Admin one.
   std::string endpoint(const std::string& service) const;
+  std::string adminEndpoint(const std::string& service) const;
+  // A raw channel to a service's Admin endpoint, for generic (schema-driven) calls.
+  rpc::Channel channel(const std::string& service);
   // Configured services in start order (broker first).
   std::vector<std::string> services() const;
   const rpc::MeshConfig& config() const { return config_; }
 
  private:
-  rpc::MeshConfig config_;
   struct Transport;
+  // Started on first use, so a Mesh that only reads its config starts no thread
+  // (zmeshctl forks its supervisor after reading it).
+  Transport& transport();
+  rpc::MeshConfig config_;
+  std::mutex transportMutex_;
   std::unique_ptr<Transport> transport_;
 };
 
 // Default endpoints (DESIGN.md §6), used when the mesh file names none.
 std::string defaultEndpoint(const std::string& service);
+
+// The capnp interfaces a service answers, its own first, Admin last. Empty for
+// an unknown service. This is where a new service's interface is registered.
+std::vector<capnp::InterfaceSchema> interfacesOf(const std::string& service);
+
+// A call by method name with params and results as dynamic structs (zmeshctl
+// call, the gateway). Searches interfacesOf(service) for `method`. Throws
+// std::invalid_argument for an unknown service or method, RpcError on failure.
+class DynamicCall {
+ public:
+  DynamicCall(const std::string& service, const std::string& method);
+  capnp::InterfaceSchema interface() const { return interface_; }
+  capnp::InterfaceSchema::Method method() const { return method_; }
+  capnp::StructSchema paramsSchema() const { return method_.getParamType(); }
+  capnp::StructSchema resultsSchema() const { return method_.getResultType(); }
+  // Sends `params` (built on paramsSchema()) and returns the reply (status checked).
+  rpc::Reply invoke(const rpc::Channel& channel, capnp::MessageBuilder& params, const CallSettings& settings,
+                    bool retryable) const;
+
+ private:
+  capnp::InterfaceSchema interface_;
+  capnp::InterfaceSchema::Method method_;
+};
 
 }  // namespace zmesh

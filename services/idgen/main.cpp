@@ -1,0 +1,73 @@
+// zmesh-idgen: flags and config in, core + adapter + host wired, run.
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+
+#include "service.h"
+#include "zmesh/rpc/host.h"
+
+int main(int argc, char** argv) {
+  using namespace zmesh;
+  CLI::App app{"zmesh-idgen: durable sequences (INCR) and Snowflake ids"};
+  rpc::CommonFlags flags;
+  rpc::addCommonFlags(app, flags);
+  std::optional<std::string> dataDir, fsync;
+  std::optional<int64_t> workerId, blockSize;
+  bool memory = false;
+  app.add_option("--data-dir", dataDir, "data directory (overrides idgen.data_dir)");
+  app.add_flag("--memory", memory, "persist nothing: ids restart at 1 (benchmarks only)");
+  app.add_option("--fsync", fsync, "always|everysec|no (overrides idgen.fsync)");
+  app.add_option("--worker-id", workerId, "Snowflake worker id 0-1023 (overrides idgen.worker_id)");
+  app.add_option("--block-size", blockSize, "ids per durable reservation (overrides idgen.block_size)");
+  CLI11_PARSE(app, argc, argv);
+  try {
+    rpc::setupLogging("idgen", flags.logLevel, flags.logFile);
+    auto config = rpc::MeshConfig::load(flags.config);
+    auto s = config.section("idgen");
+    s.rejectUnknown({"enabled", "endpoint", "data_dir", "fsync", "block_size", "prefetch_fraction", "worker_id",
+                     "epoch_ms", "max_backward", "bound_ahead", "epoch_warn_days", "rewrite_after_bytes",
+                     "max_request_bytes", "default_deadline", "retry_window", "stop_grace", "send_hwm",
+                     "recv_hwm"});
+    idgen::IdGenOptions options;
+    options.dataDir = memory ? "" : dataDir.value_or(s.string("data_dir", "var/idgen"));
+    try {
+      options.fsync = storage::parseFsyncPolicy(fsync.value_or(s.string("fsync", "everysec")));
+    } catch (const std::invalid_argument& e) {
+      s.fail("fsync", e.what());
+    }
+    options.book.blockSize = blockSize.value_or(s.integer("block_size", 1000, 1, 1'000'000'000));
+    options.snowflake.workerId = workerId.value_or(s.integer("worker_id", 0, 0, idgen::kMaxWorkerId));
+    if (workerId && (*workerId < 0 || *workerId > idgen::kMaxWorkerId))
+      throw rpc::ConfigError("--worker-id: expected 0 to 1023, got " + std::to_string(*workerId));
+    options.snowflake.epochMs = s.integer("epoch_ms", idgen::kDefaultEpochMs, 0, INT64_MAX / 2);
+    options.snowflake.maxBackwardMs = s.duration("max_backward", std::chrono::milliseconds(5)).count();
+    options.snowflake.boundAheadMs = s.duration("bound_ahead", std::chrono::milliseconds(2000)).count();
+    options.snowflake.renewBeforeMs = options.snowflake.boundAheadMs / 2;
+    options.epochWarnDays = s.integer("epoch_warn_days", 365, 0, 100000);
+    options.rewriteAfterBytes = s.integer("rewrite_after_bytes", 4 << 20, 4096, INT64_MAX);
+    if (auto f = options.snowflake.validate()) throw rpc::ConfigError(config.source() + ": idgen: " + f->message);
+
+    auto host = rpc::hostOptionsFrom(config, "idgen", flags, "tcp://127.0.0.1:7110");
+    host.settings.emplace_back("data_dir", options.dataDir.empty() ? "(memory)" : options.dataDir);
+    host.settings.emplace_back("fsync", std::string(storage::toString(options.fsync)));
+    host.settings.emplace_back("block_size", std::to_string(options.book.blockSize));
+    host.settings.emplace_back("worker_id", std::to_string(options.snowflake.workerId));
+    host.settings.emplace_back("epoch_ms", std::to_string(options.snowflake.epochMs));
+    rpc::ServiceHost service(std::move(host));
+    auto env = storage::makePosixEnv();
+    auto clock = [] {
+      return std::chrono::duration_cast<std::chrono::milliseconds>(
+                 std::chrono::system_clock::now().time_since_epoch())
+          .count();
+    };
+    auto impl = kj::heap<idgen::IdGenService>(service.server(), service.publisher(), *env, options, clock);
+    auto& idgen = *impl;
+    service.server().serve<idl::IdGen>(kj::mv(impl));
+    service.setHealth([&idgen] { return idgen.health(); });
+    service.onStop([&idgen] { idgen.close(); });
+    return service.run();
+  } catch (const std::exception& e) {
+    spdlog::error("{}", e.what());
+    return 2;
+  }
+}

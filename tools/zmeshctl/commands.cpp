@@ -1,0 +1,340 @@
+#include "commands.h"
+
+#include <capnp/compat/json.h>
+#include <capnp/dynamic.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <charconv>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include "supervisor.h"
+#include "zmesh/rpc/host.h"
+
+namespace zmesh::ctl {
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::string formatUptime(int64_t ms) {
+  int64_t s = ms / 1000;
+  char buf[64];
+  if (s < 60)
+    std::snprintf(buf, sizeof(buf), "%llds", static_cast<long long>(s));
+  else if (s < 3600)
+    std::snprintf(buf, sizeof(buf), "%lldm%02llds", static_cast<long long>(s / 60), static_cast<long long>(s % 60));
+  else
+    std::snprintf(buf, sizeof(buf), "%lldh%02lldm", static_cast<long long>(s / 3600),
+                  static_cast<long long>(s / 60 % 60));
+  return buf;
+}
+
+void printLogTail(const std::string& path, int lines) {
+  std::ifstream in(path);
+  std::vector<std::string> tail;
+  std::string line;
+  while (std::getline(in, line)) {
+    tail.push_back(line);
+    if (static_cast<int>(tail.size()) > lines) tail.erase(tail.begin());
+  }
+  for (auto& l : tail) std::cerr << "  | " << l << '\n';
+}
+
+// Waits until every service answers Admin.health ok, or the supervisor dies,
+// or the timeout passes. Returns the services that are not healthy.
+std::vector<std::string> waitHealthy(Mesh& mesh, const std::vector<ServiceSpec>& services, pid_t supervisor,
+                                     std::chrono::milliseconds timeout) {
+  auto deadline = Clock::now() + timeout;
+  std::vector<std::string> pending;
+  for (auto& s : services) pending.push_back(s.name);
+  while (!pending.empty() && Clock::now() < deadline) {
+    if (::kill(supervisor, 0) != 0) break;
+    std::vector<std::string> still;
+    for (auto& name : pending) {
+      try {
+        CallSettings quick;
+        quick.timeout = 300ms;
+        if (mesh.admin(name, quick).health().ok) continue;
+      } catch (const RpcError&) {
+      }
+      still.push_back(name);
+    }
+    pending.swap(still);
+    if (!pending.empty()) std::this_thread::sleep_for(50ms);
+  }
+  return pending;
+}
+
+}  // namespace
+
+int cmdUp(const std::string& configPath, bool foreground) {
+  auto options = supervisorOptionsFrom(rpc::MeshConfig::load(configPath), configPath);
+  // Resolve everything before forking: a missing binary is reported here.
+  Mesh mesh(rpc::MeshConfig::load(configPath));
+  auto services = servicesFrom(mesh, options.configPath);
+  if (auto pid = runningSupervisor(options)) {
+    std::cout << "mesh already running (supervisor pid " << *pid << ")\n";
+    return cmdStatus(configPath);
+  }
+  fs::create_directories(options.runDir);
+  fs::create_directories(options.logDir);
+
+  if (foreground) {
+    std::ofstream(pidFile(options)) << ::getpid() << '\n';
+    int code = superviseForever(mesh, services, options);
+    fs::remove(pidFile(options));
+    return code;
+  }
+
+  pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
+  if (pid == 0) {
+    // The supervisor: its own session, so closing the terminal does not stop the mesh.
+    ::setsid();
+    std::string log = options.logDir + "/zmeshctl.log";
+    std::freopen("/dev/null", "r", stdin);
+    std::freopen(log.c_str(), "a", stdout);
+    std::freopen(log.c_str(), "a", stderr);
+    rpc::setupLogging("zmeshctl", "info", "");
+    std::ofstream(pidFile(options)) << ::getpid() << '\n';
+    int code = 1;
+    try {
+      code = superviseForever(mesh, services, options);
+    } catch (const std::exception& e) {
+      spdlog::error("supervisor failed: {}", e.what());
+    }
+    fs::remove(pidFile(options));
+    std::fflush(nullptr);
+    ::_exit(code);
+  }
+
+  auto unhealthy = waitHealthy(mesh, services, pid, options.healthTimeout);
+  if (!unhealthy.empty()) {
+    for (auto& name : unhealthy) {
+      std::cerr << "zmeshctl: " << name << " did not become healthy within " << options.healthTimeout.count()
+                << " ms; last lines of " << options.logDir << "/" << name << ".log:\n";
+      printLogTail(options.logDir + "/" + name + ".log", 10);
+    }
+    std::cerr << "zmeshctl: the supervisor keeps trying; `zmeshctl down` stops it\n";
+    return 1;
+  }
+  std::cout << "mesh up (supervisor pid " << pid << "); logs in " << options.logDir << "\n";
+  return cmdStatus(configPath);
+}
+
+int cmdDown(const std::string& configPath) {
+  auto options = supervisorOptionsFrom(rpc::MeshConfig::load(configPath), configPath);
+  auto pid = runningSupervisor(options);
+  if (!pid) {
+    std::cout << "no mesh running for " << options.runDir << "\n";
+    return 0;
+  }
+  ::kill(*pid, SIGTERM);
+  // Children stop one after another, each within the stop grace.
+  auto deadline = Clock::now() + options.stopGrace * 8 + 5s;
+  while (Clock::now() < deadline && ::kill(*pid, 0) == 0) std::this_thread::sleep_for(20ms);
+  if (::kill(*pid, 0) == 0) {
+    std::cerr << "zmeshctl: supervisor " << *pid << " did not stop: SIGKILL\n";
+    ::kill(*pid, SIGKILL);
+  }
+  std::cout << "mesh stopped\n";
+  return 0;
+}
+
+int cmdStatus(const std::string& configPath) {
+  auto config = rpc::MeshConfig::load(configPath);
+  auto options = supervisorOptionsFrom(config, configPath);
+  Mesh mesh(std::move(config));
+  auto state = readState(options);
+  auto supervisor = runningSupervisor(options);
+  std::printf("%-10s %-26s %-8s %-9s %-8s %s\n", "SERVICE", "ENDPOINT", "PID", "UPTIME", "RESTARTS", "HEALTH");
+  bool allOk = true;
+  for (auto& name : mesh.services()) {
+    if (interfacesOf(name).empty()) continue;
+    std::string pid = "-", uptime = "-", restarts = "-", health;
+    for (auto& s : state)
+      if (s.name == name && supervisor) {
+        pid = s.pid ? std::to_string(s.pid) : "-";
+        restarts = std::to_string(s.restarts);
+      }
+    try {
+      CallSettings quick;
+      quick.timeout = 500ms;
+      auto admin = mesh.admin(name, quick);
+      auto h = admin.health();
+      auto info = admin.info();
+      health = h.ok ? "ok" : "unhealthy: " + h.detail;
+      uptime = formatUptime(static_cast<int64_t>(info.uptimeMs));
+      pid = std::to_string(info.pid);
+      allOk = allOk && h.ok;
+    } catch (const RpcError& e) {
+      health = "down (" + std::string(rpc::statusName(e.code())) + ")";
+      allOk = false;
+    }
+    std::printf("%-10s %-26s %-8s %-9s %-8s %s\n", name.c_str(), mesh.adminEndpoint(name).c_str(), pid.c_str(),
+                uptime.c_str(), restarts.c_str(), health.c_str());
+  }
+  if (!supervisor) std::printf("(no supervisor running for %s)\n", options.runDir.c_str());
+  return allOk ? 0 : 1;
+}
+
+namespace {
+
+// Sets one params field from a command-line word, by the field's schema type.
+void setField(capnp::DynamicStruct::Builder params, capnp::StructSchema::Field field, const std::string& word) {
+  auto name = std::string(field.getProto().getName().cStr());
+  auto type = field.getType();
+  auto bad = [&](const char* what) {
+    throw std::invalid_argument("argument '" + word + "' for " + name + ": expected " + what);
+  };
+  auto parseInt = [&](auto& out) {
+    auto [end, ec] = std::from_chars(word.data(), word.data() + word.size(), out);
+    if (ec != std::errc() || end != word.data() + word.size()) bad("an integer in range");
+  };
+  switch (type.which()) {
+    case capnp::schema::Type::TEXT:
+      params.set(field, capnp::Text::Reader(word.c_str()));
+      return;
+    case capnp::schema::Type::DATA:
+      params.set(field, capnp::Data::Reader(reinterpret_cast<const capnp::byte*>(word.data()), word.size()));
+      return;
+    case capnp::schema::Type::BOOL:
+      if (word != "true" && word != "false") bad("true or false");
+      params.set(field, word == "true");
+      return;
+    case capnp::schema::Type::INT8:
+    case capnp::schema::Type::INT16:
+    case capnp::schema::Type::INT32:
+    case capnp::schema::Type::INT64: {
+      int64_t v;
+      parseInt(v);
+      params.set(field, v);  // capnp checks the field's own range
+      return;
+    }
+    case capnp::schema::Type::UINT8:
+    case capnp::schema::Type::UINT16:
+    case capnp::schema::Type::UINT32:
+    case capnp::schema::Type::UINT64: {
+      uint64_t v;
+      parseInt(v);
+      params.set(field, v);
+      return;
+    }
+    case capnp::schema::Type::FLOAT32:
+    case capnp::schema::Type::FLOAT64:
+      try {
+        size_t used;
+        double v = std::stod(word, &used);
+        if (used != word.size()) bad("a number");
+        params.set(field, v);
+      } catch (const std::logic_error&) {
+        bad("a number");
+      }
+      return;
+    default:
+      throw std::invalid_argument("field " + name + " cannot be given positionally; use --params JSON");
+  }
+}
+
+std::string fieldList(capnp::StructSchema schema) {
+  std::string out;
+  for (auto f : schema.getFields()) out += (out.empty() ? "" : " ") + std::string("<") + f.getProto().getName().cStr() + ">";
+  return out.empty() ? "(no arguments)" : out;
+}
+
+}  // namespace
+
+int cmdCall(const std::string& configPath, const std::string& service, const std::string& method,
+            const std::vector<std::string>& args, const std::string& paramsJson, bool json,
+            std::chrono::milliseconds timeout) {
+  Mesh mesh(configPath);
+  DynamicCall call(service, method);
+  capnp::MallocMessageBuilder message;
+  auto params = message.initRoot<capnp::DynamicStruct>(call.paramsSchema());
+  capnp::JsonCodec codec;
+  if (!paramsJson.empty()) {
+    if (!args.empty()) throw std::invalid_argument("give either --params or positional arguments, not both");
+    try {
+      codec.decode(kj::StringPtr(paramsJson.c_str()), params);
+    } catch (const kj::Exception& e) {
+      throw std::invalid_argument(std::string("--params: ") + e.getDescription().cStr());
+    }
+  } else {
+    auto fields = call.paramsSchema().getFields();
+    if (args.size() > fields.size())
+      throw std::invalid_argument(service + " " + method + " takes " + fieldList(call.paramsSchema()) + ", got " +
+                                  std::to_string(args.size()) + " arguments");
+    for (size_t i = 0; i < args.size(); ++i) {
+      try {
+        setField(params, fields[i], args[i]);
+      } catch (const kj::Exception& e) {
+        throw std::invalid_argument("argument '" + args[i] + "': " + e.getDescription().cStr());
+      }
+    }
+  }
+  CallSettings settings;
+  settings.timeout = timeout;
+  auto reply = call.invoke(mesh.channel(service), message, settings, false);
+  auto results = reply.any().getAs<capnp::DynamicStruct>(call.resultsSchema());
+  if (json) {
+    std::cout << codec.encode(results).cStr() << '\n';
+    return 0;
+  }
+  codec.setPrettyPrint(true);
+  for (auto field : call.resultsSchema().getFields()) {
+    auto text = codec.encode(results.get(field), field.getType());
+    std::string value(text.cStr());
+    // Strings and 64-bit numbers read better without JSON's quotes here.
+    if (value.size() >= 2 && value.front() == '"' && value.find('"', 1) == value.size() - 1)
+      value = value.substr(1, value.size() - 2);
+    std::cout << field.getProto().getName().cStr() << ": " << value << '\n';
+  }
+  return 0;
+}
+
+int cmdEvents(const std::string& configPath, const std::vector<std::string>& prefixes, bool json, int64_t count,
+              std::chrono::milliseconds timeout) {
+  Mesh mesh(configPath);
+  std::mutex mutex;
+  std::condition_variable done;
+  int64_t seen = 0;
+  auto subscription = mesh.events().subscribe(prefixes.empty() ? std::vector<std::string>{""} : prefixes,
+                                              [&](const Event& e) {
+    std::lock_guard lock(mutex);
+    if (e.missedBefore > 0) {
+      if (json)
+        std::printf("{\"gap\":{\"topic\":\"%s\",\"publisher\":\"%s\",\"missed\":%llu}}\n", e.topic.c_str(),
+                    e.publisher.c_str(), static_cast<unsigned long long>(e.missedBefore));
+      else
+        std::printf("! gap: %llu %s events from %s were lost\n", static_cast<unsigned long long>(e.missedBefore),
+                    e.topic.c_str(), e.publisher.c_str());
+    }
+    if (json)
+      std::printf("{\"topic\":\"%s\",\"publisher\":\"%s\",\"incarnation\":\"%llu\",\"sequence\":\"%llu\","
+                  "\"wall_time_ms\":%lld,\"body\":%s}\n",
+                  e.topic.c_str(), e.publisher.c_str(), static_cast<unsigned long long>(e.incarnation),
+                  static_cast<unsigned long long>(e.sequence), static_cast<long long>(e.wallTimeMs), e.json.c_str());
+    else
+      std::printf("%-20s %s:%llu %s\n", e.topic.c_str(), e.publisher.c_str(),
+                  static_cast<unsigned long long>(e.sequence), e.json.c_str());
+    std::fflush(stdout);
+    if (++seen == count) done.notify_all();
+  });
+  std::unique_lock lock(mutex);
+  auto finished = [&] { return count > 0 && seen >= count; };
+  if (timeout.count() > 0)
+    done.wait_for(lock, timeout, finished);
+  else
+    done.wait(lock, finished);
+  return count > 0 && seen < count ? 1 : 0;
+}
+
+}  // namespace zmesh::ctl

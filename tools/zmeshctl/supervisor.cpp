@@ -1,0 +1,293 @@
+#include "supervisor.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "zmesh/idl/common.capnp.h"
+#include "zmesh/rpc/events.h"
+
+namespace zmesh::ctl {
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+int64_t unixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string findBinary(const std::string& name) {
+  std::error_code ec;
+  auto self = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    auto beside = self.parent_path() / name;
+    if (fs::exists(beside)) return beside;
+  }
+  if (const char* path = std::getenv("PATH")) {
+    std::stringstream dirs(path);
+    std::string dir;
+    while (std::getline(dirs, dir, ':'))
+      if (!dir.empty() && ::access((fs::path(dir) / name).c_str(), X_OK) == 0) return fs::path(dir) / name;
+  }
+  throw std::runtime_error("cannot find the " + name + " binary next to zmeshctl or on PATH");
+}
+
+struct Child {
+  ServiceSpec spec;
+  pid_t pid = 0;
+  int64_t startedMs = 0;
+  Clock::time_point started;
+  uint32_t restarts = 0;
+  std::chrono::milliseconds backoff{0};
+  std::optional<Clock::time_point> restartAt;
+  bool announcedUp = false;
+};
+
+}  // namespace
+
+SupervisorOptions supervisorOptionsFrom(const rpc::MeshConfig& config, const std::string& configPath) {
+  auto s = config.section("mesh");
+  s.rejectUnknown({"log_dir", "run_dir", "restart_backoff", "stop_grace", "health_timeout"});
+  SupervisorOptions o;
+  o.configPath = fs::absolute(configPath);
+  o.runDir = fs::absolute(s.string("run_dir", "var"));
+  o.logDir = fs::absolute(s.string("log_dir", "var/log"));
+  o.restartBackoff = s.duration("restart_backoff", o.restartBackoff);
+  o.stopGrace = s.duration("stop_grace", o.stopGrace);
+  o.healthTimeout = s.duration("health_timeout", o.healthTimeout);
+  return o;
+}
+
+std::vector<ServiceSpec> servicesFrom(const Mesh& mesh, const std::string& configPath) {
+  std::vector<ServiceSpec> out;
+  for (auto& name : mesh.services()) {
+    if (interfacesOf(name).empty()) continue;  // not built yet (e.g. the gateway before its issue lands)
+    ServiceSpec spec;
+    spec.name = name;
+    spec.argv = {findBinary("zmesh-" + name), "--config", configPath};
+    spec.adminEndpoint = mesh.adminEndpoint(name);
+    out.push_back(std::move(spec));
+  }
+  return out;
+}
+
+std::string pidFile(const SupervisorOptions& o) { return o.runDir + "/zmesh.pid"; }
+std::string stateFile(const SupervisorOptions& o) { return o.runDir + "/zmesh.state"; }
+
+std::vector<ServiceState> readState(const SupervisorOptions& o) {
+  std::vector<ServiceState> out;
+  std::ifstream in(stateFile(o));
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    ServiceState s;
+    if (fields >> s.name >> s.pid >> s.startedMs >> s.restarts >> s.adminEndpoint) out.push_back(s);
+  }
+  return out;
+}
+
+std::optional<pid_t> runningSupervisor(const SupervisorOptions& o) {
+  std::ifstream in(pidFile(o));
+  pid_t pid = 0;
+  if (!(in >> pid) || pid <= 0) return std::nullopt;
+  if (::kill(pid, 0) != 0) return std::nullopt;
+  // A recycled pid would not be ours: check it runs zmeshctl.
+  std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
+  std::string name;
+  comm >> name;
+  if (name.rfind("zmeshctl", 0) != 0) return std::nullopt;
+  return pid;
+}
+
+namespace {
+
+class Supervisor {
+ public:
+  Supervisor(Mesh& mesh, std::vector<ServiceSpec> services, SupervisorOptions options)
+      : mesh_(mesh), options_(std::move(options)) {
+    for (auto& s : services) {
+      Child c;
+      c.spec = std::move(s);
+      children_.push_back(std::move(c));
+    }
+    if (mesh_.config().has("broker"))
+      publisher_ = std::make_unique<rpc::Publisher>(
+          context_, mesh_.config().section("broker").string("xsub", "tcp://127.0.0.1:7101"),
+          "zmeshctl@" + std::to_string(::getpid()));
+  }
+
+  int run() {
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &mask, nullptr);
+    int sfd = ::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    fs::create_directories(options_.logDir);
+    for (auto& c : children_) start(c);
+    writeState();
+    bool stopping = false;
+    while (!stopping) {
+      zmq_pollitem_t item{nullptr, sfd, ZMQ_POLLIN, 0};
+      zmq_poll(&item, 1, 100);
+      signalfd_siginfo info;
+      while (::read(sfd, &info, sizeof(info)) == sizeof(info))
+        if (info.ssi_signo == SIGTERM || info.ssi_signo == SIGINT) stopping = true;
+      reap();
+      auto now = Clock::now();
+      for (auto& c : children_) {
+        if (c.pid == 0 && c.restartAt && now >= *c.restartAt && !stopping) start(c);
+        if (c.pid != 0 && !c.announcedUp) checkUp(c);
+      }
+    }
+    spdlog::info("supervisor: stopping {} services", children_.size());
+    for (auto it = children_.rbegin(); it != children_.rend(); ++it) stop(*it);
+    writeState();
+    ::close(sfd);
+    return 0;
+  }
+
+ private:
+  void start(Child& c) {
+    std::string log = options_.logDir + "/" + c.spec.name + ".log";
+    // Built before fork: the child of a threaded process may only make
+    // async-signal-safe calls until exec (no malloc).
+    std::vector<char*> args;
+    for (auto& a : c.spec.argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    pid_t pid = ::fork();
+    if (pid < 0) {
+      spdlog::error("supervisor: fork failed for {}: {}", c.spec.name, std::strerror(errno));
+      scheduleRestart(c);
+      return;
+    }
+    if (pid == 0) {
+      sigset_t none;
+      sigemptyset(&none);
+      sigprocmask(SIG_SETMASK, &none, nullptr);
+      int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+      if (fd >= 0) {
+        ::dup2(fd, 1);
+        ::dup2(fd, 2);
+      }
+      ::execv(args[0], args.data());
+      ::_exit(127);
+    }
+    c.pid = pid;
+    c.started = Clock::now();
+    c.startedMs = unixMs();
+    c.restartAt.reset();
+    c.announcedUp = false;
+    spdlog::info("supervisor: started {} (pid {}), log {}", c.spec.name, pid, log);
+    writeState();
+  }
+
+  void checkUp(Child& c) {
+    try {
+      CallSettings quick;
+      quick.timeout = std::chrono::milliseconds(200);
+      if (!mesh_.admin(c.spec.name, quick).health().ok) return;
+    } catch (const RpcError&) {
+      return;
+    }
+    c.announcedUp = true;
+    announce("mesh.service_up", c, "healthy");
+  }
+
+  void scheduleRestart(Child& c) {
+    // Back off while it keeps dying; a run of 30 s counts as healthy again.
+    if (Clock::now() - c.started > std::chrono::seconds(30)) c.backoff = std::chrono::milliseconds(0);
+    c.backoff = c.backoff.count() == 0 ? options_.restartBackoff : std::min(c.backoff * 2, options_.maxBackoff);
+    c.restartAt = Clock::now() + c.backoff;
+    ++c.restarts;
+  }
+
+  void reap() {
+    while (true) {
+      int status;
+      pid_t pid = ::waitpid(-1, &status, WNOHANG);
+      if (pid <= 0) return;
+      for (auto& c : children_) {
+        if (c.pid != pid) continue;
+        std::string how = WIFSIGNALED(status) ? "killed by signal " + std::to_string(WTERMSIG(status))
+                                              : "exited with status " + std::to_string(WEXITSTATUS(status));
+        spdlog::warn("supervisor: {} {}; restarting", c.spec.name, how);
+        announce("mesh.service_down", c, how);
+        c.pid = 0;
+        scheduleRestart(c);
+        writeState();
+      }
+    }
+  }
+
+  void stop(Child& c) {
+    if (c.pid == 0) return;
+    ::kill(c.pid, SIGTERM);
+    auto deadline = Clock::now() + options_.stopGrace;
+    int status = 0;
+    while (Clock::now() < deadline) {
+      if (::waitpid(c.pid, &status, WNOHANG) == c.pid) {
+        spdlog::info("supervisor: {} stopped", c.spec.name);
+        announce("mesh.service_down", c, "stopped");
+        c.pid = 0;
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    spdlog::warn("supervisor: {} did not stop within {} ms: SIGKILL", c.spec.name, options_.stopGrace.count());
+    ::kill(c.pid, SIGKILL);
+    ::waitpid(c.pid, &status, 0);
+    announce("mesh.service_down", c, "killed after the stop grace period");
+    c.pid = 0;
+  }
+
+  void announce(const char* topic, const Child& c, const std::string& reason) {
+    if (!publisher_) return;
+    capnp::MallocMessageBuilder message;
+    auto s = message.initRoot<idl::ServiceState>();
+    s.setService(c.spec.name);
+    s.setEndpoint(c.spec.adminEndpoint);
+    s.setPid(c.pid);
+    s.setRestarts(c.restarts);
+    s.setReason(reason);
+    publisher_->publish<idl::ServiceState>(topic, s.asReader());
+  }
+
+  void writeState() {
+    std::string tmp = stateFile(options_) + ".tmp";
+    {
+      std::ofstream out(tmp, std::ios::trunc);
+      for (auto& c : children_)
+        out << c.spec.name << ' ' << c.pid << ' ' << c.startedMs << ' ' << c.restarts << ' ' << c.spec.adminEndpoint
+            << '\n';
+    }
+    fs::rename(tmp, stateFile(options_));
+  }
+
+  Mesh& mesh_;
+  SupervisorOptions options_;
+  std::vector<Child> children_;
+  zmq::context_t context_;
+  std::unique_ptr<rpc::Publisher> publisher_;
+};
+
+}  // namespace
+
+int superviseForever(Mesh& mesh, std::vector<ServiceSpec> services, const SupervisorOptions& options) {
+  Supervisor supervisor(mesh, std::move(services), options);
+  return supervisor.run();
+}
+
+}  // namespace zmesh::ctl
