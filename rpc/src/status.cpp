@@ -45,7 +45,9 @@ bool parseStatusName(std::string_view name, StatusCode& out) {
   return false;
 }
 
-void fail(StatusCode code, std::string_view message) {
+void fail(StatusCode code, std::string_view message) { throw statusException(code, message); }
+
+kj::Exception statusException(StatusCode code, std::string_view message) {
   auto type = code == StatusCode::UNAVAILABLE     ? kj::Exception::Type::OVERLOADED
               : code == StatusCode::UNIMPLEMENTED ? kj::Exception::Type::UNIMPLEMENTED
                                                   : kj::Exception::Type::FAILED;
@@ -53,7 +55,7 @@ void fail(StatusCode code, std::string_view message) {
   description += statusName(code);
   description += ':';
   description += message;
-  throw kj::Exception(type, __FILE__, __LINE__, kj::heapString(description.data(), description.size()));
+  return kj::Exception(type, __FILE__, __LINE__, kj::heapString(description.data(), description.size()));
 }
 
 Status statusFromException(const kj::Exception& e) {

@@ -95,6 +95,15 @@ void Process::kill9() {
   pid_ = -1;
 }
 
+int Process::wait(std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (!running()) return status_;
+    std::this_thread::sleep_for(5ms);
+  }
+  return stop();
+}
+
 int Process::stop(std::chrono::milliseconds grace) {
   if (pid_ <= 0) return status_;
   ::kill(pid_, SIGTERM);

@@ -39,6 +39,9 @@ class Process {
   pid_t pid() const { return pid_; }
   bool running();
   void kill9();
+  // Waits up to `timeout` for the process to exit by itself, then stop()s it.
+  // Returns the wait status.
+  int wait(std::chrono::milliseconds timeout);
   // SIGTERM, wait up to `grace`, then SIGKILL. Returns the wait status.
   int stop(std::chrono::milliseconds grace = 5s);
 

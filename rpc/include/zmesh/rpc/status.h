@@ -28,7 +28,9 @@ struct Status {
   bool ok() const { return code == StatusCode::OK; }
 };
 
-// Throws a kj::Exception that the server maps back to exactly `code`.
+// A kj::Exception that the server maps back to exactly `code` (for rejecting a
+// PromiseFulfiller); fail() throws it.
+kj::Exception statusException(StatusCode code, std::string_view message);
 [[noreturn]] void fail(StatusCode code, std::string_view message);
 
 // What the server replies for an exception escaping a method: a `fail()` keeps

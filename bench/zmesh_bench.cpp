@@ -1,0 +1,202 @@
+// zmesh-bench: load generators for bench/*.sh. Prints one line of results per
+// run, "key=value" pairs, for the scripts to put side by side with the peer's.
+//
+//   zmesh-bench echo --transport tcp|ipc --server raw|rpc --connections 1 --window 64 --seconds 3
+//   zmesh-bench idgen --endpoint tcp://127.0.0.1:7110 --connections 50 --window 1 --count 1 --requests 200000
+#include <CLI/CLI.hpp>
+#include <unistd.h>
+#include <zmq_addon.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <thread>
+
+#include "testsvc.capnp.h"
+#include "zmesh/idl/idgen.capnp.h"
+#include "zmesh/rpc/client.h"
+#include "zmesh/rpc/server.h"
+
+using namespace zmesh;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// The smallest useful echo service: only TestService.echo is implemented.
+class Echo final : public test::TestService::Server {
+ public:
+  kj::Promise<void> echo(EchoContext context) override {
+    context.getResults().setText(context.getParams().getText());
+    return kj::READY_NOW;
+  }
+};
+
+struct Load {
+  std::vector<std::unique_ptr<rpc::Connection>> connections;
+  uint64_t interfaceId;
+  uint16_t methodId;
+  std::function<zmq::message_t()> makeParams;
+};
+
+struct Result {
+  uint64_t done = 0, failed = 0;
+  double seconds = 0;
+  std::vector<double> latenciesUs;
+};
+
+// Keeps `window` calls in flight on every connection until `requests` are done
+// (or `seconds` pass), on this one thread, as redis-benchmark does.
+Result drive(Load& load, int window, uint64_t requests, double seconds) {
+  Result r;
+  uint64_t started = 0;
+  auto begin = Clock::now();
+  auto end = begin + std::chrono::duration<double>(seconds);
+  bool recordLatency = load.connections.size() == 1 && window == 1;
+  std::function<void(rpc::Connection&)> issue = [&](rpc::Connection& c) {
+    if (started >= requests || Clock::now() >= end) return;
+    ++started;
+    auto sent = Clock::now();
+    rpc::CallOptions options;
+    options.timeout = std::chrono::seconds(10);
+    c.call(load.interfaceId, load.methodId, load.makeParams(), options, [&, sent, conn = &c](rpc::Reply reply) {
+      if (reply.status.ok())
+        ++r.done;
+      else
+        ++r.failed;
+      if (recordLatency)
+        r.latenciesUs.push_back(std::chrono::duration<double, std::micro>(Clock::now() - sent).count());
+      issue(*conn);
+    });
+  };
+  for (auto& c : load.connections)
+    for (int i = 0; i < window; ++i) issue(*c);
+  std::vector<zmq::pollitem_t> items;
+  while (r.done + r.failed < started) {
+    items.clear();
+    for (auto& c : load.connections)
+      for (auto& item : c->pollItems()) items.push_back(item);
+    zmq::poll(items.data(), items.size(), std::chrono::milliseconds(100));
+    for (auto& c : load.connections) c->process();
+  }
+  r.seconds = std::chrono::duration<double>(Clock::now() - begin).count();
+  return r;
+}
+
+void report(const char* name, const Result& r, int connections, int window) {
+  std::printf("%s connections=%d window=%d calls=%llu failed=%llu seconds=%.3f calls_per_s=%.0f", name, connections,
+              window, static_cast<unsigned long long>(r.done), static_cast<unsigned long long>(r.failed), r.seconds,
+              r.done / r.seconds);
+  if (!r.latenciesUs.empty()) {
+    auto l = r.latenciesUs;
+    std::sort(l.begin(), l.end());
+    std::printf(" p50_us=%.1f p99_us=%.1f", l[l.size() / 2], l[l.size() * 99 / 100]);
+  }
+  std::printf("\n");
+  std::fflush(stdout);
+}
+
+// A bare ROUTER echo: the floor any RPC layer is measured against.
+void rawEchoServer(zmq::context_t& context, const std::string& endpoint, std::atomic<bool>& stop,
+                   std::atomic<bool>& ready) {
+  zmq::socket_t router(context, zmq::socket_type::router);
+  router.set(zmq::sockopt::linger, 0);
+  router.bind(endpoint);
+  ready = true;
+  std::vector<zmq::message_t> frames;
+  while (!stop) {
+    zmq::pollitem_t item{router.handle(), 0, ZMQ_POLLIN, 0};
+    zmq::poll(&item, 1, std::chrono::milliseconds(100));
+    for (int i = 0; i < 256; ++i) {
+      frames.clear();
+      if (!zmq::recv_multipart(router, std::back_inserter(frames), zmq::recv_flags::dontwait)) break;
+      // Reply with [identity][header][body]: the client reads the header it sent
+      // as an OK reply (same request id, status 0).
+      zmq::send_multipart(router, frames, zmq::send_flags::dontwait);
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"zmesh-bench: load generators for bench/"};
+  app.require_subcommand(1);
+  std::string transport = "tcp", serverKind = "rpc", endpoint = "tcp://127.0.0.1:7110", ns = "bench";
+  int connections = 1, window = 1;
+  uint32_t count = 1;
+  uint64_t requests = UINT64_MAX;
+  double seconds = 3;
+  auto* echo = app.add_subcommand("echo", "echo round trips against an in-process raw or rpc server");
+  echo->add_option("--transport", transport, "tcp|ipc")->check(CLI::IsMember({"tcp", "ipc"}));
+  echo->add_option("--server", serverKind, "raw|rpc")->check(CLI::IsMember({"raw", "rpc"}));
+  auto* idgen = app.add_subcommand("idgen", "IdGen.next against a running zmesh-idgen");
+  idgen->add_option("--endpoint", endpoint);
+  idgen->add_option("--count", count, "ids per call");
+  idgen->add_option("--namespace", ns);
+  for (auto* sub : {echo, idgen}) {
+    sub->add_option("--connections", connections)->check(CLI::Range(1, 1000));
+    sub->add_option("--window", window, "calls in flight per connection")->check(CLI::Range(1, 100000));
+    sub->add_option("--requests", requests);
+    sub->add_option("--seconds", seconds);
+  }
+  CLI11_PARSE(app, argc, argv);
+
+  zmq::context_t context;
+  Load load;
+  std::thread serverThread;
+  std::atomic<bool> stop{false}, ready{false};
+  rpc::Server* rpcServer = nullptr;
+
+  if (app.got_subcommand("echo")) {
+    endpoint = transport == "tcp" ? "tcp://127.0.0.1:0" : "ipc:///tmp/zmesh-bench-" + std::to_string(::getpid());
+    if (serverKind == "raw") {
+      if (transport == "tcp") endpoint = "tcp://127.0.0.1:" + std::to_string(17000 + ::getpid() % 20000);
+      serverThread = std::thread(rawEchoServer, std::ref(context), endpoint, std::ref(stop), std::ref(ready));
+    } else {
+      serverThread = std::thread([&] {
+        rpc::ServerOptions o;
+        o.name = "bench";
+        o.endpoints = {endpoint};
+        rpc::Server server(context, o);
+        server.serve<test::TestService>(kj::heap<Echo>());
+        server.bind();
+        endpoint = server.boundEndpoints().front();
+        rpcServer = &server;
+        ready = true;
+        server.run();
+      });
+    }
+    while (!ready) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    load.interfaceId = capnp::typeId<test::TestService>();
+    load.methodId = rpc::methodOrdinal(capnp::Schema::from<test::TestService>(), "echo");
+    load.makeParams = [] {
+      capnp::MallocMessageBuilder m(16);
+      m.initRoot<test::TestService::EchoParams>().setText("0123456789abcdef");
+      return rpc::toFrame(m);
+    };
+  } else {
+    load.interfaceId = capnp::typeId<idl::IdGen>();
+    load.methodId = rpc::methodOrdinal(capnp::Schema::from<idl::IdGen>(), "next");
+    load.makeParams = [&] {
+      capnp::MallocMessageBuilder m(16);
+      auto p = m.initRoot<idl::IdGen::NextParams>();
+      p.setNamespace(ns);
+      p.setCount(count);
+      return rpc::toFrame(m);
+    };
+  }
+  for (int i = 0; i < connections; ++i) load.connections.push_back(std::make_unique<rpc::Connection>(context, endpoint));
+  // Warm up (connect, first allocations) before measuring.
+  drive(load, 1, 100 * connections, 5);
+  auto result = drive(load, window, requests, seconds);
+  std::string name = app.got_subcommand("echo") ? "echo-" + serverKind + "-" + transport : "idgen-next";
+  report(name.c_str(), result, connections, window);
+  if (app.got_subcommand("idgen")) std::printf("ids_per_s=%.0f\n", result.done * count / result.seconds);
+
+  load.connections.clear();
+  stop = true;
+  if (rpcServer) rpcServer->requestStop();
+  if (serverThread.joinable()) serverThread.join();
+  return result.failed == 0 ? 0 : 1;
+}

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Installs what zmesh needs on Debian bookworm (apt, only what is missing) and
+# builds it. Run from anywhere; builds into <repo>/build (or $BUILD_DIR).
+#
+#   deploy/setup.sh              # runtime + build + test dependencies, then build
+#   deploy/setup.sh --sanitize   # the same, built with ASan + UBSan into build-asan/
+#   deploy/setup.sh --bench      # also the peers the benchmarks compare against
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sanitize=OFF
+bench=0
+for arg in "$@"; do
+  case "$arg" in
+    --sanitize) sanitize=ON ;;
+    --bench) bench=1 ;;
+    *) echo "setup.sh: unknown option '$arg' (known: --sanitize, --bench)" >&2; exit 2 ;;
+  esac
+done
+
+packages=(
+  build-essential cmake ninja-build pkg-config git ca-certificates
+  capnproto libcapnp-dev            # IDL and dispatch
+  libzmq3-dev cppzmq-dev            # transport
+  libcli11-dev libtomlplusplus-dev  # flags, config
+  libspdlog-dev libfmt-dev          # logs
+  libxxhash-dev                     # checksums
+  catch2                            # tests
+)
+if [ "$bench" = 1 ]; then
+  packages+=(redis-server redis-tools bc)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup.sh: installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if [ "$sanitize" = ON ]; then
+  build_dir=${BUILD_DIR:-build-asan}
+else
+  build_dir=${BUILD_DIR:-build}
+fi
+cmake -S . -B "$build_dir" -G Ninja -DZMESH_SANITIZE="$sanitize" >/dev/null
+cmake --build "$build_dir"

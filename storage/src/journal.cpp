@@ -1,0 +1,478 @@
+#include "zmesh/storage/journal.h"
+
+#include <algorithm>
+#include <atomic>
+#include <charconv>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+
+#ifdef __linux__
+#include <pthread.h>
+#endif
+
+#include "encoding.h"
+#include "path_util.h"
+#include "zmesh/storage/record_log.h"
+
+namespace zmesh::storage {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr uint32_t kSnapshotFormatVersion = 1;
+constexpr size_t kSnapshotHeaderSize = 4 + 8 + 8;
+constexpr auto kEverysecInterval = std::chrono::seconds(1);
+
+void checkName(const std::string& name) {
+  if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos) {
+    throw std::invalid_argument("journal name must be a non-empty file name, got '" + name + "'");
+  }
+}
+
+// The generation of `<name>.log.<digits>`, or nullopt for any other file.
+std::optional<uint64_t> parseGeneration(std::string_view file, const std::string& name) {
+  const std::string prefix = name + ".log.";
+  if (file.size() <= prefix.size() || file.substr(0, prefix.size()) != prefix) return std::nullopt;
+  const std::string_view digits = file.substr(prefix.size());
+  if (!std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return std::nullopt;
+  }
+  uint64_t gen = 0;
+  auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), gen);
+  if (ec != std::errc() || end != digits.data() + digits.size()) return std::nullopt;
+  return gen;
+}
+
+std::vector<uint64_t> listLogs(Env& env, const std::string& dir, const std::string& name) {
+  std::vector<uint64_t> gens;
+  for (const auto& file : env.listDir(dir)) {
+    if (auto gen = parseGeneration(file, name)) gens.push_back(*gen);
+  }
+  std::sort(gens.begin(), gens.end());
+  return gens;
+}
+
+ReplayResult readLogAt(std::string_view bytes, const std::string& path) {
+  try {
+    return readLog(bytes);
+  } catch (const StorageError& e) {
+    throw StorageError(path + ": " + e.what());
+  }
+}
+
+struct Snapshot {
+  uint64_t nextGeneration = 0;
+  std::string payload;
+};
+
+Snapshot parseSnapshot(std::string_view bytes, const std::string& path) {
+  // The snapshot was fsynced before it was renamed into place, so any damage
+  // is corruption, not a torn write: refuse it rather than start from a state
+  // that silently lost everything the snapshot held.
+  const ReplayResult r = readLogAt(bytes, path);
+  if (r.torn || r.records.empty() || r.records[0].size() != kSnapshotHeaderSize) {
+    throw StorageError("corrupt snapshot " + path + " (damaged at offset " +
+                       std::to_string(r.validBytes) + " of " + std::to_string(bytes.size()) + ")");
+  }
+  const std::string_view header = r.records[0];
+  const uint64_t version = detail::getLe(header, 0, 4);
+  if (version != kSnapshotFormatVersion) {
+    throw StorageError(path + ": unsupported snapshot format version " + std::to_string(version) +
+                       " (this build reads version " + std::to_string(kSnapshotFormatVersion) +
+                       ")");
+  }
+  Snapshot s;
+  s.nextGeneration = detail::getLe(header, 4, 8);
+  const uint64_t size = detail::getLe(header, 12, 8);
+  uint64_t total = 0;
+  for (size_t i = 1; i < r.records.size(); ++i) total += r.records[i].size();
+  if (total != size) {
+    throw StorageError("corrupt snapshot " + path + " (holds " + std::to_string(total) +
+                       " payload bytes, header says " + std::to_string(size) + ")");
+  }
+  s.payload.reserve(size);
+  for (size_t i = 1; i < r.records.size(); ++i) s.payload.append(r.records[i]);
+  return s;
+}
+
+// Makes a file's current content durable. After `kill -9` what recovery read
+// may exist only in the page cache; it must be on disk before a later log
+// generation can hold records that depend on it.
+void syncFile(Env& env, const std::string& path) {
+  auto f = env.openAppend(path);
+  f->sync();
+  f->close();
+}
+
+}  // namespace
+
+FsyncPolicy parseFsyncPolicy(std::string_view text) {
+  if (text == "always") return FsyncPolicy::always;
+  if (text == "everysec") return FsyncPolicy::everysec;
+  if (text == "no") return FsyncPolicy::no;
+  throw std::invalid_argument("fsync must be one of always|everysec|no, got '" + std::string(text) +
+                              "'");
+}
+
+std::string_view toString(FsyncPolicy policy) {
+  switch (policy) {
+    case FsyncPolicy::always:
+      return "always";
+    case FsyncPolicy::everysec:
+      return "everysec";
+    case FsyncPolicy::no:
+      return "no";
+  }
+  return "unknown";
+}
+
+std::string Journal::logPath(const std::string& dir, const std::string& name, uint64_t generation) {
+  return detail::joinPath(dir, name + ".log." + std::to_string(generation));
+}
+
+std::string Journal::snapshotPath(const std::string& dir, const std::string& name) {
+  return detail::joinPath(dir, name + ".snapshot");
+}
+
+Recovered Journal::recover(Env& env, const std::string& dir, const std::string& name) {
+  checkName(name);
+  env.createDirs(dir);
+  // A previous process may have renamed a snapshot into place and died before
+  // its directory fsync. Make the directory as we see it durable before
+  // acting on it, so the removal of logs that snapshot covers can never reach
+  // the disk without the snapshot itself.
+  env.syncDir(dir);
+
+  Recovered out;
+  const std::string snapPath = snapshotPath(dir, name);
+  const std::string tmpPath = snapPath + ".tmp";
+  if (env.exists(tmpPath)) env.remove(tmpPath);  // a rewrite that never got renamed
+
+  uint64_t firstGeneration = 0;  // logs before this are covered by the snapshot
+  if (auto bytes = env.readFile(snapPath)) {
+    Snapshot s = parseSnapshot(*bytes, snapPath);
+    firstGeneration = s.nextGeneration;
+    out.snapshot = std::move(s.payload);
+  }
+  out.nextGeneration = std::max<uint64_t>(1, firstGeneration);
+
+  const std::vector<uint64_t> gens = listLogs(env, dir, name);
+  for (size_t i = 0; i < gens.size(); ++i) {
+    const uint64_t gen = gens[i];
+    const std::string path = logPath(dir, name, gen);
+    if (gen < firstGeneration) {
+      env.remove(path);
+      continue;
+    }
+    const std::optional<std::string> bytes = env.readFile(path);
+    if (!bytes) continue;
+    const ReplayResult r = readLogAt(*bytes, path);
+    if (r.torn) {
+      // Only the newest log can legitimately end torn: every older one was
+      // fsynced before a later generation was created.
+      if (i + 1 != gens.size()) {
+        throw StorageError("log " + path + " is corrupt at offset " + std::to_string(r.validBytes) +
+                           " but later logs exist; refusing to replay past the gap");
+      }
+      out.cutBytes += bytes->size() - r.validBytes;
+      env.truncate(path, r.validBytes);
+    } else {
+      syncFile(env, path);
+    }
+    for (std::string_view rec : r.records) out.records.emplace_back(rec);
+    out.nextGeneration = std::max(out.nextGeneration, gen + 1);
+  }
+  return out;
+}
+
+namespace {
+
+struct Item {
+  bool isRewrite = false;
+  std::string payload;
+  Durability durability = Durability::policy;
+  Journal::Done done;
+};
+
+}  // namespace
+
+struct Journal::Impl {
+  Impl(Env& e, JournalOptions o, Poster p, std::function<void(std::string)> f)
+      : env(e), opts(std::move(o)), post(std::move(p)), onFatal(std::move(f)) {}
+
+  Env& env;
+  const JournalOptions opts;
+  const Poster post;
+  const std::function<void(std::string)> onFatal;
+
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<Item> queue;  // guarded by mu
+  bool stopping = false;    // guarded by mu
+  bool closed = false;      // owner thread only
+  std::thread thread;
+
+  // Set under mu (so no item can slip into the queue after fail() drained
+  // it), read anywhere.
+  std::atomic<bool> failed{false};
+  std::atomic<uint64_t> logBytes{kLogHeaderSize};
+  std::atomic<uint64_t> appends{0}, syncs{0}, bytes{0}, batches{0}, maxBatch{0}, rewrites{0};
+
+  // Helper thread only (the constructor's thread before the helper starts).
+  std::unique_ptr<WritableFile> log;
+  uint64_t generation = 0;
+  bool unsynced = false;  // records written to `log` since its last fsync
+  Clock::time_point lastSync;
+
+  // Creates log `gen` with a durable header and a durable directory entry,
+  // and makes it the one appended to.
+  void openLog(uint64_t gen) {
+    auto f = env.openTruncate(logPath(opts.dir, opts.name, gen));
+    f->append(logFileHeader());
+    f->sync();
+    env.syncDir(opts.dir);
+    if (log) log->close();
+    log = std::move(f);
+    generation = gen;
+    unsynced = false;
+    lastSync = Clock::now();
+  }
+
+  void syncLog() {
+    log->sync();
+    unsynced = false;
+    lastSync = Clock::now();
+    syncs.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  void run() {
+#ifdef __linux__
+    // Shows up in top/gdb/perf; Linux caps names at 15 characters.
+    ::pthread_setname_np(::pthread_self(), ("journal:" + opts.name).substr(0, 15).c_str());
+#endif
+    std::vector<Item> work;
+    for (;;) {
+      bool stop = false;
+      {
+        std::unique_lock lk(mu);
+        while (queue.empty() && !stopping) {
+          if (unsynced && opts.policy == FsyncPolicy::everysec) {
+            if (cv.wait_until(lk, lastSync + kEverysecInterval) == std::cv_status::timeout) break;
+          } else {
+            cv.wait(lk);
+          }
+        }
+        work.swap(queue);
+        stop = stopping;  // close() takes no more work, so `work` is the last of it
+      }
+      try {
+        process(work);
+        if (unsynced && opts.policy == FsyncPolicy::everysec &&
+            Clock::now() - lastSync >= kEverysecInterval) {
+          syncLog();
+        }
+        if (stop) {
+          if (unsynced) syncLog();
+          log->close();
+          return;
+        }
+      } catch (const std::exception& e) {
+        fail(e.what(), work);
+        return;
+      }
+      work.clear();
+    }
+  }
+
+  // Runs queued items in order; appends between two rewrites form one batch.
+  void process(std::vector<Item>& work) {
+    for (size_t i = 0; i < work.size();) {
+      if (work[i].isRewrite) {
+        doRewrite(work[i]);
+        ++i;
+        continue;
+      }
+      size_t end = i;
+      while (end < work.size() && !work[end].isRewrite) ++end;
+      commit(work, i, end);
+      i = end;
+    }
+  }
+
+  // Group commit: one write and at most one fsync for work[begin, end).
+  void commit(std::vector<Item>& work, size_t begin, size_t end) {
+    size_t size = 0;
+    bool needSync = opts.policy == FsyncPolicy::always;
+    for (size_t k = begin; k < end; ++k) {
+      size += kRecordHeaderSize + work[k].payload.size();
+      needSync |= work[k].durability == Durability::forceSync;
+    }
+    std::string buf;
+    buf.reserve(size);
+    for (size_t k = begin; k < end; ++k) {
+      appendRecord(buf, work[k].payload);
+      std::string().swap(work[k].payload);  // a big batch shouldn't be held twice
+    }
+    log->append(buf);
+    unsynced = true;
+    if (needSync) syncLog();
+
+    const uint64_t n = end - begin;
+    appends.fetch_add(n, std::memory_order_relaxed);
+    bytes.fetch_add(buf.size(), std::memory_order_relaxed);
+    batches.fetch_add(1, std::memory_order_relaxed);
+    uint64_t prev = maxBatch.load(std::memory_order_relaxed);
+    while (n > prev && !maxBatch.compare_exchange_weak(prev, n, std::memory_order_relaxed)) {
+    }
+
+    // Moved out only now: if anything above threw, fail() still finds them.
+    std::vector<Done> dones;
+    for (size_t k = begin; k < end; ++k) {
+      if (work[k].done) dones.push_back(std::move(work[k].done));
+    }
+    if (!dones.empty()) {
+      post([dones = std::move(dones)] {
+        for (const auto& d : dones) d();
+      });
+    }
+  }
+
+  void doRewrite(Item& item) {
+    // The old log must be durable before a newer generation exists: otherwise
+    // a crash could keep records of the new log while losing older ones.
+    if (unsynced) syncLog();
+    const uint64_t next = generation + 1;
+    openLog(next);
+
+    const std::string snapPath = snapshotPath(opts.dir, opts.name);
+    const std::string tmpPath = snapPath + ".tmp";
+    const std::string& payload = item.payload;
+    {
+      auto f = env.openTruncate(tmpPath);
+      std::string header;
+      detail::putLe(header, kSnapshotFormatVersion, 4);
+      detail::putLe(header, next, 8);
+      detail::putLe(header, payload.size(), 8);
+      f->append(logFileHeader() + encodeRecord(header));
+      // Chunked so that a snapshot can exceed the record size limit, and is
+      // never copied whole.
+      for (size_t off = 0; off < payload.size(); off += kMaxRecordSize) {
+        f->append(encodeRecord(std::string_view(payload).substr(off, kMaxRecordSize)));
+      }
+      f->sync();
+      f->close();
+    }
+    env.rename(tmpPath, snapPath);
+    env.syncDir(opts.dir);
+    std::string().swap(item.payload);
+
+    // Not followed by a directory fsync: a removal that is lost in a crash
+    // leaves a covered log behind, which recovery removes again.
+    for (uint64_t gen : listLogs(env, opts.dir, opts.name)) {
+      if (gen < next) env.remove(logPath(opts.dir, opts.name, gen));
+    }
+    rewrites.fetch_add(1, std::memory_order_relaxed);
+    if (item.done) post(std::move(item.done));
+  }
+
+  // Stops for good. Callbacks that will never run are handed to the owner's
+  // thread to be destroyed there, since they may hold state of that thread.
+  void fail(std::string message, std::vector<Item>& work) {
+    std::vector<Done> dropped;
+    for (auto& item : work) {
+      if (item.done) dropped.push_back(std::move(item.done));
+    }
+    {
+      std::lock_guard lk(mu);
+      failed.store(true);
+      for (auto& item : queue) {
+        if (item.done) dropped.push_back(std::move(item.done));
+      }
+      queue.clear();
+    }
+    log.reset();  // closes without reporting: the error that matters is `message`
+    post([onFatal = onFatal, message = std::move(message), dropped = std::move(dropped)]() mutable {
+      dropped.clear();
+      if (onFatal) onFatal(message);
+    });
+  }
+
+  void enqueue(Item item) {
+    if (closed) throw std::logic_error("journal " + opts.name + " is closed");
+    {
+      std::lock_guard lk(mu);
+      // After a fatal error nothing is durable any more; `item.done` is
+      // destroyed here, on the owner's thread, without running.
+      if (failed.load()) return;
+      queue.push_back(std::move(item));
+    }
+    cv.notify_one();
+  }
+};
+
+Journal::Journal(Env& env, JournalOptions options, const Recovered& recovered, Poster post,
+                 std::function<void(std::string)> onFatal) {
+  checkName(options.name);
+  if (!post) throw std::invalid_argument("journal needs a Poster");
+  impl_ = std::make_unique<Impl>(env, std::move(options), std::move(post), std::move(onFatal));
+  const std::string first = logPath(impl_->opts.dir, impl_->opts.name, recovered.nextGeneration);
+  // Opening it would truncate records recover() has not seen.
+  if (env.exists(first)) {
+    throw StorageError("log " + first +
+                       " already exists: construct the journal from the result of " +
+                       "Journal::recover on this directory");
+  }
+  impl_->openLog(recovered.nextGeneration);
+  impl_->thread = std::thread([impl = impl_.get()] { impl->run(); });
+}
+
+Journal::~Journal() { close(); }
+
+void Journal::append(std::string payload, Durability durability, Done done) {
+  if (payload.size() > kMaxRecordSize) {
+    throw std::length_error("journal record of " + std::to_string(payload.size()) +
+                            " bytes exceeds the maximum of " + std::to_string(kMaxRecordSize));
+  }
+  const uint64_t size = kRecordHeaderSize + payload.size();
+  impl_->enqueue(Item{false, std::move(payload), durability, std::move(done)});
+  impl_->logBytes.fetch_add(size, std::memory_order_relaxed);
+}
+
+void Journal::rewrite(std::string snapshotPayload, Done done) {
+  impl_->enqueue(Item{true, std::move(snapshotPayload), Durability::forceSync, std::move(done)});
+  impl_->logBytes.store(kLogHeaderSize, std::memory_order_relaxed);
+}
+
+uint64_t Journal::logBytes() const { return impl_->logBytes.load(std::memory_order_relaxed); }
+
+bool Journal::failed() const { return impl_->failed.load(); }
+
+void Journal::close() {
+  if (!impl_ || impl_->closed) return;
+  impl_->closed = true;
+  {
+    std::lock_guard lk(impl_->mu);
+    impl_->stopping = true;
+  }
+  impl_->cv.notify_one();
+  if (impl_->thread.joinable()) impl_->thread.join();
+}
+
+FsyncPolicy Journal::policy() const { return impl_->opts.policy; }
+
+JournalStats Journal::stats() const {
+  const Impl& i = *impl_;
+  JournalStats s;
+  s.appends = i.appends.load(std::memory_order_relaxed);
+  s.syncs = i.syncs.load(std::memory_order_relaxed);
+  s.bytes = i.bytes.load(std::memory_order_relaxed);
+  s.batches = i.batches.load(std::memory_order_relaxed);
+  s.maxBatch = i.maxBatch.load(std::memory_order_relaxed);
+  s.rewrites = i.rewrites.load(std::memory_order_relaxed);
+  return s;
+}
+
+}  // namespace zmesh::storage
