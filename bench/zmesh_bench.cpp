@@ -2,16 +2,17 @@
 // run, "key=value" pairs, for the scripts to put side by side with the peer's.
 //
 //   zmesh-bench echo --transport tcp|ipc --server raw|rpc --connections 1 --window 64 --seconds 3
-//   zmesh-bench idgen --endpoint tcp://127.0.0.1:7110 --connections 50 --window 1 --count 1 --requests 200000
-#include <CLI/CLI.hpp>
+//   zmesh-bench idgen --endpoint tcp://127.0.0.1:7110 --connections 50 --window 1 --count 1
+//   --requests 200000
 #include <unistd.h>
-#include <zmq_addon.hpp>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <thread>
+#include <zmq_addon.hpp>
 
 #include "testsvc.capnp.h"
 #include "zmesh/idl/idgen.capnp.h"
@@ -59,15 +60,17 @@ Result drive(Load& load, int window, uint64_t requests, double seconds) {
     auto sent = Clock::now();
     rpc::CallOptions options;
     options.timeout = std::chrono::seconds(10);
-    c.call(load.interfaceId, load.methodId, load.makeParams(), options, [&, sent, conn = &c](rpc::Reply reply) {
-      if (reply.status.ok())
-        ++r.done;
-      else
-        ++r.failed;
-      if (recordLatency)
-        r.latenciesUs.push_back(std::chrono::duration<double, std::micro>(Clock::now() - sent).count());
-      issue(*conn);
-    });
+    c.call(load.interfaceId, load.methodId, load.makeParams(), options,
+           [&, sent, conn = &c](rpc::Reply reply) {
+             if (reply.status.ok())
+               ++r.done;
+             else
+               ++r.failed;
+             if (recordLatency)
+               r.latenciesUs.push_back(
+                   std::chrono::duration<double, std::micro>(Clock::now() - sent).count());
+             issue(*conn);
+           });
   };
   for (auto& c : load.connections)
     for (int i = 0; i < window; ++i) issue(*c);
@@ -84,9 +87,9 @@ Result drive(Load& load, int window, uint64_t requests, double seconds) {
 }
 
 void report(const char* name, const Result& r, int connections, int window) {
-  std::printf("%s connections=%d window=%d calls=%llu failed=%llu seconds=%.3f calls_per_s=%.0f", name, connections,
-              window, static_cast<unsigned long long>(r.done), static_cast<unsigned long long>(r.failed), r.seconds,
-              r.done / r.seconds);
+  std::printf("%s connections=%d window=%d calls=%llu failed=%llu seconds=%.3f calls_per_s=%.0f",
+              name, connections, window, static_cast<unsigned long long>(r.done),
+              static_cast<unsigned long long>(r.failed), r.seconds, r.done / r.seconds);
   if (!r.latenciesUs.empty()) {
     auto l = r.latenciesUs;
     std::sort(l.begin(), l.end());
@@ -109,7 +112,8 @@ void rawEchoServer(zmq::context_t& context, const std::string& endpoint, std::at
     zmq::poll(&item, 1, std::chrono::milliseconds(100));
     for (int i = 0; i < 256; ++i) {
       frames.clear();
-      if (!zmq::recv_multipart(router, std::back_inserter(frames), zmq::recv_flags::dontwait)) break;
+      if (!zmq::recv_multipart(router, std::back_inserter(frames), zmq::recv_flags::dontwait))
+        break;
       // Reply with [identity][header][body]: the client reads the header it sent
       // as an OK reply (same request id, status 0).
       zmq::send_multipart(router, frames, zmq::send_flags::dontwait);
@@ -122,12 +126,14 @@ void rawEchoServer(zmq::context_t& context, const std::string& endpoint, std::at
 int main(int argc, char** argv) {
   CLI::App app{"zmesh-bench: load generators for bench/"};
   app.require_subcommand(1);
-  std::string transport = "tcp", serverKind = "rpc", endpoint = "tcp://127.0.0.1:7110", ns = "bench";
+  std::string transport = "tcp", serverKind = "rpc", endpoint = "tcp://127.0.0.1:7110",
+              ns = "bench";
   int connections = 1, window = 1;
   uint32_t count = 1;
   uint64_t requests = UINT64_MAX;
   double seconds = 3;
-  auto* echo = app.add_subcommand("echo", "echo round trips against an in-process raw or rpc server");
+  auto* echo =
+      app.add_subcommand("echo", "echo round trips against an in-process raw or rpc server");
   echo->add_option("--transport", transport, "tcp|ipc")->check(CLI::IsMember({"tcp", "ipc"}));
   echo->add_option("--server", serverKind, "raw|rpc")->check(CLI::IsMember({"raw", "rpc"}));
   auto* idgen = app.add_subcommand("idgen", "IdGen.next against a running zmesh-idgen");
@@ -136,7 +142,8 @@ int main(int argc, char** argv) {
   idgen->add_option("--namespace", ns);
   for (auto* sub : {echo, idgen}) {
     sub->add_option("--connections", connections)->check(CLI::Range(1, 1000));
-    sub->add_option("--window", window, "calls in flight per connection")->check(CLI::Range(1, 100000));
+    sub->add_option("--window", window, "calls in flight per connection")
+        ->check(CLI::Range(1, 100000));
     sub->add_option("--requests", requests);
     sub->add_option("--seconds", seconds);
   }
@@ -149,10 +156,13 @@ int main(int argc, char** argv) {
   rpc::Server* rpcServer = nullptr;
 
   if (app.got_subcommand("echo")) {
-    endpoint = transport == "tcp" ? "tcp://127.0.0.1:0" : "ipc:///tmp/zmesh-bench-" + std::to_string(::getpid());
+    endpoint = transport == "tcp" ? "tcp://127.0.0.1:0"
+                                  : "ipc:///tmp/zmesh-bench-" + std::to_string(::getpid());
     if (serverKind == "raw") {
-      if (transport == "tcp") endpoint = "tcp://127.0.0.1:" + std::to_string(17000 + ::getpid() % 20000);
-      serverThread = std::thread(rawEchoServer, std::ref(context), endpoint, std::ref(stop), std::ref(ready));
+      if (transport == "tcp")
+        endpoint = "tcp://127.0.0.1:" + std::to_string(17000 + ::getpid() % 20000);
+      serverThread =
+          std::thread(rawEchoServer, std::ref(context), endpoint, std::ref(stop), std::ref(ready));
     } else {
       serverThread = std::thread([&] {
         rpc::ServerOptions o;
@@ -186,13 +196,16 @@ int main(int argc, char** argv) {
       return rpc::toFrame(m);
     };
   }
-  for (int i = 0; i < connections; ++i) load.connections.push_back(std::make_unique<rpc::Connection>(context, endpoint));
+  for (int i = 0; i < connections; ++i)
+    load.connections.push_back(std::make_unique<rpc::Connection>(context, endpoint));
   // Warm up (connect, first allocations) before measuring.
   drive(load, 1, 100 * connections, 5);
   auto result = drive(load, window, requests, seconds);
-  std::string name = app.got_subcommand("echo") ? "echo-" + serverKind + "-" + transport : "idgen-next";
+  std::string name =
+      app.got_subcommand("echo") ? "echo-" + serverKind + "-" + transport : "idgen-next";
   report(name.c_str(), result, connections, window);
-  if (app.got_subcommand("idgen")) std::printf("ids_per_s=%.0f\n", result.done * count / result.seconds);
+  if (app.got_subcommand("idgen"))
+    std::printf("ids_per_s=%.0f\n", result.done * count / result.seconds);
 
   load.connections.clear();
   stop = true;

@@ -36,6 +36,10 @@ struct IdGenLogRecord {
     }
     timeBound @2 :Int64;
     # Snowflake: no id will be issued with a timestamp below this (Unix ms).
+    stopBound @3 :Int64;
+    # Written last by a clean stop: the newest id's ms + 1. Replaces the bounds
+    # before it (they ran ahead of the clock), so a clean restart need not wait
+    # for the clock to pass them.
   }
 }
 

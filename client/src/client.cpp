@@ -30,8 +30,8 @@ uint16_t ordinal(kj::StringPtr name) {
 
 // Builds params, calls, checks the status; returns the reply for reading results.
 template <typename Interface, typename Params, typename Fill>
-rpc::Reply invoke(const rpc::Channel& channel, uint16_t method, const CallSettings& settings, bool retryable,
-                  Fill fill) {
+rpc::Reply invoke(const rpc::Channel& channel, uint16_t method, const CallSettings& settings,
+                  bool retryable, Fill fill) {
   capnp::MallocMessageBuilder message(64);
   fill(message.initRoot<Params>());
   auto reply = channel.callSync(capnp::typeId<Interface>(), method, rpc::toFrame(message),
@@ -55,22 +55,26 @@ std::string defaultEndpoint(const std::string& service) {
 
 AdminClient::Health AdminClient::health() const {
   static const uint16_t m = ordinal<idl::Admin>("health");
-  auto reply = invoke<idl::Admin, idl::Admin::HealthParams>(channel_, m, settings_, true, [](auto) {});
+  auto reply =
+      invoke<idl::Admin, idl::Admin::HealthParams>(channel_, m, settings_, true, [](auto) {});
   auto r = reply.results<idl::Admin::HealthResults>();
   return {r.getOk(), r.getDetail().cStr()};
 }
 
 std::vector<std::pair<std::string, int64_t>> AdminClient::stats() const {
   static const uint16_t m = ordinal<idl::Admin>("stats");
-  auto reply = invoke<idl::Admin, idl::Admin::StatsParams>(channel_, m, settings_, true, [](auto) {});
+  auto reply =
+      invoke<idl::Admin, idl::Admin::StatsParams>(channel_, m, settings_, true, [](auto) {});
   std::vector<std::pair<std::string, int64_t>> out;
-  for (auto c : reply.results<idl::Admin::StatsResults>().getCounters()) out.emplace_back(c.getName().cStr(), c.getValue());
+  for (auto c : reply.results<idl::Admin::StatsResults>().getCounters())
+    out.emplace_back(c.getName().cStr(), c.getValue());
   return out;
 }
 
 AdminClient::Info AdminClient::info() const {
   static const uint16_t m = ordinal<idl::Admin>("info");
-  auto reply = invoke<idl::Admin, idl::Admin::InfoParams>(channel_, m, settings_, true, [](auto) {});
+  auto reply =
+      invoke<idl::Admin, idl::Admin::InfoParams>(channel_, m, settings_, true, [](auto) {});
   auto r = reply.results<idl::Admin::InfoResults>();
   Info info{r.getService().cStr(), r.getVersion().cStr(), r.getPid(), r.getUptimeMs(), {}};
   for (auto s : r.getConfig()) info.config.emplace_back(s.getKey().cStr(), s.getValue().cStr());
@@ -84,10 +88,11 @@ IdGenClient::IdGenClient(rpc::Channel channel, CallSettings settings)
 
 IdGenClient::Range IdGenClient::next(const std::string& ns, uint32_t count) const {
   static const uint16_t m = ordinal<idl::IdGen>("next");
-  auto reply = invoke<idl::IdGen, idl::IdGen::NextParams>(channel_, m, settings_, false, [&](auto p) {
-    p.setNamespace(ns);
-    p.setCount(count);
-  });
+  auto reply =
+      invoke<idl::IdGen, idl::IdGen::NextParams>(channel_, m, settings_, false, [&](auto p) {
+        p.setNamespace(ns);
+        p.setCount(count);
+      });
   auto r = reply.results<idl::IdGen::NextResults>();
   return {r.getFirst(), r.getCount()};
 }
@@ -123,7 +128,8 @@ std::string eventBodyJson(uint64_t bodyType, capnp::AnyPointer::Reader body) {
     return codec.encode(body.getAs<capnp::DynamicStruct>(schema)).cStr();
   }
   char hex[40];
-  std::snprintf(hex, sizeof(hex), "{\"bodyType\":\"0x%016llx\"}", static_cast<unsigned long long>(bodyType));
+  std::snprintf(hex, sizeof(hex), "{\"bodyType\":\"0x%016llx\"}",
+                static_cast<unsigned long long>(bodyType));
   return hex;
 }
 
@@ -148,7 +154,8 @@ void Subscription::stop() {
   state_.reset();
 }
 
-Subscription Events::subscribe(const std::string& prefix, std::function<void(const Event&)> onEvent) const {
+Subscription Events::subscribe(const std::string& prefix,
+                               std::function<void(const Event&)> onEvent) const {
   return subscribe(std::vector<std::string>{prefix}, std::move(onEvent));
 }
 
@@ -203,7 +210,8 @@ std::vector<std::string> Mesh::services() const {
 }
 
 std::string Mesh::endpoint(const std::string& service) const {
-  if (!config_.has(service)) throw rpc::ConfigError(config_.source() + ": no [" + service + "] section");
+  if (!config_.has(service))
+    throw rpc::ConfigError(config_.source() + ": no [" + service + "] section");
   if (service == "broker") return config_.section(service).string("xpub", "tcp://127.0.0.1:7102");
   return config_.section(service).string("endpoint", defaultEndpoint(service));
 }
@@ -244,9 +252,11 @@ capnp::InterfaceSchema findInterface(const std::string& service, const std::stri
   std::string known;
   for (auto& i : interfaces) {
     if (i.findMethodByName(method) != nullptr) return i;
-    for (auto m : i.getMethods()) known += (known.empty() ? "" : ", ") + std::string(m.getProto().getName().cStr());
+    for (auto m : i.getMethods())
+      known += (known.empty() ? "" : ", ") + std::string(m.getProto().getName().cStr());
   }
-  throw std::invalid_argument("service '" + service + "' has no method '" + method + "' (methods: " + known + ")");
+  throw std::invalid_argument("service '" + service + "' has no method '" + method +
+                              "' (methods: " + known + ")");
 }
 }  // namespace
 
@@ -256,8 +266,8 @@ DynamicCall::DynamicCall(const std::string& service, const std::string& method)
 
 rpc::Reply DynamicCall::invoke(const rpc::Channel& channel, capnp::MessageBuilder& params,
                                const CallSettings& settings, bool retryable) const {
-  auto reply = channel.callSync(interface_.getProto().getId(), method_.getOrdinal(), rpc::toFrame(params),
-                                optionsOf(settings, retryable));
+  auto reply = channel.callSync(interface_.getProto().getId(), method_.getOrdinal(),
+                                rpc::toFrame(params), optionsOf(settings, retryable));
   reply.check();
   return reply;
 }

@@ -17,12 +17,14 @@ int main(int argc, char** argv) {
       std::cout << "event " << e.topic << " " << e.json << std::endl;
       ++blocks;
     });
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // let the subscription reach the broker
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(300));  // let the subscription reach the broker
 
     auto ids = mesh.idgen().next(ns, 100);  // [first, first + 100)
     std::cout << "ids " << ids.first << ".." << ids.first + ids.count - 1 << std::endl;
 
-    for (int i = 0; i < 50 && blocks == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    for (int i = 0; i < 50 && blocks == 0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
     if (blocks == 0) {
       std::cerr << "no idgen event arrived" << std::endl;
       return 1;

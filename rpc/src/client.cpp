@@ -1,6 +1,5 @@
 #include "zmesh/rpc/client.h"
 
-#include <zmq_addon.hpp>
 #include <capnp/schema.h>
 #include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
@@ -12,6 +11,7 @@
 #include <cstring>
 #include <random>
 #include <set>
+#include <zmq_addon.hpp>
 
 #include "wire.h"
 #include "zmesh/idl/common.capnp.h"
@@ -97,12 +97,22 @@ Connection::Connection(zmq::context_t& context, std::string endpoint, Connection
 Connection::~Connection() {
   auto calls = std::move(calls_);
   for (auto& [id, call] : calls)
-    call->done(Reply({StatusCode::UNAVAILABLE, "client closed before " + endpoint_ + " answered"}, std::nullopt));
+    call->done(Reply({StatusCode::UNAVAILABLE, "client closed before " + endpoint_ + " answered"},
+                     std::nullopt));
   zmq_socket_monitor(dealer_.handle(), nullptr, 0);
 }
 
 void Connection::call(uint64_t interfaceId, uint16_t methodId, zmq::message_t params,
                       const CallOptions& options, ReplyCallback done) {
+  // The server drops a header it cannot read, which would leave the caller to
+  // its timeout: refuse now what could never be answered.
+  if (options.traceId.size() + options.idempotencyKey.size() > wire::kMaxHeaderBytes / 2) {
+    done(Reply({StatusCode::INVALID_ARGUMENT, "trace id and idempotency key exceed " +
+                                                  std::to_string(wire::kMaxHeaderBytes / 2) +
+                                                  " bytes together"},
+               std::nullopt));
+    return;
+  }
   auto now = Clock::now();
   auto call = std::make_unique<Call>();
   call->requestId = nextRequestId_++;
@@ -142,7 +152,8 @@ bool Connection::send(Call& call, Clock::time_point now) {
   dealer_.send(call.options.retryable ? copyOf(call.params) : std::move(call.params),
                zmq::send_flags::dontwait);
   call.sent = true;
-  if (call.options.retryable) setTimer(call, std::min(call.deadline, now + call.options.attemptTimeout));
+  if (call.options.retryable)
+    setTimer(call, std::min(call.deadline, now + call.options.attemptTimeout));
   return true;
 }
 
@@ -192,7 +203,8 @@ void Connection::drainReplies() {
   // Until EAGAIN: the socket's fd is edge-triggered, so anything left would stall.
   while (true) {
     frames.clear();
-    if (!zmq::recv_multipart(dealer_, std::back_inserter(frames), zmq::recv_flags::dontwait)) return;
+    if (!zmq::recv_multipart(dealer_, std::back_inserter(frames), zmq::recv_flags::dontwait))
+      return;
     if (frames.size() != 2 || frames[0].size() > wire::kMaxHeaderBytes) {
       ++counters_.malformedReplies;
       continue;
@@ -219,7 +231,8 @@ void Connection::drainReplies() {
         results.emplace(readFrame(frames[1], replyOptions_));
       } catch (const FrameError& e) {
         ++counters_.malformedReplies;
-        status = {StatusCode::INTERNAL, std::string("malformed reply from ") + endpoint_ + ": " + e.what()};
+        status = {StatusCode::INTERNAL,
+                  std::string("malformed reply from ") + endpoint_ + ": " + e.what()};
       }
     }
     finish(requestId, Reply(std::move(status), std::move(results)));
@@ -230,7 +243,8 @@ void Connection::drainMonitor() {
   std::vector<zmq::message_t> frames;
   while (true) {
     frames.clear();
-    if (!zmq::recv_multipart(monitor_, std::back_inserter(frames), zmq::recv_flags::dontwait)) return;
+    if (!zmq::recv_multipart(monitor_, std::back_inserter(frames), zmq::recv_flags::dontwait))
+      return;
     if (frames.empty() || frames[0].size() < sizeof(uint16_t)) continue;
     uint16_t event;
     std::memcpy(&event, frames[0].data(), sizeof(event));
@@ -239,6 +253,9 @@ void Connection::drainMonitor() {
     } else if (event == ZMQ_EVENT_DISCONNECTED) {
       connected_ = false;
       ++counters_.disconnects;
+      // Replies that arrived before the connection dropped are already queued:
+      // take them first, or their calls would be failed as lost.
+      drainReplies();
       // What was sent is lost with the connection. A retryable call goes again
       // (libzmq queues it until the reconnect); any other may or may not have run.
       std::vector<uint64_t> lost;
@@ -252,8 +269,9 @@ void Connection::drainMonitor() {
       }
       for (auto id : lost) {
         ++counters_.unavailable;
-        finish(id, Reply({StatusCode::UNAVAILABLE, "connection to " + endpoint_ +
-                                                       " was lost during the call; it may or may not have run"},
+        finish(id, Reply({StatusCode::UNAVAILABLE,
+                          "connection to " + endpoint_ +
+                              " was lost during the call; it may or may not have run"},
                          std::nullopt));
       }
     }
@@ -274,7 +292,8 @@ void Connection::runTimers(Clock::time_point now) {
   for (auto id : resend) {
     ++counters_.retries;
     // Same request id: the server runs it at most once.
-    if (!send(*calls_.at(id), now) && std::find(blocked_.begin(), blocked_.end(), id) == blocked_.end())
+    if (!send(*calls_.at(id), now) &&
+        std::find(blocked_.begin(), blocked_.end(), id) == blocked_.end())
       blocked_.push_back(id);
   }
   for (auto id : expired) {
@@ -282,7 +301,8 @@ void Connection::runTimers(Clock::time_point now) {
     if (call.sent) {
       ++counters_.deadlineExceeded;
       finish(id, Reply({StatusCode::DEADLINE_EXCEEDED,
-                        endpoint_ + " did not answer within " + std::to_string(call.options.timeout.count()) + " ms"},
+                        endpoint_ + " did not answer within " +
+                            std::to_string(call.options.timeout.count()) + " ms"},
                        std::nullopt));
     } else {
       ++counters_.unavailable;
@@ -370,10 +390,12 @@ void ClientThread::run() {
         batch.swap(queue_);
         stopping = stop_;
         while (connections.size() < endpoints_.size())
-          connections.push_back(std::make_unique<Connection>(context_, endpoints_[connections.size()], options_));
+          connections.push_back(
+              std::make_unique<Connection>(context_, endpoints_[connections.size()], options_));
       }
       for (auto& s : batch)
-        connections[s.index]->call(s.interfaceId, s.methodId, std::move(s.params), s.options, std::move(s.done));
+        connections[s.index]->call(s.interfaceId, s.methodId, std::move(s.params), s.options,
+                                   std::move(s.done));
       batch.clear();
       if (stopping) break;
     }
@@ -384,9 +406,10 @@ void ClientThread::run() {
 
 // ---- Channel ----
 
-void Channel::callAsync(uint64_t interfaceId, uint16_t methodId, zmq::message_t params, CallOptions options,
-                        ReplyCallback done) const {
-  owner_->submit({index_, interfaceId, methodId, std::move(params), std::move(options), std::move(done)});
+void Channel::callAsync(uint64_t interfaceId, uint16_t methodId, zmq::message_t params,
+                        CallOptions options, ReplyCallback done) const {
+  owner_->submit(
+      {index_, interfaceId, methodId, std::move(params), std::move(options), std::move(done)});
 }
 
 std::future<Reply> Channel::call(uint64_t interfaceId, uint16_t methodId, zmq::message_t params,
@@ -404,9 +427,11 @@ Reply Channel::callSync(uint64_t interfaceId, uint16_t methodId, zmq::message_t 
 }
 
 uint16_t methodOrdinal(capnp::InterfaceSchema schema, kj::StringPtr name) {
-  KJ_IF_MAYBE(method, schema.findMethodByName(name)) { return method->getOrdinal(); }
-  throw std::logic_error(std::string("interface ") + schema.getShortDisplayName().cStr() + " has no method " +
-                         name.cStr());
+  KJ_IF_MAYBE (method, schema.findMethodByName(name)) {
+    return method->getOrdinal();
+  }
+  throw std::logic_error(std::string("interface ") + schema.getShortDisplayName().cStr() +
+                         " has no method " + name.cStr());
 }
 
 }  // namespace zmesh::rpc

@@ -31,12 +31,13 @@ std::string ConfigSection::string(std::string_view key, std::string fallback) co
   fail(key, "expected a string, got " + describe(*node));
 }
 
-int64_t ConfigSection::integer(std::string_view key, int64_t fallback, int64_t min, int64_t max) const {
+int64_t ConfigSection::integer(std::string_view key, int64_t fallback, int64_t min,
+                               int64_t max) const {
   if (!has(key)) return fallback;
   auto* node = table_->get(key);
   if (!node->is_integer() || **node->as_integer() < min || **node->as_integer() > max)
-    fail(key, "expected an integer from " + std::to_string(min) + " to " + std::to_string(max) + ", got " +
-                  describe(*node));
+    fail(key, "expected an integer from " + std::to_string(min) + " to " + std::to_string(max) +
+                  ", got " + describe(*node));
   return **node->as_integer();
 }
 
@@ -47,13 +48,16 @@ bool ConfigSection::boolean(std::string_view key, bool fallback) const {
   return **node->as_boolean();
 }
 
-std::chrono::milliseconds ConfigSection::duration(std::string_view key, std::chrono::milliseconds fallback) const {
+std::chrono::milliseconds ConfigSection::duration(std::string_view key,
+                                                  std::chrono::milliseconds fallback) const {
   if (!has(key)) return fallback;
   auto* node = table_->get(key);
-  if (node->is_integer() && **node->as_integer() >= 0) return std::chrono::milliseconds(**node->as_integer());
+  if (node->is_integer() && **node->as_integer() >= 0)
+    return std::chrono::milliseconds(**node->as_integer());
   if (node->is_string())
     if (auto d = parseDuration(**node->as_string())) return *d;
-  fail(key, "expected a duration such as \"250ms\", \"30s\", \"5m\" or \"1h\", got " + describe(*node));
+  fail(key,
+       "expected a duration such as \"250ms\", \"30s\", \"5m\" or \"1h\", got " + describe(*node));
 }
 
 std::vector<std::string> ConfigSection::strings(std::string_view key) const {
@@ -63,7 +67,8 @@ std::vector<std::string> ConfigSection::strings(std::string_view key) const {
   auto* array = node->as_array();
   if (!array) fail(key, "expected an array of strings, got " + describe(*node));
   for (auto& item : *array) {
-    if (!item.is_string()) fail(key, "expected an array of strings, got an element " + describe(item));
+    if (!item.is_string())
+      fail(key, "expected an array of strings, got an element " + describe(item));
     out.push_back(**item.as_string());
   }
   return out;
@@ -109,7 +114,8 @@ MeshConfig MeshConfig::parse(std::string_view text, std::string source) {
     config.root_ = std::make_unique<toml::table>(toml::parse(text, source));
   } catch (const toml::parse_error& e) {
     std::ostringstream out;
-    out << source << ":" << e.source().begin.line << ":" << e.source().begin.column << ": " << e.description();
+    out << source << ":" << e.source().begin.line << ":" << e.source().begin.column << ": "
+        << e.description();
     throw ConfigError(out.str());
   }
   return config;
@@ -120,7 +126,8 @@ bool MeshConfig::has(std::string_view name) const { return root_->contains(name)
 ConfigSection MeshConfig::section(std::string_view name) const {
   auto* node = root_->get(name);
   if (node && !node->is_table())
-    throw ConfigError(source_ + ": " + std::string(name) + ": expected a table [" + std::string(name) + "]");
+    throw ConfigError(source_ + ": " + std::string(name) + ": expected a table [" +
+                      std::string(name) + "]");
   return ConfigSection(source_, std::string(name), node ? node->as_table() : nullptr);
 }
 

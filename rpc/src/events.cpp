@@ -1,11 +1,12 @@
 #include "zmesh/rpc/events.h"
 
-#include <zmq_addon.hpp>
 #include <random>
+#include <zmq_addon.hpp>
 
 namespace zmesh::rpc {
 
-Publisher::Publisher(zmq::context_t& context, const std::string& brokerXsub, std::string publisherId)
+Publisher::Publisher(zmq::context_t& context, const std::string& brokerXsub,
+                     std::string publisherId)
     : socket_(context, zmq::socket_type::pub), publisherId_(std::move(publisherId)) {
   std::random_device rd;
   incarnation_ = (uint64_t{rd()} << 32) ^ rd();
@@ -14,7 +15,8 @@ Publisher::Publisher(zmq::context_t& context, const std::string& brokerXsub, std
   socket_.connect(brokerXsub);
 }
 
-idl::Event::Builder Publisher::start(capnp::MessageBuilder& message, std::string_view topic, uint64_t bodyType) {
+idl::Event::Builder Publisher::start(capnp::MessageBuilder& message, std::string_view topic,
+                                     uint64_t bodyType) {
   auto event = message.initRoot<idl::Event>();
   event.setPublisher(publisherId_);
   event.setIncarnation(incarnation_);
@@ -50,7 +52,8 @@ std::optional<ReceivedEvent> Subscriber::receive(std::chrono::milliseconds timeo
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (true) {
     if (auto e = tryReceive()) return e;
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) return std::nullopt;
     zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
     zmq::poll(&item, 1, left);

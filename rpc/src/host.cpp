@@ -18,7 +18,10 @@ class AdminService final : public idl::Admin::Server {
  public:
   AdminService(rpc::Server& server, const HostOptions& options,
                std::function<std::pair<bool, std::string>()>& health)
-      : server_(server), options_(options), health_(health), started_(std::chrono::steady_clock::now()) {}
+      : server_(server),
+        options_(options),
+        health_(health),
+        started_(std::chrono::steady_clock::now()) {}
 
   kj::Promise<void> health(HealthContext context) override {
     auto [ok, detail] = health_ ? health_() : std::pair<bool, std::string>{true, "serving"};
@@ -43,7 +46,8 @@ class AdminService final : public idl::Admin::Server {
     r.setService(options_.name);
     r.setVersion(kVersion);
     r.setPid(::getpid());
-    r.setUptimeMs(std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_)
+    r.setUptimeMs(std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::steady_clock::now() - started_)
                       .count());
     auto list = r.initConfig(options_.settings.size());
     for (size_t i = 0; i < options_.settings.size(); ++i) {
@@ -64,16 +68,20 @@ class AdminService final : public idl::Admin::Server {
 
 void addCommonFlags(CLI::App& app, CommonFlags& flags) {
   app.add_option("-c,--config", flags.config, "mesh file (TOML)")->capture_default_str();
-  app.add_option("--endpoint", flags.endpoint, "endpoint to bind, e.g. tcp://127.0.0.1:7110 (overrides the mesh file)");
-  app.add_option("--broker", flags.broker, "broker XSUB endpoint for events, or 'none' (overrides broker.xsub)");
-  app.add_option("--log-level", flags.logLevel, "trace|debug|info|warn|error")->capture_default_str();
+  app.add_option("--endpoint", flags.endpoint,
+                 "endpoint to bind, e.g. tcp://127.0.0.1:7110 (overrides the mesh file)");
+  app.add_option("--broker", flags.broker,
+                 "broker XSUB endpoint for events, or 'none' (overrides broker.xsub)");
+  app.add_option("--log-level", flags.logLevel, "trace|debug|info|warn|error")
+      ->capture_default_str();
   app.add_option("--log-file", flags.logFile, "also log to this file");
 }
 
 void setupLogging(const std::string& service, const std::string& level, const std::string& file) {
   auto lvl = spdlog::level::from_str(level);
   if (lvl == spdlog::level::off && level != "off")
-    throw ConfigError("--log-level: unknown level '" + level + "' (trace|debug|info|warn|error|off)");
+    throw ConfigError("--log-level: unknown level '" + level +
+                      "' (trace|debug|info|warn|error|off)");
   std::vector<spdlog::sink_ptr> sinks{std::make_shared<spdlog::sinks::stderr_color_sink_mt>()};
   if (!file.empty()) sinks.push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>(file));
   auto logger = std::make_shared<spdlog::logger>(service, sinks.begin(), sinks.end());
@@ -83,15 +91,17 @@ void setupLogging(const std::string& service, const std::string& level, const st
   spdlog::set_default_logger(logger);
 }
 
-HostOptions hostOptionsFrom(const MeshConfig& config, const std::string& service, const CommonFlags& flags,
-                            const std::string& defaultEndpoint) {
+HostOptions hostOptionsFrom(const MeshConfig& config, const std::string& service,
+                            const CommonFlags& flags, const std::string& defaultEndpoint) {
   HostOptions o;
   o.name = service;
   auto s = config.section(service);
   o.server.name = service;
-  o.server.endpoints = {flags.endpoint.empty() ? s.string("endpoint", defaultEndpoint) : flags.endpoint};
+  o.server.endpoints = {flags.endpoint.empty() ? s.string("endpoint", defaultEndpoint)
+                                               : flags.endpoint};
   o.server.maxRequestBytes = s.integer("max_request_bytes", 1 << 20, 64, 256 << 20);
-  o.server.defaultBudgetMs = s.duration("default_deadline", std::chrono::milliseconds(30000)).count();
+  o.server.defaultBudgetMs =
+      s.duration("default_deadline", std::chrono::milliseconds(30000)).count();
   o.server.retryWindowMs = s.duration("retry_window", std::chrono::milliseconds(10000)).count();
   o.server.graceMs = s.duration("stop_grace", std::chrono::milliseconds(5000)).count();
   o.server.sendHwm = s.integer("send_hwm", 10000, 1, 10'000'000);
@@ -120,8 +130,8 @@ ServiceHost::ServiceHost(HostOptions options) : options_(std::move(options)) {
 
   server_ = std::make_unique<Server>(context_, options_.server);
   if (!options_.brokerXsub.empty())
-    publisher_ = std::make_unique<Publisher>(context_, options_.brokerXsub,
-                                             options_.name + "@" + options_.server.endpoints.front());
+    publisher_ = std::make_unique<Publisher>(
+        context_, options_.brokerXsub, options_.name + "@" + options_.server.endpoints.front());
   server_->serve<idl::Admin>(kj::heap<AdminService>(*server_, options_, health_));
   server_->watchFd(signalFd_, [this] {
     signalfd_siginfo info;
@@ -141,7 +151,9 @@ ServiceHost::~ServiceHost() {
   if (signalFd_ >= 0) ::close(signalFd_);
 }
 
-void ServiceHost::setHealth(std::function<std::pair<bool, std::string>()> health) { health_ = std::move(health); }
+void ServiceHost::setHealth(std::function<std::pair<bool, std::string>()> health) {
+  health_ = std::move(health);
+}
 
 int ServiceHost::run() {
   try {
@@ -150,7 +162,8 @@ int ServiceHost::run() {
     spdlog::error("{}", e.what());
     return 1;
   }
-  spdlog::info("{} {} serving on {} (pid {})", options_.name, kVersion, server_->boundEndpoints().front(), ::getpid());
+  spdlog::info("{} {} serving on {} (pid {})", options_.name, kVersion,
+               server_->boundEndpoints().front(), ::getpid());
   server_->run();
   for (auto& fn : onStop_) fn();
   spdlog::info("{} stopped", options_.name);

@@ -1,6 +1,5 @@
 #include "zmesh/rpc/server.h"
 
-#include <zmq_addon.hpp>
 #include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -10,7 +9,9 @@
 #include <deque>
 #include <map>
 #include <optional>
+#include <set>
 #include <unordered_map>
+#include <zmq_addon.hpp>
 
 #include "wire.h"
 #include "zmesh/idl/common.capnp.h"
@@ -37,7 +38,9 @@ class CallHook final : public capnp::CallContextHook, public kj::Refcounted {
   capnp::AnyPointer::Builder getResults(kj::Maybe<capnp::MessageSize> sizeHint) override {
     if (results_ == nullptr) {
       uint firstSegment = capnp::SUGGESTED_FIRST_SEGMENT_WORDS;
-      KJ_IF_MAYBE(hint, sizeHint) { firstSegment = hint->wordCount + 1; }
+      KJ_IF_MAYBE (hint, sizeHint) {
+        firstSegment = hint->wordCount + 1;
+      }
       results_ = kj::heap<capnp::MallocMessageBuilder>(firstSegment);
     }
     return KJ_ASSERT_NONNULL(results_)->getRoot<capnp::AnyPointer>();
@@ -54,7 +57,9 @@ class CallHook final : public capnp::CallContextHook, public kj::Refcounted {
   kj::Own<capnp::CallContextHook> addRef() override { return kj::addRef(*this); }
 
   zmq::message_t takeResults() {
-    KJ_IF_MAYBE(r, results_) { return toFrame(**r); }
+    KJ_IF_MAYBE (r, results_) {
+      return toFrame(**r);
+    }
     return zmq::message_t();
   }
 
@@ -96,9 +101,12 @@ struct Server::Impl {
     std::string peer;
     uint64_t requestId = 0;
     bool retryable = false;
+    TimePoint deadline = kj::origin<TimePoint>();  // the caller's budget: a later reply is useless
     std::string traceId;
     kj::Own<CallHook> hook;
-    kj::Own<kj::PromiseFulfiller<void>> cancel;
+    // The method's work; destroying it cancels the method (deadline, stop).
+    kj::Promise<void> work = nullptr;
+    bool answered = false;
   };
 
   struct Retained {  // a retryable call, in flight (no frames yet) or answered
@@ -131,6 +139,11 @@ struct Server::Impl {
   std::vector<std::pair<zmq::pollitem_t, std::function<void()>>> watched;
   std::map<uint64_t, kj::Own<capnp::Capability::Server>> servers;
   std::unordered_map<uint64_t, Call> calls;
+  // One ordered set instead of a kj timer per call: cheaper, and swept once a turn.
+  std::set<std::pair<TimePoint, uint64_t>> deadlines;
+  // Answered calls, erased after the turn (a promise must not be destroyed by
+  // its own continuation).
+  std::vector<uint64_t> answeredCalls;
   uint64_t nextCall = 0;
   std::unordered_map<std::string, Retained> retained;
   std::deque<std::pair<TimePoint, std::string>> retainedOrder;
@@ -160,7 +173,7 @@ struct Server::Impl {
   void handle(std::vector<zmq::message_t>& frames) {
     auto& c = self.counters_;
     ++c.requests;
-    if (frames.size() != 3 || frames[1].size() > wire::kMaxHeaderBytes) {
+    if (frames.size() != 3 || frames[1].size() == 0 || frames[1].size() > wire::kMaxHeaderBytes) {
       ++c.malformed;
       return;
     }
@@ -178,8 +191,9 @@ struct Server::Impl {
 
     if (self.stopping_) {
       ++c.refusedStopping;
-      deliver(peer, wire::encodeReply(requestId, StatusCode::UNAVAILABLE,
-                                      self.options_.name + " is stopping"),
+      deliver(peer,
+              wire::encodeReply(requestId, StatusCode::UNAVAILABLE,
+                                self.options_.name + " is stopping"),
               zmq::message_t(), timer.now() + 1 * kj::SECONDS);
       return;
     }
@@ -231,45 +245,35 @@ struct Server::Impl {
 
     uint64_t id = ++nextCall;
     auto hook = kj::refcounted<CallHook>(kj::mv(*params));
-    auto paf = kj::newPromiseAndFulfiller<void>();
     Call& call = calls[id];
     call.peer = kj::mv(peer);
     call.requestId = requestId;
     call.retryable = retryable;
+    call.deadline = deadline;
     call.traceId = header.getTraceId().cStr();
     call.hook = kj::addRef(*hook);
-    call.cancel = kj::mv(paf.fulfiller);
     if (retryable) retained[key];  // in flight: a resend waits for this reply
 
     uint16_t methodId = header.getMethodId();
     capnp::Capability::Server* target = server->second.get();
     auto result = kj::evalNow([&] {
       return target
-          ->dispatchCall(interfaceId, methodId, capnp::CallContext<capnp::AnyPointer, capnp::AnyPointer>(*hook))
+          ->dispatchCall(interfaceId, methodId,
+                         capnp::CallContext<capnp::AnyPointer, capnp::AnyPointer>(*hook))
           .promise;
     });
-    auto answered = result.attach(kj::mv(hook)).then(
-        [this, id]() { complete(id, {}); },
-        [this, id](kj::Exception&& e) { complete(id, statusFromException(e)); });
-    auto expired = timer.atTime(deadline).then([this, id]() {
-      ++self.counters_.deadlineDropped;
-      forget(id);
-    });
-    // Dropping the fulfiller (the call finished) must not look like a cancel.
-    auto cancelled = paf.promise.then(
-        [this, id]() -> kj::Promise<void> {
-          complete(id, {StatusCode::UNAVAILABLE, self.options_.name + " stopped before the call finished"});
-          return kj::READY_NOW;
-        },
-        [](kj::Exception&&) -> kj::Promise<void> { return kj::NEVER_DONE; });
-    tasks.add(answered.exclusiveJoin(kj::mv(expired)).exclusiveJoin(kj::mv(cancelled)));
+    call.work = result.attach(kj::mv(hook))
+                    .then([this, id]() { complete(id, {}); },
+                          [this, id](kj::Exception&& e) { complete(id, statusFromException(e)); })
+                    .eagerlyEvaluate(nullptr);
+    deadlines.emplace(deadline, id);
   }
 
   // ---- replying ----
 
   void complete(uint64_t id, Status status) {
     auto it = calls.find(id);
-    if (it == calls.end()) return;
+    if (it == calls.end() || it->second.answered) return;
     Call& call = it->second;
     auto& c = self.counters_;
     zmq::message_t body;
@@ -285,15 +289,40 @@ struct Server::Impl {
     auto header = wire::encodeReply(call.requestId, status.code, status.message);
     if (call.retryable) retain(retryKey(call.peer, call.requestId), header, body);
     ++c.replies;
-    std::string peer = kj::mv(call.peer);
-    calls.erase(it);
-    deliver(peer, kj::mv(header), kj::mv(body), timer.now() + self.options_.retryWindowMs * kj::MILLISECONDS);
+    call.answered = true;
+    answeredCalls.push_back(id);
+    deliver(call.peer, kj::mv(header), kj::mv(body), call.deadline);
+  }
+
+  // Erases answered calls; called between loop turns, never from a continuation.
+  void eraseAnswered() {
+    for (auto id : answeredCalls) {
+      auto it = calls.find(id);
+      if (it == calls.end()) continue;
+      deadlines.erase({it->second.deadline, id});
+      calls.erase(it);
+    }
+    answeredCalls.clear();
+  }
+
+  // The caller's budget ran out: drop the work nobody waits for.
+  void expireCalls() {
+    auto now = timer.now();
+    while (!deadlines.empty() && deadlines.begin()->first <= now) {
+      uint64_t id = deadlines.begin()->second;
+      deadlines.erase(deadlines.begin());
+      auto it = calls.find(id);
+      if (it == calls.end() || it->second.answered) continue;
+      ++self.counters_.deadlineDropped;
+      forget(id);
+    }
   }
 
   // The caller gave up (deadline): no reply, and a resend runs the call afresh.
   void forget(uint64_t id) {
     auto it = calls.find(id);
     if (it == calls.end()) return;
+    deadlines.erase({it->second.deadline, id});
     if (it->second.retryable) retained.erase(retryKey(it->second.peer, it->second.requestId));
     calls.erase(it);
   }
@@ -309,10 +338,11 @@ struct Server::Impl {
 
   void expireRetained() {
     auto now = timer.now();
-    while (!retainedOrder.empty() &&
-           (retainedOrder.front().first <= now || retainedOrder.size() > self.options_.retryWindowMaxEntries)) {
+    while (!retainedOrder.empty() && (retainedOrder.front().first <= now ||
+                                      retainedOrder.size() > self.options_.retryWindowMaxEntries)) {
       auto it = retained.find(retainedOrder.front().second);
-      if (it != retained.end() && it->second.answered && it->second.expires == retainedOrder.front().first)
+      if (it != retained.end() && it->second.answered &&
+          it->second.expires == retainedOrder.front().first)
         retained.erase(it);
       retainedOrder.pop_front();
     }
@@ -333,7 +363,8 @@ struct Server::Impl {
     return Sent::ok;
   }
 
-  void deliver(const std::string& peer, zmq::message_t header, zmq::message_t body, TimePoint deadline) {
+  void deliver(const std::string& peer, zmq::message_t header, zmq::message_t body,
+               TimePoint deadline) {
     auto queue = peers.find(peer);
     if (queue == peers.end()) {
       switch (trySend(peer, header, body)) {
@@ -418,7 +449,15 @@ struct Server::Impl {
     if (moreToRead || loop.isRunnable()) return 0;
     auto now = monotonicNow();
     std::optional<uint64_t> ms;
-    KJ_IF_MAYBE(t, timer.timeoutToNextEvent(now, kj::MILLISECONDS, INT_MAX)) { ms = *t; }
+    KJ_IF_MAYBE (t, timer.timeoutToNextEvent(now, kj::MILLISECONDS, INT_MAX)) {
+      ms = *t;
+    }
+    if (!deadlines.empty()) {
+      auto d = deadlines.begin()->first;
+      uint64_t dm =
+          d > now ? (d - now + kj::MILLISECONDS - 1 * kj::NANOSECONDS) / kj::MILLISECONDS : 0;
+      ms = ms ? std::min(*ms, dm) : dm;
+    }
     if (graceDeadline) {
       uint64_t g = *graceDeadline > now ? (*graceDeadline - now) / kj::MILLISECONDS + 1 : 0;
       ms = ms ? std::min(*ms, g) : g;
@@ -433,11 +472,10 @@ struct Server::Impl {
     // Grace is over: answer what is left, give the replies one chance to go out.
     std::vector<uint64_t> ids;
     for (auto& [id, call] : calls) ids.push_back(id);
-    for (auto id : ids) {
-      auto it = calls.find(id);
-      if (it != calls.end()) it->second.cancel->fulfill();
-    }
-    loop.run();
+    for (auto id : ids)
+      complete(id,
+               {StatusCode::UNAVAILABLE, self.options_.name + " stopped before the call finished"});
+    eraseAnswered();  // destroys the unfinished work
     std::vector<std::string> names;
     for (auto& [peer, q] : peers) names.push_back(peer);
     for (auto& peer : names) flush(peer);
@@ -471,6 +509,8 @@ struct Server::Impl {
         if (items[i + 2].revents & ZMQ_POLLIN) watched[i].second();
       // Bounded, so a callback that reschedules itself cannot freeze the loop.
       loop.run(4096);
+      eraseAnswered();
+      expireCalls();
       expireRetained();
     }
   }
@@ -491,7 +531,9 @@ Server::Server(zmq::context_t& context, ServerOptions options)
   if (impl_->wakeFd < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
   stats_.add([this](std::vector<CounterValue>& out) {
     const auto& c = counters_;
-    auto add = [&](const char* name, uint64_t v) { out.push_back({std::string("rpc.") + name, static_cast<int64_t>(v)}); };
+    auto add = [&](const char* name, uint64_t v) {
+      out.push_back({std::string("rpc.") + name, static_cast<int64_t>(v)});
+    };
     add("requests", c.requests);
     add("replies", c.replies);
     add("malformed", c.malformed);
@@ -565,12 +607,15 @@ void Server::watchFd(int fd, std::function<void()> onReadable) {
 }
 
 void Server::watchSocket(zmq::socket_ref socket, std::function<void()> onReadable) {
-  impl_->watched.emplace_back(zmq::pollitem_t{socket.handle(), 0, ZMQ_POLLIN, 0}, std::move(onReadable));
+  impl_->watched.emplace_back(zmq::pollitem_t{socket.handle(), 0, ZMQ_POLLIN, 0},
+                              std::move(onReadable));
 }
 
 kj::Timer& Server::timer() { return impl_->timer; }
 
-std::chrono::steady_clock::time_point Server::now() const { return std::chrono::steady_clock::now(); }
+std::chrono::steady_clock::time_point Server::now() const {
+  return std::chrono::steady_clock::now();
+}
 
 size_t Server::inFlight() const { return impl_->calls.size(); }
 

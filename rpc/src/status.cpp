@@ -55,7 +55,8 @@ kj::Exception statusException(StatusCode code, std::string_view message) {
   description += statusName(code);
   description += ':';
   description += message;
-  return kj::Exception(type, __FILE__, __LINE__, kj::heapString(description.data(), description.size()));
+  return kj::Exception(type, __FILE__, __LINE__,
+                       kj::heapString(description.data(), description.size()));
 }
 
 Status statusFromException(const kj::Exception& e) {

@@ -32,6 +32,12 @@ zmq::message_t encodeRequest(const RequestHeader& h) {
 }
 
 zmq::message_t encodeReply(uint64_t requestId, StatusCode code, std::string_view text) {
+  if (text.size() > kMaxStatusMessageBytes) {
+    size_t cut = kMaxStatusMessageBytes;
+    // Not inside a UTF-8 character: back up over continuation bytes.
+    while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+    text = text.substr(0, cut);
+  }
   capnp::MallocMessageBuilder message(16 + text.size() / 8);
   auto b = message.initRoot<idl::RpcHeader>();
   b.setRequestId(requestId);

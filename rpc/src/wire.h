@@ -11,6 +11,9 @@ namespace zmesh::rpc::wire {
 
 // Headers are small; anything larger is not one of ours.
 constexpr size_t kMaxHeaderBytes = 4096;
+// A reply's status message is cut to this (on a UTF-8 boundary) so that the reply
+// header stays within kMaxHeaderBytes: a receiver drops a larger header unread.
+constexpr size_t kMaxStatusMessageBytes = 2048;
 
 struct RequestHeader {
   uint64_t requestId = 0;

@@ -5,7 +5,9 @@
 namespace zmesh::broker {
 
 Broker::Broker(zmq::context_t& context, rpc::Server& server, BrokerOptions options)
-    : options_(std::move(options)), xsub_(context, zmq::socket_type::xsub), xpub_(context, zmq::socket_type::xpub) {
+    : options_(std::move(options)),
+      xsub_(context, zmq::socket_type::xsub),
+      xpub_(context, zmq::socket_type::xpub) {
   for (auto* s : {&xsub_, &xpub_}) {
     s->set(zmq::sockopt::linger, 0);
     s->set(zmq::sockopt::sndhwm, options_.hwm);
@@ -50,7 +52,8 @@ void Broker::forwardEvents() {
     std::string_view topic(static_cast<const char*>(frames[0].data()), frames[0].size());
     auto service = topic.substr(0, topic.find('.'));
     auto it = perService_.find(service);
-    if (it == perService_.end()) it = perService_.emplace(std::string(service), std::make_pair(0, 0)).first;
+    if (it == perService_.end())
+      it = perService_.emplace(std::string(service), std::make_pair(0, 0)).first;
     ++it->second.first;
     for (auto& f : frames) it->second.second += f.size();
     // XPUB never blocks: a subscriber at its high-water mark loses this message

@@ -17,8 +17,9 @@ int main(int argc, char** argv) {
     rpc::setupLogging("broker", flags.logLevel, flags.logFile);
     auto config = rpc::MeshConfig::load(flags.config);
     auto section = config.section("broker");
-    section.rejectUnknown({"xsub", "xpub", "admin", "hwm", "enabled", "max_request_bytes", "default_deadline",
-                           "retry_window", "stop_grace", "send_hwm", "recv_hwm"});
+    section.rejectUnknown({"xsub", "xpub", "admin", "hwm", "enabled", "max_request_bytes",
+                           "default_deadline", "retry_window", "stop_grace", "send_hwm",
+                           "recv_hwm"});
     broker::BrokerOptions options;
     options.xsub = xsub.empty() ? section.string("xsub", options.xsub) : xsub;
     options.xpub = xpub.empty() ? section.string("xpub", options.xpub) : xpub;
@@ -32,7 +33,8 @@ int main(int argc, char** argv) {
     host.settings.emplace_back("xpub", options.xpub);
     rpc::ServiceHost service(std::move(host));
     broker::Broker broker(service.context(), service.server(), options);
-    spdlog::info("broker: publishers → {}, subscribers ← {}", broker.xsubEndpoint(), broker.xpubEndpoint());
+    spdlog::info("broker: publishers → {}, subscribers ← {}", broker.xsubEndpoint(),
+                 broker.xpubEndpoint());
     return service.run();
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());

@@ -18,16 +18,17 @@ int main(int argc, char** argv) {
   app.add_flag("--memory", memory, "persist nothing: ids restart at 1 (benchmarks only)");
   app.add_option("--fsync", fsync, "always|everysec|no (overrides idgen.fsync)");
   app.add_option("--worker-id", workerId, "Snowflake worker id 0-1023 (overrides idgen.worker_id)");
-  app.add_option("--block-size", blockSize, "ids per durable reservation (overrides idgen.block_size)");
+  app.add_option("--block-size", blockSize,
+                 "ids per durable reservation (overrides idgen.block_size)");
   CLI11_PARSE(app, argc, argv);
   try {
     rpc::setupLogging("idgen", flags.logLevel, flags.logFile);
     auto config = rpc::MeshConfig::load(flags.config);
     auto s = config.section("idgen");
-    s.rejectUnknown({"enabled", "endpoint", "data_dir", "fsync", "block_size", "prefetch_fraction", "worker_id",
-                     "epoch_ms", "max_backward", "bound_ahead", "epoch_warn_days", "rewrite_after_bytes",
-                     "max_request_bytes", "default_deadline", "retry_window", "stop_grace", "send_hwm",
-                     "recv_hwm"});
+    s.rejectUnknown({"enabled", "endpoint", "data_dir", "fsync", "block_size", "prefetch_fraction",
+                     "worker_id", "epoch_ms", "max_backward", "bound_ahead", "epoch_warn_days",
+                     "rewrite_after_bytes", "max_request_bytes", "default_deadline", "retry_window",
+                     "stop_grace", "send_hwm", "recv_hwm"});
     idgen::IdGenOptions options;
     options.dataDir = memory ? "" : dataDir.value_or(s.string("data_dir", "var/idgen"));
     try {
@@ -36,16 +37,20 @@ int main(int argc, char** argv) {
       s.fail("fsync", e.what());
     }
     options.book.blockSize = blockSize.value_or(s.integer("block_size", 1000, 1, 1'000'000'000));
-    options.snowflake.workerId = workerId.value_or(s.integer("worker_id", 0, 0, idgen::kMaxWorkerId));
+    options.snowflake.workerId =
+        workerId.value_or(s.integer("worker_id", 0, 0, idgen::kMaxWorkerId));
     if (workerId && (*workerId < 0 || *workerId > idgen::kMaxWorkerId))
       throw rpc::ConfigError("--worker-id: expected 0 to 1023, got " + std::to_string(*workerId));
     options.snowflake.epochMs = s.integer("epoch_ms", idgen::kDefaultEpochMs, 0, INT64_MAX / 2);
-    options.snowflake.maxBackwardMs = s.duration("max_backward", std::chrono::milliseconds(5)).count();
-    options.snowflake.boundAheadMs = s.duration("bound_ahead", std::chrono::milliseconds(2000)).count();
+    options.snowflake.maxBackwardMs =
+        s.duration("max_backward", std::chrono::milliseconds(5)).count();
+    options.snowflake.boundAheadMs =
+        s.duration("bound_ahead", std::chrono::milliseconds(2000)).count();
     options.snowflake.renewBeforeMs = options.snowflake.boundAheadMs / 2;
     options.epochWarnDays = s.integer("epoch_warn_days", 365, 0, 100000);
     options.rewriteAfterBytes = s.integer("rewrite_after_bytes", 4 << 20, 4096, INT64_MAX);
-    if (auto f = options.snowflake.validate()) throw rpc::ConfigError(config.source() + ": idgen: " + f->message);
+    if (auto f = options.snowflake.validate())
+      throw rpc::ConfigError(config.source() + ": idgen: " + f->message);
 
     auto host = rpc::hostOptionsFrom(config, "idgen", flags, "tcp://127.0.0.1:7110");
     host.settings.emplace_back("data_dir", options.dataDir.empty() ? "(memory)" : options.dataDir);
@@ -60,7 +65,8 @@ int main(int argc, char** argv) {
                  std::chrono::system_clock::now().time_since_epoch())
           .count();
     };
-    auto impl = kj::heap<idgen::IdGenService>(service.server(), service.publisher(), *env, options, clock);
+    auto impl =
+        kj::heap<idgen::IdGenService>(service.server(), service.publisher(), *env, options, clock);
     auto& idgen = *impl;
     service.server().serve<idl::IdGen>(kj::mv(impl));
     service.setHealth([&idgen] { return idgen.health(); });

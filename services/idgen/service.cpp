@@ -16,11 +16,8 @@ kj::Exception toException(const Failure& f) {
       return rpc::statusException(rpc::StatusCode::INVALID_ARGUMENT, f.message);
     case Fail::failedPrecondition:
       return rpc::statusException(rpc::StatusCode::FAILED_PRECONDITION, f.message);
-    case Fail::unavailable:
-      return rpc::statusException(rpc::StatusCode::UNAVAILABLE,
-                                  f.retryAfterMs > 0
-                                      ? f.message + " (retry after " + std::to_string(f.retryAfterMs) + " ms)"
-                                      : f.message);
+    case Fail::unavailable:  // the core's message already says when to retry
+      return rpc::statusException(rpc::StatusCode::UNAVAILABLE, f.message);
   }
   return rpc::statusException(rpc::StatusCode::INTERNAL, f.message);
 }
@@ -98,7 +95,8 @@ void IdGenService::recover() {
   auto recovered = storage::Journal::recover(env_, options_.dataDir, kJournalName);
   int64_t bound = 0;
   auto restore = [&](std::string_view ns, uint64_t limit) {
-    if (auto f = book_.restore(ns, limit)) throw storage::StorageError("idgen journal: " + f->message);
+    if (auto f = book_.restore(ns, limit))
+      throw storage::StorageError("idgen journal: " + f->message);
   };
   if (recovered.snapshot)
     readRecord<idl::IdGenSnapshot>(*recovered.snapshot, [&](idl::IdGenSnapshot::Reader s) {
@@ -107,17 +105,25 @@ void IdGenService::recover() {
     });
   for (auto& bytes : recovered.records)
     readRecord<idl::IdGenLogRecord>(bytes, [&](idl::IdGenLogRecord::Reader r) {
-      if (r.isReserve())
-        restore(r.getReserve().getNamespace().cStr(), r.getReserve().getLimit());
-      else
-        bound = std::max(bound, r.getTimeBound());
+      switch (r.which()) {
+        case idl::IdGenLogRecord::RESERVE:
+          restore(r.getReserve().getNamespace().cStr(), r.getReserve().getLimit());
+          break;
+        case idl::IdGenLogRecord::TIME_BOUND:
+          bound = std::max(bound, r.getTimeBound());
+          break;
+        case idl::IdGenLogRecord::STOP_BOUND:
+          bound = r.getStopBound();
+          break;
+      }
     });
   if (bound > 0) flake_.restore(bound);
   appendedBound_ = bound;
   if (recovered.cutBytes > 0)
-    spdlog::warn("idgen: cut a torn log tail of {} bytes (a crash interrupted a write)", recovered.cutBytes);
-  spdlog::info("idgen: recovered {} namespaces, {} log records, time bound {}", book_.stats().namespaces,
-               recovered.records.size(), bound);
+    spdlog::warn("idgen: cut a torn log tail of {} bytes (a crash interrupted a write)",
+                 recovered.cutBytes);
+  spdlog::info("idgen: recovered {} namespaces, {} log records, time bound {}",
+               book_.stats().namespaces, recovered.records.size(), bound);
   journal_ = std::make_unique<storage::Journal>(
       env_, storage::JournalOptions{options_.dataDir, kJournalName, options_.fsync}, recovered,
       [this](std::function<void()> fn) { server_.post(std::move(fn)); },
@@ -125,6 +131,17 @@ void IdGenService::recover() {
 }
 
 void IdGenService::close() {
+  if (journal_ && !journal_->failed()) {
+    // Nothing is issued after this: the newest id bounds the next run exactly.
+    auto stats = flake_.stats();
+    int64_t bound =
+        stats.lastIssuedMs ? *stats.lastIssuedMs + 1 : stats.restoredBoundMs.value_or(0);
+    if (bound > 0) {
+      capnp::MallocMessageBuilder message;
+      message.initRoot<idl::IdGenLogRecord>().setStopBound(bound);
+      journal_->append(toBytes(message), storage::Durability::forceSync, {});
+    }
+  }
   if (journal_) journal_->close();
   journal_.reset();
   lock_.reset();
@@ -183,7 +200,8 @@ void IdGenService::reserveBlocks() {
     reserve.setNamespace(r.ns);
     reserve.setLimit(r.limit);
     // A block's bound is on disk before any id in it leaves: under every policy.
-    journal_->append(toBytes(message), storage::Durability::forceSync, [this, r] { onReserved(r); });
+    journal_->append(toBytes(message), storage::Durability::forceSync,
+                     [this, r] { onReserved(r); });
   }
   maybeRewrite();
 }
@@ -258,7 +276,10 @@ void IdGenService::armSnowflakeWake() {
   int64_t delay = std::max<int64_t>(0, *at - now);
   wakeTimer_ = server_.timer().afterDelay(delay * kj::MILLISECONDS).then([this] {
     wakeArmedAt_.reset();
-    pollSnowflake();
+    // Not from inside this continuation: pollSnowflake() re-arms, replacing
+    // wakeTimer_, and kj throws "Promise callback destroyed itself" when a
+    // promise is destroyed by its own continuation (the new timer was lost).
+    server_.post([this] { pollSnowflake(); });
   });
   wakeTimer_ = wakeTimer_.eagerlyEvaluate(nullptr);
 }
@@ -302,10 +323,15 @@ void IdGenService::tick() {
   int64_t now = clock_();
   if (!epochWarned_ && flake_.epochRunningOut(now, options_.epochWarnDays)) {
     epochWarned_ = true;
-    spdlog::warn("idgen: the Snowflake epoch has {} days left; plan a new epoch", flake_.msLeft(now) / kMsPerDay);
+    spdlog::warn("idgen: the Snowflake epoch has {} days left; plan a new epoch",
+                 flake_.msLeft(now) / kMsPerDay);
   }
   int64_t period = std::max<int64_t>(1, options_.snowflake.renewBeforeMs / 4);
-  ticker_ = server_.timer().afterDelay(period * kj::MILLISECONDS).then([this] { tick(); }).eagerlyEvaluate(nullptr);
+  // tick() replaces ticker_: run it after this continuation, never inside it.
+  ticker_ = server_.timer()
+                .afterDelay(period * kj::MILLISECONDS)
+                .then([this] { server_.post([this] { tick(); }); })
+                .eagerlyEvaluate(nullptr);
 }
 
 void IdGenService::maybeRewrite() {

@@ -37,8 +37,8 @@ class IdGenService final : public idl::IdGen::Server {
  public:
   // Locks and recovers the data directory (throws storage::StorageError when it
   // is locked by another process or unreadable). `publisher` may be null.
-  IdGenService(rpc::Server& server, rpc::Publisher* publisher, storage::Env& env, IdGenOptions options,
-               WallClock clock);
+  IdGenService(rpc::Server& server, rpc::Publisher* publisher, storage::Env& env,
+               IdGenOptions options, WallClock clock);
   ~IdGenService();
 
   kj::Promise<void> next(NextContext context) override;

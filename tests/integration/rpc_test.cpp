@@ -1,20 +1,48 @@
 // rpc/ end to end: a real zmesh-testsvc process on a free loopback port.
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <atomic>
 #include <catch2/catch.hpp>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <set>
+#include <thread>
+#include <zmq_addon.hpp>
 
 #include "process.h"
 #include "testsvc.capnp.h"
 #include "zmesh/client.h"
+#include "zmesh/idl/common.capnp.h"
 
 using namespace zmesh;
 using namespace zmesh::testing;
+using test::TestService;
 
 namespace {
 
+std::vector<std::string> testsvcArgs(const std::string& endpoint,
+                                     const std::vector<std::string>& extra) {
+  std::vector<std::string> argv{bin("zmesh-testsvc"), "--endpoint", endpoint, "--broker", "none",
+                                "--log-level",        "warn"};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  return argv;
+}
+
 struct TestServer {
+  explicit TestServer(std::vector<std::string> extra = {}) : extra(std::move(extra)) { start(); }
+  void start() {
+    process.emplace(testsvcArgs(endpoint, extra));
+    REQUIRE(waitHealthy(endpoint));
+  }
   int port = freePort();
   std::string endpoint = tcpEndpoint(port);
-  Process process{{bin("zmesh-testsvc"), "--endpoint", endpoint, "--broker", "none", "--log-level", "warn"}};
-  TestServer() { REQUIRE(waitHealthy(endpoint)); }
+  std::vector<std::string> extra;
+  std::optional<Process> process;
 };
 
 template <typename Params, typename Fill>
@@ -24,8 +52,125 @@ zmq::message_t params(Fill fill) {
   return rpc::toFrame(m);
 }
 
-uint16_t method(const char* name) { return rpc::methodOrdinal(capnp::Schema::from<test::TestService>(), name); }
-const uint64_t kTest = capnp::typeId<test::TestService>();
+uint16_t method(const char* name) {
+  return rpc::methodOrdinal(capnp::Schema::from<TestService>(), name);
+}
+const uint64_t kTest = capnp::typeId<TestService>();
+
+rpc::CallOptions timeout(std::chrono::milliseconds t) {
+  rpc::CallOptions o;
+  o.timeout = t;
+  return o;
+}
+
+zmq::message_t echoParams(const std::string& text, size_t pad = 0) {
+  return params<TestService::EchoParams>([&](auto p) {
+    p.setText(text);
+    if (pad) p.initPad(pad);
+  });
+}
+zmq::message_t sleepParams(uint32_t ms) {
+  return params<TestService::SleepParams>([&](auto p) { p.setMs(ms); });
+}
+
+std::string echoText(rpc::Reply& r) {
+  return r.results<TestService::EchoResults>().getText().cStr();
+}
+
+rpc::Reply echo(const rpc::Channel& channel, const std::string& text,
+                std::chrono::milliseconds t = std::chrono::milliseconds(5000)) {
+  return channel.callSync(kTest, method("echo"), echoParams(text), timeout(t));
+}
+
+std::map<std::string, int64_t> stats(const rpc::Channel& channel) {
+  CallSettings settings;
+  settings.timeout = 3s;
+  std::map<std::string, int64_t> out;
+  for (auto& [name, value] : AdminClient(channel, settings).stats()) out[name] = value;
+  return out;
+}
+
+int64_t stat(const rpc::Channel& channel, const std::string& name) {
+  auto s = stats(channel);
+  auto it = s.find(name);
+  if (it == s.end()) FAIL("no counter " << name);
+  return it == s.end() ? 0 : it->second;
+}
+
+// Polls until `pred` holds or `limit` passes; returns whether it held.
+template <typename Pred>
+bool eventually(Pred pred, std::chrono::milliseconds limit = 5s) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (true) {
+    if (pred()) return true;
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(10ms);
+  }
+}
+
+bool ready(std::future<rpc::Reply>& f) { return f.wait_for(0s) == std::future_status::ready; }
+
+// ---- a raw DEALER speaking the wire protocol by hand ----
+
+zmq::message_t requestHeader(uint64_t requestId, uint64_t interfaceId, uint16_t methodId,
+                             uint32_t budgetMs, bool retryable = false) {
+  capnp::MallocMessageBuilder m;
+  auto h = m.initRoot<idl::RpcHeader>();
+  h.setRequestId(requestId);
+  h.setInterfaceId(interfaceId);
+  h.setMethodId(methodId);
+  h.setBudgetMs(budgetMs);
+  h.setRetryable(retryable);
+  return rpc::toFrame(m);
+}
+
+struct RawReply {
+  uint64_t requestId;
+  StatusCode code;
+  std::string message;
+  std::optional<rpc::FrameMessage> body;
+};
+
+class RawDealer {
+ public:
+  RawDealer(zmq::context_t& context, const std::string& endpoint, int rcvhwm = 1000,
+            int rcvbuf = -1)
+      : socket_(context, zmq::socket_type::dealer) {
+    socket_.set(zmq::sockopt::linger, 0);
+    socket_.set(zmq::sockopt::rcvhwm, rcvhwm);
+    if (rcvbuf > 0) socket_.set(zmq::sockopt::rcvbuf, rcvbuf);
+    socket_.set(zmq::sockopt::sndtimeo, 5000);  // never an unbounded block in a test
+    socket_.connect(endpoint);
+  }
+  void send(std::vector<zmq::message_t> frames) {
+    REQUIRE(zmq::send_multipart(socket_, frames).has_value());
+  }
+  void send(zmq::message_t header, zmq::message_t body) {
+    std::vector<zmq::message_t> frames;
+    frames.push_back(std::move(header));
+    frames.push_back(std::move(body));
+    send(std::move(frames));
+  }
+  std::optional<RawReply> receive(std::chrono::milliseconds limit) {
+    zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+    if (zmq::poll(&item, 1, limit) == 0) return std::nullopt;
+    std::vector<zmq::message_t> frames;
+    REQUIRE(zmq::recv_multipart(socket_, std::back_inserter(frames)).has_value());
+    REQUIRE(frames.size() == 2);
+    auto header = rpc::readFrame(frames[0], rpc::readerOptionsFor(4096));
+    auto h = header.root<idl::RpcHeader>();
+    RawReply r{h.getRequestId(), h.getStatus(), h.getMessage().cStr(), std::nullopt};
+    if (r.code == StatusCode::OK)
+      r.body.emplace(rpc::readFrame(frames[1], rpc::readerOptionsFor(1 << 20)));
+    return r;
+  }
+  zmq::socket_t& socket() { return socket_; }
+
+ private:
+  zmq::socket_t socket_;
+};
+
+zmq::message_t bytes(const std::string& s) { return zmq::message_t(s.data(), s.size()); }
 
 }  // namespace
 
@@ -34,22 +179,23 @@ TEST_CASE("echo round trip and many calls in flight", "[rpc]") {
   zmq::context_t context;
   rpc::ClientThread client(context);
   auto channel = client.channel(server.endpoint);
-  auto reply = channel.callSync(kTest, method("echo"),
-                                params<test::TestService::EchoParams>([](auto p) { p.setText("hello"); }), {});
+  auto reply =
+      channel.callSync(kTest, method("echo"),
+                       params<TestService::EchoParams>([](auto p) { p.setText("hello"); }), {});
   REQUIRE(reply.status.ok());
-  CHECK(std::string(reply.results<test::TestService::EchoResults>().getText().cStr()) == "hello");
+  CHECK(std::string(reply.results<TestService::EchoResults>().getText().cStr()) == "hello");
 
   constexpr int kCalls = 10000;
   std::vector<std::future<rpc::Reply>> futures;
   for (int i = 0; i < kCalls; ++i)
-    futures.push_back(channel.call(kTest, method("echo"), params<test::TestService::EchoParams>([i](auto p) {
-                                     p.setText(std::to_string(i));
-                                   }),
-                                   {}));
+    futures.push_back(channel.call(
+        kTest, method("echo"),
+        params<TestService::EchoParams>([i](auto p) { p.setText(std::to_string(i)); }), {}));
   for (int i = 0; i < kCalls; ++i) {
     auto r = futures[i].get();
     REQUIRE(r.status.ok());
-    REQUIRE(std::string(r.results<test::TestService::EchoResults>().getText().cStr()) == std::to_string(i));
+    REQUIRE(std::string(r.results<TestService::EchoResults>().getText().cStr()) ==
+            std::to_string(i));
   }
 }
 
@@ -62,4 +208,654 @@ TEST_CASE("unknown interface and method answer UNIMPLEMENTED", "[rpc]") {
   CHECK(r1.status.code == StatusCode::UNIMPLEMENTED);
   auto r2 = channel.callSync(kTest, 60, zmq::message_t(), {});
   CHECK(r2.status.code == StatusCode::UNIMPLEMENTED);
+}
+
+// ---- deferred replies (DESIGN.md §2: "Replies may come later") ----
+
+TEST_CASE("timer replies come later while other calls are served", "[rpc][deferred]") {
+  TestServer server;
+  zmq::context_t context;
+  rpc::ClientThread client(context);
+  auto channel = client.channel(server.endpoint);
+
+  std::mutex mutex;
+  std::vector<uint32_t> finished;  // sleep durations in the order they answered
+  std::vector<rpc::Status> statuses;
+  auto start = std::chrono::steady_clock::now();
+  // Longest first: the replies must come in the order of their timers, not of the calls.
+  for (uint32_t ms : {1800u, 1400u, 1000u}) {
+    channel.callAsync(kTest, method("sleep"), sleepParams(ms), timeout(5s), [&, ms](rpc::Reply r) {
+      std::lock_guard lock(mutex);
+      statuses.push_back(r.status);
+      finished.push_back(r.status.ok() ? r.results<TestService::SleepResults>().getSleptMs() : 0);
+      (void)ms;
+    });
+  }
+  // Many immediate calls complete while every timer is still pending.
+  std::vector<std::future<rpc::Reply>> echoes;
+  for (int i = 0; i < 300; ++i)
+    echoes.push_back(channel.call(kTest, method("echo"), echoParams(std::to_string(i)), {}));
+  for (int i = 0; i < 300; ++i) {
+    auto r = echoes[i].get();
+    REQUIRE(r.status.ok());
+    REQUIRE(echoText(r) == std::to_string(i));
+  }
+  {
+    std::lock_guard lock(mutex);
+    CHECK(finished.empty());
+  }
+  REQUIRE(eventually([&] {
+    std::lock_guard lock(mutex);
+    return finished.size() == 3;
+  }));
+  auto elapsed = std::chrono::steady_clock::now() - start;
+  for (auto& s : statuses) CHECK(s.ok());
+  CHECK(finished == std::vector<uint32_t>{1000, 1400, 1800});
+  CHECK(elapsed >= 1800ms);                    // a timer never fires early
+  CHECK(stat(channel, "rpc.in_flight") == 1);  // only this stats call itself
+}
+
+TEST_CASE("park is answered by another client's release", "[rpc][deferred]") {
+  TestServer server;
+  zmq::context_t context;
+  rpc::ClientThread waiterThread(context), otherThread(context);  // two DEALERs: two peers
+  auto waiter = waiterThread.channel(server.endpoint);
+  auto other = otherThread.channel(server.endpoint);
+
+  auto parkParams = [](const char* key) {
+    return params<TestService::ParkParams>([&](auto p) { p.setKey(key); });
+  };
+  std::vector<std::future<rpc::Reply>> parked;
+  for (int i = 0; i < 3; ++i)
+    parked.push_back(waiter.call(kTest, method("park"), parkParams("k1"), timeout(8s)));
+  auto elsewhere = waiter.call(kTest, method("park"), parkParams("k2"), timeout(8s));
+  REQUIRE(eventually([&] { return stat(other, "rpc.in_flight") == 4 + 1; }));
+
+  // Others are served meanwhile, on both connections.
+  for (int i = 0; i < 100; ++i) {
+    auto r = echo(i % 2 ? waiter : other, "x" + std::to_string(i));
+    REQUIRE(r.status.ok());
+    REQUIRE(echoText(r) == "x" + std::to_string(i));
+  }
+  for (auto& f : parked) CHECK_FALSE(ready(f));
+
+  auto release =
+      other.callSync(kTest, method("release"), params<TestService::ReleaseParams>([](auto p) {
+                       p.setKey("k1");
+                       p.setValue("granted");
+                     }),
+                     {});
+  REQUIRE(release.status.ok());
+  CHECK(release.results<TestService::ReleaseResults>().getWoken() == 3);
+  for (auto& f : parked) {
+    auto r = f.get();
+    REQUIRE(r.status.ok());
+    CHECK(std::string(r.results<TestService::ParkResults>().getValue().cStr()) == "granted");
+  }
+  // A different key stays parked; releasing a key nobody waits on wakes none.
+  CHECK_FALSE(ready(elsewhere));
+  auto none =
+      other.callSync(kTest, method("release"), params<TestService::ReleaseParams>([](auto p) {
+                       p.setKey("k3");
+                       p.setValue("-");
+                     }),
+                     {});
+  CHECK(none.results<TestService::ReleaseResults>().getWoken() == 0);
+  auto r2 = other.callSync(kTest, method("release"), params<TestService::ReleaseParams>([](auto p) {
+                             p.setKey("k2");
+                             p.setValue("second");
+                           }),
+                           {});
+  CHECK(r2.results<TestService::ReleaseResults>().getWoken() == 1);
+  auto e = elsewhere.get();
+  REQUIRE(e.status.ok());
+  CHECK(std::string(e.results<TestService::ParkResults>().getValue().cStr()) == "second");
+}
+
+TEST_CASE("a helper thread's completion answers the call", "[rpc][deferred]") {
+  TestServer server;
+  zmq::context_t context;
+  rpc::ClientThread client(context);
+  auto channel = client.channel(server.endpoint);
+  std::vector<std::future<rpc::Reply>> helpers;
+  for (uint32_t ms : {300u, 200u, 100u, 0u})
+    helpers.push_back(channel.call(
+        kTest, method("onHelper"),
+        params<TestService::OnHelperParams>([&](auto p) { p.setMs(ms); }), timeout(5s)));
+  for (int i = 0; i < 50; ++i) REQUIRE(echo(channel, "meanwhile").status.ok());
+  for (auto& f : helpers) {
+    auto r = f.get();
+    REQUIRE(r.status.ok());
+    CHECK(r.results<TestService::OnHelperResults>().getHelperThread());
+  }
+}
+
+// ---- deadlines and failures ----
+
+TEST_CASE("a deadline that passes: DEADLINE_EXCEEDED, and the server drops the call",
+          "[rpc][deadline]") {
+  TestServer server;
+  zmq::context_t context;
+  rpc::ClientThread client(context);
+  auto channel = client.channel(server.endpoint);
+  auto before = stat(channel, "rpc.deadline_dropped");
+
+  auto start = std::chrono::steady_clock::now();
+  auto r = channel.callSync(kTest, method("sleep"), sleepParams(3000), timeout(300ms));
+  CHECK(r.status.code == StatusCode::DEADLINE_EXCEEDED);
+  CHECK(r.status.message.find("300 ms") != std::string::npos);
+  CHECK(std::chrono::steady_clock::now() - start >= 300ms);
+  CHECK_THROWS_AS(r.check(), RpcError);
+
+  // The server gave up on it too (its copy of the budget ran out), well before 3 s.
+  REQUIRE(eventually([&] { return stat(channel, "rpc.deadline_dropped") == before + 1; }, 2s));
+  CHECK(stat(channel, "rpc.in_flight") == 1);
+  CHECK(stat(channel, "rpc.replies") >= 1);
+
+  // A call that fits its budget still answers.
+  auto ok = channel.callSync(kTest, method("sleep"), sleepParams(50), timeout(3s));
+  REQUIRE(ok.status.ok());
+  CHECK(ok.results<TestService::SleepResults>().getSleptMs() == 50);
+  CHECK(stat(channel, "rpc.deadline_dropped") == before + 1);
+}
+
+TEST_CASE("fail() reaches the client with its code and message", "[rpc][errors]") {
+  TestServer server;
+  zmq::context_t context;
+  rpc::ClientThread client(context);
+  auto channel = client.channel(server.endpoint);
+  auto failParams = [](uint16_t code, const std::string& message) {
+    return params<TestService::FailParams>([&](auto p) {
+      p.setCode(code);
+      p.setMessage(message);
+    });
+  };
+  int failures = 0;
+  for (auto e : capnp::Schema::from<idl::StatusCode>().getEnumerants()) {
+    auto code = static_cast<StatusCode>(e.getOrdinal());
+    if (code == StatusCode::OK) continue;
+    std::string message =
+        std::string("because: ") + e.getProto().getName().cStr() + " (with: colons)";
+    INFO(rpc::statusName(code));
+    auto r = channel.callSync(kTest, method("fail"), failParams(e.getOrdinal(), message), {});
+    CHECK(r.status.code == code);
+    CHECK(r.status.message == message);
+    try {
+      r.check();
+      FAIL("check() did not throw");
+    } catch (const RpcError& err) {
+      CHECK(err.code() == code);
+      CHECK(err.detail() == message);
+    }
+    if (code != StatusCode::INTERNAL) ++failures;
+  }
+  auto s = stats(channel);
+  CHECK(s["rpc.failed"] == failures);
+  CHECK(s["rpc.internal_errors"] == 1);
+
+  SECTION("a code the mesh does not know is our bug: INTERNAL") {
+    auto r = channel.callSync(kTest, method("fail"), failParams(999, "odd"), {});
+    CHECK(r.status.code == StatusCode::INTERNAL);
+  }
+  SECTION("a long message still reaches the client, cut short") {
+    std::string message;
+    for (int i = 0; message.size() < 20000; ++i) message += std::to_string(i) + " ";
+    auto r = channel.callSync(kTest, method("fail"), failParams(5, message), timeout(3s));
+    CHECK(r.status.code == StatusCode::NOT_FOUND);
+    CHECK(r.status.message.size() >= 1000);
+    CHECK(r.status.message.size() < message.size());
+    CHECK(message.starts_with(r.status.message));
+  }
+}
+
+TEST_CASE("a method that throws answers INTERNAL and the server keeps serving", "[rpc][errors]") {
+  TestServer server;
+  zmq::context_t context;
+  rpc::ClientThread client(context);
+  auto channel = client.channel(server.endpoint);
+  for (int i = 0; i < 20; ++i) {
+    auto r = channel.callSync(kTest, method("crash"), zmq::message_t(), {});
+    REQUIRE(r.status.code == StatusCode::INTERNAL);
+    CHECK(r.status.message.find("deliberate crash") != std::string::npos);
+    REQUIRE(echo(channel, "still here").status.ok());
+  }
+  CHECK(stat(channel, "rpc.internal_errors") == 20);
+  REQUIRE(server.process->running());
+}
+
+// ---- retries: a repeated request id runs once ----
+
+TEST_CASE("a retryable request id sent twice runs once", "[rpc][retry]") {
+  TestServer server;
+  zmq::context_t context;
+  RawDealer raw(context, server.endpoint);
+  auto bump = [&](uint64_t id, bool retryable) {
+    raw.send(requestHeader(id, kTest, method("bump"), 5000, retryable), zmq::message_t());
+    auto r = raw.receive(5s);
+    REQUIRE(r);
+    REQUIRE(r->requestId == id);
+    REQUIRE(r->code == StatusCode::OK);
+    return r->body->root<TestService::BumpResults>().getCalls();
+  };
+  auto first = bump(1000, true);
+  auto again = bump(1000, true);
+  CHECK(again == first);
+  auto third = bump(1000, true);
+  CHECK(third == first);
+  // A new id runs: the count moved by one only, so the repeats never ran.
+  CHECK(bump(1001, true) == first + 1);
+  // Without the flag a repeated id is just another call.
+  auto n1 = bump(2000, false);
+  auto n2 = bump(2000, false);
+  CHECK(n2 == n1 + 1);
+
+  rpc::ClientThread client(context);
+  auto channel = client.channel(server.endpoint);
+  CHECK(stat(channel, "rpc.duplicate_replayed") == 2);
+
+  SECTION("a repeat while the first still runs is answered once, by the first") {
+    raw.send(requestHeader(3000, kTest, method("sleep"), 5000, true), sleepParams(300));
+    raw.send(requestHeader(3000, kTest, method("sleep"), 5000, true), sleepParams(300));
+    auto r = raw.receive(5s);
+    REQUIRE(r);
+    CHECK(r->requestId == 3000);
+    CHECK(r->code == StatusCode::OK);
+    CHECK_FALSE(raw.receive(500ms));
+    CHECK(stat(channel, "rpc.duplicate_in_flight") == 1);
+  }
+  SECTION("another peer's same id is another call") {
+    RawDealer other(context, server.endpoint);
+    other.send(requestHeader(1000, kTest, method("bump"), 5000, true), zmq::message_t());
+    auto r = other.receive(5s);
+    REQUIRE(r);
+    CHECK(r->body->root<TestService::BumpResults>().getCalls() == n2 + 1);
+  }
+}
+
+TEST_CASE("client resends of a slow retryable call are absorbed by the server", "[rpc][retry]") {
+  TestServer server;
+  zmq::context_t context;
+  rpc::ClientThread client(context);
+  auto channel = client.channel(server.endpoint);
+  rpc::CallOptions o;
+  o.timeout = 5s;
+  o.retryable = true;
+  o.attemptTimeout = 100ms;
+  auto r = channel.callSync(kTest, method("sleep"), sleepParams(550), o);
+  REQUIRE(r.status.ok());
+  CHECK(r.results<TestService::SleepResults>().getSleptMs() == 550);
+  // Five resends or so arrived while it ran; none ran again, none answered twice.
+  CHECK(stat(channel, "rpc.duplicate_in_flight") >= 3);
+  auto bumpOnce = channel.callSync(kTest, method("bump"), zmq::message_t(), o);
+  CHECK(bumpOnce.results<TestService::BumpResults>().getCalls() == 1);
+}
+
+// ---- untrusted input ----
+
+TEST_CASE("oversize params answer INVALID_ARGUMENT and calls go on", "[rpc][limits]") {
+  TestServer server({"--max-request-bytes", "1024"});
+  zmq::context_t context;
+  rpc::ClientThread client(context);
+  auto channel = client.channel(server.endpoint);
+
+  auto big = channel.callSync(kTest, method("echo"), echoParams("big", 2000), timeout(3s));
+  CHECK(big.status.code == StatusCode::INVALID_ARGUMENT);
+  CHECK(big.status.message.find("1024") != std::string::npos);
+  auto ok = channel.callSync(kTest, method("echo"), echoParams("small", 500), timeout(3s));
+  REQUIRE(ok.status.ok());
+  CHECK(ok.results<TestService::EchoResults>().getPad().size() == 500);
+  CHECK(stat(channel, "rpc.oversize") == 1);
+
+  SECTION("far beyond the limit: libzmq's guard drops the connection, the client reconnects") {
+    auto huge =
+        channel.callSync(kTest, method("echo"), echoParams("huge", 200 * 1024), timeout(3s));
+    CHECK((huge.status.code == StatusCode::UNAVAILABLE ||
+           huge.status.code == StatusCode::DEADLINE_EXCEEDED));
+    auto after = echo(channel, "after", 5s);
+    REQUIRE(after.status.ok());
+    CHECK(echoText(after) == "after");
+  }
+  SECTION("many oversize calls in a row") {
+    for (int i = 0; i < 50; ++i)
+      REQUIRE(channel.callSync(kTest, method("echo"), echoParams("big", 1500), timeout(3s))
+                  .status.code == StatusCode::INVALID_ARGUMENT);
+    REQUIRE(echo(channel, "after").status.ok());
+    CHECK(stat(channel, "rpc.oversize") == 51);
+  }
+}
+
+TEST_CASE("malformed input from a raw DEALER is dropped or answered, and counted",
+          "[rpc][malformed]") {
+  TestServer server;
+  zmq::context_t context;
+  rpc::ClientThread client(context);
+  auto channel = client.channel(server.endpoint);
+  RawDealer raw(context, server.endpoint);
+  auto base = stats(channel);
+
+  // Dropped: no request id to answer to.
+  auto validHeader = [] { return requestHeader(1, kTest, method("echo"), 5000); };
+  std::vector<std::vector<zmq::message_t>> dropped;
+  auto add = [&](auto... frames) {
+    std::vector<zmq::message_t> v;
+    (v.push_back(std::move(frames)), ...);
+    dropped.push_back(std::move(v));
+  };
+  add(validHeader());                                                        // one frame
+  add(zmq::message_t());                                                     // one empty frame
+  add(validHeader(), echoParams("x"), zmq::message_t());                     // three frames
+  add(validHeader(), echoParams("x"), bytes("a"), bytes("b"));               // four
+  add(bytes("hello"), echoParams("x"));                                      // odd-sized header
+  add(zmq::message_t(std::string(64, '\xff').data(), 64), echoParams("x"));  // absurd segment table
+  add(zmq::message_t(std::string(5000, '\0').data(), 5000), echoParams("x"));  // header over 4 KiB
+  {
+    auto h = validHeader();
+    add(zmq::message_t(h.data(), 8), echoParams("x"));  // header cut after its table
+  }
+  {
+    auto h = validHeader();
+    add(zmq::message_t(h.data(), h.size() - 8), echoParams("x"));  // header cut short
+  }
+  {
+    auto h = validHeader();
+    std::string s(static_cast<const char*>(h.data()), h.size());
+    s.append(8, '\0');
+    add(bytes(s), echoParams("x"));  // header with trailing bytes
+  }
+  const auto droppedCount = static_cast<int64_t>(dropped.size());
+  for (auto& frames : dropped) raw.send(std::move(frames));
+
+  // Answered INVALID_ARGUMENT: a good header, bad params.
+  std::vector<zmq::message_t> badParams;
+  badParams.push_back(bytes("odd"));
+  badParams.push_back(zmq::message_t(std::string(32, '\xff').data(), 32));
+  {
+    auto p = echoParams("truncated", 100);
+    badParams.push_back(zmq::message_t(p.data(), p.size() - 16));
+  }
+  {
+    auto p = echoParams("trailing");
+    std::string s(static_cast<const char*>(p.data()), p.size());
+    s.append(16, '\0');
+    badParams.push_back(bytes(s));
+  }
+  const auto badCount = static_cast<int64_t>(badParams.size());
+  uint64_t id = 500;
+  for (auto& p : badParams)
+    raw.send(requestHeader(id++, kTest, method("echo"), 5000), std::move(p));
+  std::set<uint64_t> answered;
+  for (int64_t i = 0; i < badCount; ++i) {
+    auto r = raw.receive(5s);
+    REQUIRE(r);
+    CHECK(r->code == StatusCode::INVALID_ARGUMENT);
+    CHECK(r->message.starts_with("params: "));
+    answered.insert(r->requestId);
+  }
+  CHECK(answered == std::set<uint64_t>{500, 501, 502, 503});
+  CHECK_FALSE(raw.receive(200ms));  // nothing for the dropped ones
+
+  // An empty header frame carries no request id: dropped, like the rest.
+  raw.send(zmq::message_t(), echoParams("x"));
+  CHECK_FALSE(raw.receive(200ms));
+
+  // The server still serves, and counted each exactly once.
+  REQUIRE(echo(channel, "alive").status.ok());
+  REQUIRE(eventually(
+      [&] { return stat(channel, "rpc.malformed") == base["rpc.malformed"] + droppedCount + 1; }));
+  auto after = stats(channel);
+  CHECK(after["rpc.malformed"] == base["rpc.malformed"] + droppedCount + 1);
+  CHECK(after["rpc.invalid_params"] == base["rpc.invalid_params"] + badCount);
+  CHECK(after["rpc.internal_errors"] == 0);
+
+  SECTION("random frames") {
+    std::mt19937_64 rng(7);
+    auto randomFrame = [&](size_t max) {
+      size_t n = rng() % max;
+      std::string s(n, '\0');
+      for (auto& c : s) c = static_cast<char>(rng());
+      if (rng() % 3 == 0) s.resize(s.size() / 8 * 8);  // word-sized garbage, too
+      return bytes(s);
+    };
+    for (int i = 0; i < 2000; ++i) {
+      std::vector<zmq::message_t> frames;
+      size_t count = 1 + rng() % 4;
+      for (size_t f = 0; f < count; ++f) {
+        // Sometimes a real header in front of garbage params.
+        if (f == 0 && count == 2 && rng() % 2) {
+          // Only methods that cannot hold the loop or a thread for long.
+          static const uint16_t kMethods[] = {method("echo"), method("bump"), method("fail"),
+                                              method("crash"), 40};
+          frames.push_back(requestHeader(10000 + i, kTest, kMethods[rng() % 5], 5000));
+        } else {
+          frames.push_back(randomFrame(f == 0 ? 200 : 600));
+        }
+      }
+      raw.send(std::move(frames));
+    }
+    // Drain what was answered; every reply is well-formed.
+    while (raw.receive(300ms)) {
+    }
+    REQUIRE(echo(channel, "alive after fuzz").status.ok());
+    auto s = stats(channel);
+    CHECK(s["rpc.malformed"] > after["rpc.malformed"]);
+    CHECK(s["rpc.invalid_params"] > after["rpc.invalid_params"]);
+    REQUIRE(server.process->running());
+  }
+}
+
+// ---- peers that go away, servers that restart ----
+
+TEST_CASE("server killed during a call: the client fails fast and goes on with the same channel",
+          "[rpc][restart]") {
+  TestServer server;
+  zmq::context_t context;
+  rpc::ClientThread client(context);
+  auto channel = client.channel(server.endpoint);
+  REQUIRE(echo(channel, "before").status.ok());
+
+  auto inFlight = channel.call(kTest, method("sleep"), sleepParams(3000), timeout(4s));
+  REQUIRE(eventually([&] { return stat(channel, "rpc.in_flight") == 2; }));
+  server.process->kill9();
+  REQUIRE(inFlight.wait_for(6s) == std::future_status::ready);
+  auto lost = inFlight.get();
+  INFO(lost.status.message);
+  CHECK((lost.status.code == StatusCode::UNAVAILABLE ||
+         lost.status.code == StatusCode::DEADLINE_EXCEEDED));
+
+  // A call while nothing listens waits in the DEALER and goes when the server is back.
+  auto waiting = channel.call(kTest, method("echo"), echoParams("waited"), timeout(8s));
+  std::this_thread::sleep_for(200ms);
+  CHECK_FALSE(ready(waiting));
+  server.start();  // the same port
+  auto w = waiting.get();
+  REQUIRE(w.status.ok());
+  CHECK(echoText(w) == "waited");
+
+  auto after = echo(channel, "after", 5s);
+  REQUIRE(after.status.ok());
+  CHECK(echoText(after) == "after");
+}
+
+TEST_CASE("a retryable call in flight across a server restart succeeds", "[rpc][restart]") {
+  TestServer server;
+  zmq::context_t context;
+  rpc::ClientThread client(context);
+  auto channel = client.channel(server.endpoint);
+  rpc::CallOptions o;
+  o.timeout = 8s;
+  o.retryable = true;
+  o.attemptTimeout = 1s;
+  auto call = channel.call(kTest, method("sleep"), sleepParams(400), o);
+  REQUIRE(eventually([&] { return stat(channel, "rpc.in_flight") == 2; }));
+  server.process->kill9();
+  std::this_thread::sleep_for(300ms);
+  CHECK_FALSE(ready(call));
+  server.start();
+  auto r = call.get();
+  REQUIRE(r.status.ok());
+  CHECK(r.results<TestService::SleepResults>().getSleptMs() == 400);
+}
+
+// ---- back-pressure (DESIGN.md §3) ----
+
+TEST_CASE("one stalled peer: others are served, replies queue and drop, the loop does not spin",
+          "[rpc][backpressure]") {
+  // A small ROUTER high-water mark reaches EAGAIN soon after the kernel buffers fill.
+  TestServer server({"--send-hwm", "10"});
+  zmq::context_t context;
+  rpc::ClientThread client(context);
+  auto channel = client.channel(server.endpoint);
+
+  // Never reads: one message in its queue, a small kernel buffer.
+  RawDealer stalled(context, server.endpoint, 1, 16 * 1024);
+  constexpr int kRequests = 3000;
+  constexpr uint32_t kBudgetMs = 4000;
+  for (int i = 0; i < kRequests; ++i)
+    stalled.send(requestHeader(i + 1, kTest, method("echo"), kBudgetMs),
+                 echoParams("stuck", 16 * 1024));
+  auto sentAt = std::chrono::steady_clock::now();
+
+  REQUIRE(eventually([&] {
+    auto s = stats(channel);
+    return s["rpc.replies_dropped_queue_full"] > 0;
+  }));
+  auto s0 = stats(channel);
+  CHECK(s0["rpc.replies_queued"] >= 1024);
+  CHECK(s0["rpc.replies_queued"] + s0["rpc.replies_dropped_queue_full"] <= kRequests);
+  CHECK(s0["rpc.peer_queues"] == 1);
+
+  // A healthy client is served meanwhile.
+  std::vector<std::future<rpc::Reply>> calls;
+  for (int i = 0; i < 200; ++i)
+    calls.push_back(channel.call(kTest, method("echo"), echoParams(std::to_string(i)), {}));
+  for (int i = 0; i < 200; ++i) {
+    auto r = calls[i].get();
+    REQUIRE(r.status.ok());
+    REQUIRE(echoText(r) == std::to_string(i));
+  }
+
+  // Idle for a second with a non-empty peer queue: the back-off timer (capped at
+  // 100 ms) wakes the loop a few times, not thousands.
+  auto w0 = stat(channel, "rpc.wakeups");
+  std::this_thread::sleep_for(1s);
+  auto s1 = stats(channel);
+  INFO("wake-ups in one idle second: " << s1["rpc.wakeups"] - w0);
+  CHECK(s1["rpc.wakeups"] - w0 < 500);
+  REQUIRE(std::chrono::steady_clock::now() - sentAt < std::chrono::milliseconds(kBudgetMs));
+  CHECK(s1["rpc.peer_queues"] == 1);
+
+  // When the requests' deadlines pass, what still waits is dropped and counted.
+  REQUIRE(eventually([&] { return stat(channel, "rpc.replies_dropped_deadline") > 0; }, 5s));
+  REQUIRE(eventually([&] { return stat(channel, "rpc.peer_queues") == 0; }, 3s));
+  auto s2 = stats(channel);
+  CHECK(s2["rpc.replies_dropped_deadline"] <= s2["rpc.replies_queued"]);
+  REQUIRE(echo(channel, "still fine").status.ok());
+}
+
+TEST_CASE("back-pressure at the high-water mark: calls fail, none hang", "[rpc][backpressure]") {
+  zmq::context_t context;
+  rpc::ConnectionOptions options;
+  options.sendHwm = 10;
+  rpc::Connection connection(context, tcpEndpoint(freePort()), options);  // nothing listens there
+
+  std::vector<std::optional<rpc::Status>> results(100);
+  auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 100; ++i)
+    connection.call(kTest, method("echo"), echoParams("x", 1000), timeout(300ms),
+                    [&results, i](rpc::Reply r) { results[i] = r.status; });
+  CHECK(connection.inFlight() == 100);
+
+  while (connection.inFlight() > 0 && std::chrono::steady_clock::now() - start < 5s) {
+    auto items = connection.pollItems();
+    long ms = 100;
+    if (auto t = connection.nextTimer())
+      ms = std::clamp<long>(
+          std::chrono::ceil<std::chrono::milliseconds>(*t - std::chrono::steady_clock::now())
+              .count(),
+          0, 100);
+    zmq::poll(items.data(), items.size(), std::chrono::milliseconds(ms));
+    connection.process();
+  }
+  REQUIRE(connection.inFlight() == 0);
+  int unavailable = 0, deadline = 0;
+  for (auto& r : results) {
+    REQUIRE(r.has_value());
+    if (r->code == StatusCode::UNAVAILABLE) ++unavailable;
+    if (r->code == StatusCode::DEADLINE_EXCEEDED) ++deadline;
+  }
+  CHECK(unavailable + deadline == 100);
+  CHECK(unavailable > 0);  // those that never found room
+  CHECK(connection.counters().backPressured > 0);
+  CHECK(connection.counters().unavailable == static_cast<uint64_t>(unavailable));
+  CHECK(connection.counters().deadlineExceeded == static_cast<uint64_t>(deadline));
+}
+
+// ---- stopping ----
+
+TEST_CASE("SIGTERM lets a call in flight finish, then the process exits 0", "[rpc][stop]") {
+  TestServer server;
+  zmq::context_t context;
+  rpc::ClientThread client(context);
+  auto channel = client.channel(server.endpoint);
+  auto call = channel.call(kTest, method("sleep"), sleepParams(300), timeout(5s));
+  REQUIRE(eventually([&] { return stat(channel, "rpc.in_flight") == 2; }));
+  int status = server.process->stop(5s);
+  auto r = call.get();
+  INFO(rpc::statusName(r.status.code) << ": " << r.status.message);
+  REQUIRE(r.status.ok());
+  CHECK(r.results<TestService::SleepResults>().getSleptMs() == 300);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+}
+
+TEST_CASE("while stopping, new calls are refused and in-flight ones finish", "[rpc][stop]") {
+  TestServer server;
+  zmq::context_t context;
+  rpc::ClientThread client(context);
+  auto channel = client.channel(server.endpoint);
+  auto call = channel.call(kTest, method("sleep"), sleepParams(1500), timeout(5s));
+  REQUIRE(eventually([&] { return stat(channel, "rpc.in_flight") == 2; }));
+  REQUIRE(::kill(server.process->pid(), SIGTERM) == 0);
+  // Until the signal is seen calls may still succeed; then they are refused.
+  std::optional<rpc::Reply> refused;
+  REQUIRE(eventually([&] {
+    auto r = echo(channel, "late", 1s);
+    if (r.status.ok()) return false;
+    refused.emplace(std::move(r));
+    return true;
+  }));
+  CHECK(refused->status.code == StatusCode::UNAVAILABLE);
+  CHECK(refused->status.message.find("stopping") != std::string::npos);
+  CHECK_FALSE(ready(call));
+  auto r = call.get();
+  INFO(rpc::statusName(r.status.code) << ": " << r.status.message);
+  REQUIRE(r.status.ok());
+  int status = server.process->wait(5s);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+}
+
+TEST_CASE("a stop whose grace runs out answers what is left UNAVAILABLE", "[rpc][stop]") {
+  TempDir dir;
+  std::string config = dir.path() + "/mesh.toml";
+  std::ofstream(config) << "[testsvc]\nstop_grace = \"300ms\"\n";
+  TestServer server({"--config", config});
+  zmq::context_t context;
+  rpc::ClientThread client(context);
+  auto channel = client.channel(server.endpoint);
+  auto call = channel.call(kTest, method("sleep"), sleepParams(8000), timeout(9s));
+  auto parked =
+      channel.call(kTest, method("park"),
+                   params<TestService::ParkParams>([](auto p) { p.setKey("never"); }), timeout(9s));
+  REQUIRE(eventually([&] { return stat(channel, "rpc.in_flight") == 3; }));
+  int status = server.process->stop(5s);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  for (auto* f : {&call, &parked}) {
+    REQUIRE(f->wait_for(3s) == std::future_status::ready);
+    auto r = f->get();
+    INFO(rpc::statusName(r.status.code) << ": " << r.status.message);
+    CHECK(r.status.code == StatusCode::UNAVAILABLE);
+    CHECK(r.status.message.find("stopped before the call finished") != std::string::npos);
+  }
 }

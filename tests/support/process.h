@@ -28,7 +28,9 @@ class TempDir {
   std::string path_;
 };
 
-// A child process; stopped with SIGTERM (then SIGKILL) when destroyed.
+// A child process; stopped with SIGTERM (then SIGKILL) when destroyed, and
+// killed by the kernel if the thread that started it exits first (so start it
+// from the test's own thread, not from a short-lived helper thread).
 class Process {
  public:
   explicit Process(std::vector<std::string> argv, const std::string& logFile = "");

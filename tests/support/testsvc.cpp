@@ -13,7 +13,8 @@ namespace {
 
 class TestServiceImpl final : public TestService::Server {
  public:
-  TestServiceImpl(rpc::Server& server, rpc::Publisher* publisher) : server_(server), publisher_(publisher) {}
+  TestServiceImpl(rpc::Server& server, rpc::Publisher* publisher)
+      : server_(server), publisher_(publisher) {}
   ~TestServiceImpl() {
     for (auto& t : helpers_) t.join();
   }
@@ -36,7 +37,8 @@ class TestServiceImpl final : public TestService::Server {
   kj::Promise<void> park(ParkContext context) override {
     auto paf = kj::newPromiseAndFulfiller<kj::String>();
     parked_.emplace(context.getParams().getKey().cStr(), kj::mv(paf.fulfiller));
-    return paf.promise.then([context](kj::String value) mutable { context.getResults().setValue(value); });
+    return paf.promise.then(
+        [context](kj::String value) mutable { context.getResults().setValue(value); });
   }
 
   kj::Promise<void> release(ReleaseContext context) override {
@@ -64,7 +66,8 @@ class TestServiceImpl final : public TestService::Server {
         (*fulfiller)->fulfill();
       });
     });
-    return paf.promise.then([context, onLoop]() mutable { context.getResults().setHelperThread(*onLoop); });
+    return paf.promise.then(
+        [context, onLoop]() mutable { context.getResults().setHelperThread(*onLoop); });
   }
 
   kj::Promise<void> fail(FailContext context) override {
@@ -72,7 +75,9 @@ class TestServiceImpl final : public TestService::Server {
     rpc::fail(static_cast<rpc::StatusCode>(p.getCode()), p.getMessage().cStr());
   }
 
-  kj::Promise<void> crash(CrashContext) override { throw std::runtime_error("deliberate crash in a test method"); }
+  kj::Promise<void> crash(CrashContext) override {
+    throw std::runtime_error("deliberate crash in a test method");
+  }
 
   kj::Promise<void> bump(BumpContext context) override {
     context.getResults().setCalls(++bumps_);
@@ -92,7 +97,8 @@ class TestServiceImpl final : public TestService::Server {
   }
 
   kj::Promise<void> spin(SpinContext context) override {
-    auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(context.getParams().getMs());
+    auto until =
+        std::chrono::steady_clock::now() + std::chrono::milliseconds(context.getParams().getMs());
     while (std::chrono::steady_clock::now() < until) {
     }
     return kj::READY_NOW;
@@ -122,12 +128,14 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     rpc::setupLogging("testsvc", flags.logLevel, flags.logFile);
-    auto config = flags.config.empty() ? rpc::MeshConfig::parse("", "(none)") : rpc::MeshConfig::load(flags.config);
+    auto config = flags.config.empty() ? rpc::MeshConfig::parse("", "(none)")
+                                       : rpc::MeshConfig::load(flags.config);
     auto options = rpc::hostOptionsFrom(config, "testsvc", flags, "tcp://127.0.0.1:0");
     options.server.maxRequestBytes = maxRequest;
     options.server.sendHwm = sendHwm;
     rpc::ServiceHost host(std::move(options));
-    host.server().serve<test::TestService>(kj::heap<test::TestServiceImpl>(host.server(), host.publisher()));
+    host.server().serve<test::TestService>(
+        kj::heap<test::TestServiceImpl>(host.server(), host.publisher()));
     return host.run();
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());

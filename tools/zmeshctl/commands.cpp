@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <thread>
 
 #include "supervisor.h"
@@ -30,7 +31,8 @@ std::string formatUptime(int64_t ms) {
   if (s < 60)
     std::snprintf(buf, sizeof(buf), "%llds", static_cast<long long>(s));
   else if (s < 3600)
-    std::snprintf(buf, sizeof(buf), "%lldm%02llds", static_cast<long long>(s / 60), static_cast<long long>(s % 60));
+    std::snprintf(buf, sizeof(buf), "%lldm%02llds", static_cast<long long>(s / 60),
+                  static_cast<long long>(s % 60));
   else
     std::snprintf(buf, sizeof(buf), "%lldh%02lldm", static_cast<long long>(s / 3600),
                   static_cast<long long>(s / 60 % 60));
@@ -50,13 +52,13 @@ void printLogTail(const std::string& path, int lines) {
 
 // Waits until every service answers Admin.health ok, or the supervisor dies,
 // or the timeout passes. Returns the services that are not healthy.
-std::vector<std::string> waitHealthy(Mesh& mesh, const std::vector<ServiceSpec>& services, pid_t supervisor,
-                                     std::chrono::milliseconds timeout) {
+std::vector<std::string> waitHealthy(Mesh& mesh, const std::vector<ServiceSpec>& services,
+                                     pid_t supervisor, std::chrono::milliseconds timeout) {
   auto deadline = Clock::now() + timeout;
   std::vector<std::string> pending;
   for (auto& s : services) pending.push_back(s.name);
   while (!pending.empty() && Clock::now() < deadline) {
-    if (::kill(supervisor, 0) != 0) break;
+    if (!processRunning(supervisor)) break;
     std::vector<std::string> still;
     for (auto& name : pending) {
       try {
@@ -119,8 +121,9 @@ int cmdUp(const std::string& configPath, bool foreground) {
   auto unhealthy = waitHealthy(mesh, services, pid, options.healthTimeout);
   if (!unhealthy.empty()) {
     for (auto& name : unhealthy) {
-      std::cerr << "zmeshctl: " << name << " did not become healthy within " << options.healthTimeout.count()
-                << " ms; last lines of " << options.logDir << "/" << name << ".log:\n";
+      std::cerr << "zmeshctl: " << name << " did not become healthy within "
+                << options.healthTimeout.count() << " ms; last lines of " << options.logDir << "/"
+                << name << ".log:\n";
       printLogTail(options.logDir + "/" + name + ".log", 10);
     }
     std::cerr << "zmeshctl: the supervisor keeps trying; `zmeshctl down` stops it\n";
@@ -140,8 +143,8 @@ int cmdDown(const std::string& configPath) {
   ::kill(*pid, SIGTERM);
   // Children stop one after another, each within the stop grace.
   auto deadline = Clock::now() + options.stopGrace * 8 + 5s;
-  while (Clock::now() < deadline && ::kill(*pid, 0) == 0) std::this_thread::sleep_for(20ms);
-  if (::kill(*pid, 0) == 0) {
+  while (Clock::now() < deadline && processRunning(*pid)) std::this_thread::sleep_for(20ms);
+  if (processRunning(*pid)) {
     std::cerr << "zmeshctl: supervisor " << *pid << " did not stop: SIGKILL\n";
     ::kill(*pid, SIGKILL);
   }
@@ -155,7 +158,8 @@ int cmdStatus(const std::string& configPath) {
   Mesh mesh(std::move(config));
   auto state = readState(options);
   auto supervisor = runningSupervisor(options);
-  std::printf("%-10s %-26s %-8s %-9s %-8s %s\n", "SERVICE", "ENDPOINT", "PID", "UPTIME", "RESTARTS", "HEALTH");
+  std::printf("%-10s %-26s %-8s %-9s %-8s %s\n", "SERVICE", "ENDPOINT", "PID", "UPTIME", "RESTARTS",
+              "HEALTH");
   bool allOk = true;
   for (auto& name : mesh.services()) {
     if (interfacesOf(name).empty()) continue;
@@ -179,8 +183,8 @@ int cmdStatus(const std::string& configPath) {
       health = "down (" + std::string(rpc::statusName(e.code())) + ")";
       allOk = false;
     }
-    std::printf("%-10s %-26s %-8s %-9s %-8s %s\n", name.c_str(), mesh.adminEndpoint(name).c_str(), pid.c_str(),
-                uptime.c_str(), restarts.c_str(), health.c_str());
+    std::printf("%-10s %-26s %-8s %-9s %-8s %s\n", name.c_str(), mesh.adminEndpoint(name).c_str(),
+                pid.c_str(), uptime.c_str(), restarts.c_str(), health.c_str());
   }
   if (!supervisor) std::printf("(no supervisor running for %s)\n", options.runDir.c_str());
   return allOk ? 0 : 1;
@@ -189,7 +193,8 @@ int cmdStatus(const std::string& configPath) {
 namespace {
 
 // Sets one params field from a command-line word, by the field's schema type.
-void setField(capnp::DynamicStruct::Builder params, capnp::StructSchema::Field field, const std::string& word) {
+void setField(capnp::DynamicStruct::Builder params, capnp::StructSchema::Field field,
+              const std::string& word) {
   auto name = std::string(field.getProto().getName().cStr());
   auto type = field.getType();
   auto bad = [&](const char* what) {
@@ -204,7 +209,8 @@ void setField(capnp::DynamicStruct::Builder params, capnp::StructSchema::Field f
       params.set(field, capnp::Text::Reader(word.c_str()));
       return;
     case capnp::schema::Type::DATA:
-      params.set(field, capnp::Data::Reader(reinterpret_cast<const capnp::byte*>(word.data()), word.size()));
+      params.set(field, capnp::Data::Reader(reinterpret_cast<const capnp::byte*>(word.data()),
+                                            word.size()));
       return;
     case capnp::schema::Type::BOOL:
       if (word != "true" && word != "false") bad("true or false");
@@ -240,13 +246,15 @@ void setField(capnp::DynamicStruct::Builder params, capnp::StructSchema::Field f
       }
       return;
     default:
-      throw std::invalid_argument("field " + name + " cannot be given positionally; use --params JSON");
+      throw std::invalid_argument("field " + name +
+                                  " cannot be given positionally; use --params JSON");
   }
 }
 
 std::string fieldList(capnp::StructSchema schema) {
   std::string out;
-  for (auto f : schema.getFields()) out += (out.empty() ? "" : " ") + std::string("<") + f.getProto().getName().cStr() + ">";
+  for (auto f : schema.getFields())
+    out += (out.empty() ? "" : " ") + std::string("<") + f.getProto().getName().cStr() + ">";
   return out.empty() ? "(no arguments)" : out;
 }
 
@@ -261,7 +269,8 @@ int cmdCall(const std::string& configPath, const std::string& service, const std
   auto params = message.initRoot<capnp::DynamicStruct>(call.paramsSchema());
   capnp::JsonCodec codec;
   if (!paramsJson.empty()) {
-    if (!args.empty()) throw std::invalid_argument("give either --params or positional arguments, not both");
+    if (!args.empty())
+      throw std::invalid_argument("give either --params or positional arguments, not both");
     try {
       codec.decode(kj::StringPtr(paramsJson.c_str()), params);
     } catch (const kj::Exception& e) {
@@ -270,7 +279,8 @@ int cmdCall(const std::string& configPath, const std::string& service, const std
   } else {
     auto fields = call.paramsSchema().getFields();
     if (args.size() > fields.size())
-      throw std::invalid_argument(service + " " + method + " takes " + fieldList(call.paramsSchema()) + ", got " +
+      throw std::invalid_argument(service + " " + method + " takes " +
+                                  fieldList(call.paramsSchema()) + ", got " +
                                   std::to_string(args.size()) + " arguments");
     for (size_t i = 0; i < args.size(); ++i) {
       try {
@@ -300,34 +310,39 @@ int cmdCall(const std::string& configPath, const std::string& service, const std
   return 0;
 }
 
-int cmdEvents(const std::string& configPath, const std::vector<std::string>& prefixes, bool json, int64_t count,
-              std::chrono::milliseconds timeout) {
+int cmdEvents(const std::string& configPath, const std::vector<std::string>& prefixes, bool json,
+              int64_t count, std::chrono::milliseconds timeout) {
   Mesh mesh(configPath);
   std::mutex mutex;
   std::condition_variable done;
   int64_t seen = 0;
-  auto subscription = mesh.events().subscribe(prefixes.empty() ? std::vector<std::string>{""} : prefixes,
-                                              [&](const Event& e) {
-    std::lock_guard lock(mutex);
-    if (e.missedBefore > 0) {
-      if (json)
-        std::printf("{\"gap\":{\"topic\":\"%s\",\"publisher\":\"%s\",\"missed\":%llu}}\n", e.topic.c_str(),
-                    e.publisher.c_str(), static_cast<unsigned long long>(e.missedBefore));
-      else
-        std::printf("! gap: %llu %s events from %s were lost\n", static_cast<unsigned long long>(e.missedBefore),
-                    e.topic.c_str(), e.publisher.c_str());
-    }
-    if (json)
-      std::printf("{\"topic\":\"%s\",\"publisher\":\"%s\",\"incarnation\":\"%llu\",\"sequence\":\"%llu\","
-                  "\"wall_time_ms\":%lld,\"body\":%s}\n",
-                  e.topic.c_str(), e.publisher.c_str(), static_cast<unsigned long long>(e.incarnation),
-                  static_cast<unsigned long long>(e.sequence), static_cast<long long>(e.wallTimeMs), e.json.c_str());
-    else
-      std::printf("%-20s %s:%llu %s\n", e.topic.c_str(), e.publisher.c_str(),
-                  static_cast<unsigned long long>(e.sequence), e.json.c_str());
-    std::fflush(stdout);
-    if (++seen == count) done.notify_all();
-  });
+  auto subscription = mesh.events().subscribe(
+      prefixes.empty() ? std::vector<std::string>{""} : prefixes, [&](const Event& e) {
+        std::lock_guard lock(mutex);
+        if (e.missedBefore > 0) {
+          if (json)
+            std::printf("{\"gap\":{\"topic\":\"%s\",\"publisher\":\"%s\",\"missed\":%llu}}\n",
+                        e.topic.c_str(), e.publisher.c_str(),
+                        static_cast<unsigned long long>(e.missedBefore));
+          else
+            std::printf("! gap: %llu %s events from %s were lost\n",
+                        static_cast<unsigned long long>(e.missedBefore), e.topic.c_str(),
+                        e.publisher.c_str());
+        }
+        if (json)
+          std::printf(
+              "{\"topic\":\"%s\",\"publisher\":\"%s\",\"incarnation\":\"%llu\",\"sequence\":\"%"
+              "llu\","
+              "\"wall_time_ms\":%lld,\"body\":%s}\n",
+              e.topic.c_str(), e.publisher.c_str(), static_cast<unsigned long long>(e.incarnation),
+              static_cast<unsigned long long>(e.sequence), static_cast<long long>(e.wallTimeMs),
+              e.json.c_str());
+        else
+          std::printf("%-20s %s:%llu %s\n", e.topic.c_str(), e.publisher.c_str(),
+                      static_cast<unsigned long long>(e.sequence), e.json.c_str());
+        std::fflush(stdout);
+        if (++seen == count) done.notify_all();
+      });
   std::unique_lock lock(mutex);
   auto finished = [&] { return count > 0 && seen >= count; };
   if (timeout.count() > 0)

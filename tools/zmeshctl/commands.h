@@ -17,7 +17,7 @@ int cmdCall(const std::string& configPath, const std::string& service, const std
             const std::vector<std::string>& args, const std::string& paramsJson, bool json,
             std::chrono::milliseconds timeout);
 // Prints events until `count` have arrived (0: forever) or `timeout` passes (0: none).
-int cmdEvents(const std::string& configPath, const std::vector<std::string>& prefixes, bool json, int64_t count,
-              std::chrono::milliseconds timeout);
+int cmdEvents(const std::string& configPath, const std::vector<std::string>& prefixes, bool json,
+              int64_t count, std::chrono::milliseconds timeout);
 
 }  // namespace zmesh::ctl

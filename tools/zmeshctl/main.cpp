@@ -1,7 +1,7 @@
 // zmeshctl: flags in, one subcommand out.
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <CLI/CLI.hpp>
 #include <iostream>
 
 #include "commands.h"
@@ -18,7 +18,8 @@ int main(int argc, char** argv) {
 
   auto* up = app.add_subcommand("up", "start every configured service and supervise it");
   bool foreground = false;
-  up->add_flag("--foreground", foreground, "supervise in this process instead of in the background");
+  up->add_flag("--foreground", foreground,
+               "supervise in this process instead of in the background");
   app.add_subcommand("down", "stop the mesh started by `up` (SIGTERM, then SIGKILL)");
   app.add_subcommand("status", "each service's endpoint, pid, uptime, restarts and health");
 
@@ -30,7 +31,8 @@ int main(int argc, char** argv) {
   call->add_option("service", service, "idgen, broker, …")->required();
   call->add_option("method", method, "a method of the service's interface or of Admin")->required();
   call->add_option("args", args, "params, in the order the schema declares them");
-  call->add_option("--params", params, "params as JSON instead, e.g. '{\"namespace\":\"orders\",\"count\":5}'");
+  call->add_option("--params", params,
+                   "params as JSON instead, e.g. '{\"namespace\":\"orders\",\"count\":5}'");
   call->add_flag("--json", json, "print the results as one JSON object");
   call->add_option("--timeout", timeoutMs, "ms")->capture_default_str();
 
@@ -40,18 +42,26 @@ int main(int argc, char** argv) {
   events->add_option("prefix", prefixes, "topic prefixes (default: all)");
   events->add_flag("--json", json, "one JSON object per line");
   events->add_option("--count", count, "exit after this many events");
-  events->add_option("--timeout", eventsTimeoutMs, "exit after this many ms (exit 1 if --count not reached)");
+  events->add_option("--timeout", eventsTimeoutMs,
+                     "exit after this many ms (exit 1 if --count not reached)");
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // Usage errors exit 2 like every other bad argument (CLI11's own codes are 100+).
+    return app.exit(e) == 0 ? 0 : 2;
+  }
   spdlog::set_level(spdlog::level::warn);
   try {
     if (app.got_subcommand("up")) return ctl::cmdUp(config, foreground);
     if (app.got_subcommand("down")) return ctl::cmdDown(config);
     if (app.got_subcommand("status")) return ctl::cmdStatus(config);
     if (app.got_subcommand("call"))
-      return ctl::cmdCall(config, service, method, args, params, json, std::chrono::milliseconds(timeoutMs));
+      return ctl::cmdCall(config, service, method, args, params, json,
+                          std::chrono::milliseconds(timeoutMs));
     if (app.got_subcommand("events"))
-      return ctl::cmdEvents(config, prefixes, json, count, std::chrono::milliseconds(eventsTimeoutMs));
+      return ctl::cmdEvents(config, prefixes, json, count,
+                            std::chrono::milliseconds(eventsTimeoutMs));
   } catch (const rpc::RpcError& e) {
     std::cerr << "zmeshctl: " << e.what() << '\n';
     return 1;

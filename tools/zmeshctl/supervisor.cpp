@@ -10,6 +10,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <thread>
 
@@ -23,7 +24,8 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 int64_t unixMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
 
@@ -38,7 +40,8 @@ std::string findBinary(const std::string& name) {
     std::stringstream dirs(path);
     std::string dir;
     while (std::getline(dirs, dir, ':'))
-      if (!dir.empty() && ::access((fs::path(dir) / name).c_str(), X_OK) == 0) return fs::path(dir) / name;
+      if (!dir.empty() && ::access((fs::path(dir) / name).c_str(), X_OK) == 0)
+        return fs::path(dir) / name;
   }
   throw std::runtime_error("cannot find the " + name + " binary next to zmeshctl or on PATH");
 }
@@ -56,7 +59,8 @@ struct Child {
 
 }  // namespace
 
-SupervisorOptions supervisorOptionsFrom(const rpc::MeshConfig& config, const std::string& configPath) {
+SupervisorOptions supervisorOptionsFrom(const rpc::MeshConfig& config,
+                                        const std::string& configPath) {
   auto s = config.section("mesh");
   s.rejectUnknown({"log_dir", "run_dir", "restart_backoff", "stop_grace", "health_timeout"});
   SupervisorOptions o;
@@ -72,7 +76,8 @@ SupervisorOptions supervisorOptionsFrom(const rpc::MeshConfig& config, const std
 std::vector<ServiceSpec> servicesFrom(const Mesh& mesh, const std::string& configPath) {
   std::vector<ServiceSpec> out;
   for (auto& name : mesh.services()) {
-    if (interfacesOf(name).empty()) continue;  // not built yet (e.g. the gateway before its issue lands)
+    if (interfacesOf(name).empty())
+      continue;  // not built yet (e.g. the gateway before its issue lands)
     ServiceSpec spec;
     spec.name = name;
     spec.argv = {findBinary("zmesh-" + name), "--config", configPath};
@@ -97,11 +102,19 @@ std::vector<ServiceState> readState(const SupervisorOptions& o) {
   return out;
 }
 
+bool processRunning(pid_t pid) {
+  if (::kill(pid, 0) != 0) return false;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string content((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  auto paren = content.rfind(')');  // the command name may contain spaces and ')'
+  return paren == std::string::npos || paren + 2 >= content.size() || content[paren + 2] != 'Z';
+}
+
 std::optional<pid_t> runningSupervisor(const SupervisorOptions& o) {
   std::ifstream in(pidFile(o));
   pid_t pid = 0;
   if (!(in >> pid) || pid <= 0) return std::nullopt;
-  if (::kill(pid, 0) != 0) return std::nullopt;
+  if (!processRunning(pid)) return std::nullopt;
   // A recycled pid would not be ours: check it runs zmeshctl.
   std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
   std::string name;
@@ -208,8 +221,10 @@ class Supervisor {
 
   void scheduleRestart(Child& c) {
     // Back off while it keeps dying; a run of 30 s counts as healthy again.
-    if (Clock::now() - c.started > std::chrono::seconds(30)) c.backoff = std::chrono::milliseconds(0);
-    c.backoff = c.backoff.count() == 0 ? options_.restartBackoff : std::min(c.backoff * 2, options_.maxBackoff);
+    if (Clock::now() - c.started > std::chrono::seconds(30))
+      c.backoff = std::chrono::milliseconds(0);
+    c.backoff = c.backoff.count() == 0 ? options_.restartBackoff
+                                       : std::min(c.backoff * 2, options_.maxBackoff);
     c.restartAt = Clock::now() + c.backoff;
     ++c.restarts;
   }
@@ -221,8 +236,9 @@ class Supervisor {
       if (pid <= 0) return;
       for (auto& c : children_) {
         if (c.pid != pid) continue;
-        std::string how = WIFSIGNALED(status) ? "killed by signal " + std::to_string(WTERMSIG(status))
-                                              : "exited with status " + std::to_string(WEXITSTATUS(status));
+        std::string how = WIFSIGNALED(status)
+                              ? "killed by signal " + std::to_string(WTERMSIG(status))
+                              : "exited with status " + std::to_string(WEXITSTATUS(status));
         spdlog::warn("supervisor: {} {}; restarting", c.spec.name, how);
         announce("mesh.service_down", c, how);
         c.pid = 0;
@@ -246,7 +262,8 @@ class Supervisor {
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
-    spdlog::warn("supervisor: {} did not stop within {} ms: SIGKILL", c.spec.name, options_.stopGrace.count());
+    spdlog::warn("supervisor: {} did not stop within {} ms: SIGKILL", c.spec.name,
+                 options_.stopGrace.count());
     ::kill(c.pid, SIGKILL);
     ::waitpid(c.pid, &status, 0);
     announce("mesh.service_down", c, "killed after the stop grace period");
@@ -270,8 +287,8 @@ class Supervisor {
     {
       std::ofstream out(tmp, std::ios::trunc);
       for (auto& c : children_)
-        out << c.spec.name << ' ' << c.pid << ' ' << c.startedMs << ' ' << c.restarts << ' ' << c.spec.adminEndpoint
-            << '\n';
+        out << c.spec.name << ' ' << c.pid << ' ' << c.startedMs << ' ' << c.restarts << ' '
+            << c.spec.adminEndpoint << '\n';
     }
     fs::rename(tmp, stateFile(options_));
   }
@@ -285,7 +302,8 @@ class Supervisor {
 
 }  // namespace
 
-int superviseForever(Mesh& mesh, std::vector<ServiceSpec> services, const SupervisorOptions& options) {
+int superviseForever(Mesh& mesh, std::vector<ServiceSpec> services,
+                     const SupervisorOptions& options) {
   Supervisor supervisor(mesh, std::move(services), options);
   return supervisor.run();
 }

@@ -41,7 +41,8 @@ struct ServiceState {
   std::string adminEndpoint;
 };
 
-SupervisorOptions supervisorOptionsFrom(const rpc::MeshConfig& config, const std::string& configPath);
+SupervisorOptions supervisorOptionsFrom(const rpc::MeshConfig& config,
+                                        const std::string& configPath);
 // The services the mesh file configures, in start order, with their binaries
 // resolved next to zmeshctl (or on PATH). Throws for a binary that is missing.
 std::vector<ServiceSpec> servicesFrom(const Mesh& mesh, const std::string& configPath);
@@ -49,10 +50,15 @@ std::vector<ServiceSpec> servicesFrom(const Mesh& mesh, const std::string& confi
 std::string pidFile(const SupervisorOptions& o);
 std::string stateFile(const SupervisorOptions& o);
 std::vector<ServiceState> readState(const SupervisorOptions& o);
+// True while `pid` runs. An exited process whose parent never reaps it (the
+// daemonized supervisor's parent is PID 1, which in a container often does not
+// reap) stays a zombie that kill(pid, 0) still finds; this does not count it.
+bool processRunning(pid_t pid);
 // The supervisor's pid if one is running for this run directory.
 std::optional<pid_t> runningSupervisor(const SupervisorOptions& o);
 
 // Runs the supervisor in this process until SIGTERM/SIGINT; returns the exit code.
-int superviseForever(Mesh& mesh, std::vector<ServiceSpec> services, const SupervisorOptions& options);
+int superviseForever(Mesh& mesh, std::vector<ServiceSpec> services,
+                     const SupervisorOptions& options);
 
 }  // namespace zmesh::ctl

@@ -11,6 +11,8 @@
 // with the service's status code (DEADLINE_EXCEEDED, UNAVAILABLE, …).
 #pragma once
 
+#include <capnp/schema.h>
+
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -18,8 +20,6 @@
 #include <mutex>
 #include <string>
 #include <vector>
-
-#include <capnp/schema.h>
 
 #include "zmesh/rpc/client.h"
 #include "zmesh/rpc/config.h"
@@ -40,7 +40,8 @@ struct CallSettings {
 // Admin interface every service implements.
 class AdminClient {
  public:
-  explicit AdminClient(rpc::Channel channel, CallSettings settings = {}) : channel_(std::move(channel)), settings_(std::move(settings)) {}
+  explicit AdminClient(rpc::Channel channel, CallSettings settings = {})
+      : channel_(std::move(channel)), settings_(std::move(settings)) {}
   struct Health {
     bool ok;
     std::string detail;
@@ -106,6 +107,7 @@ class Subscription {
 
  private:
   friend class Events;
+
  public:
   struct State;  // opaque
 
@@ -117,8 +119,10 @@ class Subscription {
 class Events {
  public:
   // `onEvent` runs on the subscription's own thread, in arrival order.
-  Subscription subscribe(const std::string& prefix, std::function<void(const Event&)> onEvent) const;
-  Subscription subscribe(const std::vector<std::string>& prefixes, std::function<void(const Event&)> onEvent) const;
+  Subscription subscribe(const std::string& prefix,
+                         std::function<void(const Event&)> onEvent) const;
+  Subscription subscribe(const std::vector<std::string>& prefixes,
+                         std::function<void(const Event&)> onEvent) const;
 
  private:
   friend class Mesh;
@@ -181,8 +185,8 @@ class DynamicCall {
   capnp::StructSchema paramsSchema() const { return method_.getParamType(); }
   capnp::StructSchema resultsSchema() const { return method_.getResultType(); }
   // Sends `params` (built on paramsSchema()) and returns the reply (status checked).
-  rpc::Reply invoke(const rpc::Channel& channel, capnp::MessageBuilder& params, const CallSettings& settings,
-                    bool retryable) const;
+  rpc::Reply invoke(const rpc::Channel& channel, capnp::MessageBuilder& params,
+                    const CallSettings& settings, bool retryable) const;
 
  private:
   capnp::InterfaceSchema interface_;

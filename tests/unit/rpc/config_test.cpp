@@ -1,0 +1,284 @@
+// rpc/config: durations, the mesh file's parse errors, typed and checked sections.
+#include "zmesh/rpc/config.h"
+
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <optional>
+#include <regex>
+#include <string>
+
+using namespace zmesh;
+using namespace std::chrono_literals;
+using rpc::ConfigError;
+using rpc::MeshConfig;
+
+namespace {
+
+std::string errorOf(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  FAIL("no ConfigError was thrown");
+  return "";
+}
+
+const char* kMesh = R"(# a mesh file for tests
+notatable = 5
+
+[svc]
+name = "alpha"
+count = 7
+ratio = 0.5
+on = true
+wait = "250ms"
+wait_int = 1500
+hosts = ["a", "b", "c"]
+empty_list = []
+mixed = ["a", 1]
+nested = { x = 1 }
+negative = -3
+
+[other]
+x = 1
+)";
+
+MeshConfig mesh() { return MeshConfig::parse(kMesh, "mesh.toml"); }
+
+}  // namespace
+
+TEST_CASE("parseDuration", "[config]") {
+  using ms = std::chrono::milliseconds;
+  struct Row {
+    const char* text;
+    std::optional<ms> want;
+  };
+  const Row rows[] = {
+      {"0", ms(0)},
+      {"1", ms(1)},
+      {"250", ms(250)},
+      {"0ms", ms(0)},
+      {"250ms", ms(250)},
+      {"30s", ms(30'000)},
+      {"5m", ms(300'000)},
+      {"1h", ms(3'600'000)},
+      {"2d", ms(172'800'000)},
+      {"007s", ms(7000)},
+      {"9223372036854775807", ms(INT64_MAX)},
+      {"9223372036854775807ms", ms(INT64_MAX)},
+      {"9223372036854775s", ms(9223372036854775000)},
+      // malformed
+      {"", std::nullopt},
+      {"ms", std::nullopt},
+      {"s", std::nullopt},
+      {"-1", std::nullopt},
+      {"-5s", std::nullopt},
+      {"+5s", std::nullopt},
+      {" 5s", std::nullopt},
+      {"5s ", std::nullopt},
+      {"5 s", std::nullopt},
+      {"5S", std::nullopt},
+      {"5MS", std::nullopt},
+      {"5sec", std::nullopt},
+      {"5ss", std::nullopt},
+      {"5w", std::nullopt},
+      {"5us", std::nullopt},
+      {"1.5s", std::nullopt},
+      {"1e3", std::nullopt},
+      {"0x10", std::nullopt},
+      {"5s5", std::nullopt},
+      {"5m30s", std::nullopt},
+      {"abc", std::nullopt},
+      // overflow: the count, or the count times its unit
+      {"9223372036854775808", std::nullopt},
+      {"99999999999999999999ms", std::nullopt},
+      {"9223372036854776s", std::nullopt},
+      {"106751991167301d", std::nullopt},
+      {"106751991167d", ms(106751991167LL * 86'400'000)},
+  };
+  for (auto& row : rows) {
+    INFO("'" << row.text << "'");
+    auto got = rpc::parseDuration(row.text);
+    CHECK(got.has_value() == row.want.has_value());
+    if (got && row.want) CHECK(got->count() == row.want->count());
+  }
+  // Not NUL-terminated: only the view counts.
+  std::string backing = "30sXYZ";
+  CHECK(rpc::parseDuration(std::string_view(backing).substr(0, 3)) == 30s);
+  CHECK(rpc::parseDuration(std::string_view(backing).substr(0, 2)) == 30ms);
+}
+
+TEST_CASE("MeshConfig::parse errors name file:line:col", "[config]") {
+  struct Row {
+    const char* text;
+    int line;
+  };
+  const Row rows[] = {
+      {"a = 1\nb = = 2\n", 2},
+      {"[svc]\nx = 1\nx = 2\n", 3},  // duplicate key
+      {"[svc]\n[svc]\n", 2},         // duplicate table
+      {"x = \"unterminated\n", 1},
+      {"# comment\n\n\n[broken\n", 4},
+      {"a = 1\nb = 2\nc = [1, 2\n", 3},
+      {"ok = true\nbad = tru\n", 2},
+  };
+  for (auto& row : rows) {
+    INFO(row.text);
+    auto what = errorOf([&] { MeshConfig::parse(row.text, "deploy/mesh.toml"); });
+    std::smatch m;
+    REQUIRE(std::regex_search(what, m, std::regex(R"(^deploy/mesh\.toml:(\d+):(\d+): .+)")));
+    CHECK(std::stoi(m[1]) == row.line);
+    CHECK(std::stoi(m[2]) >= 1);
+  }
+}
+
+TEST_CASE("MeshConfig::load reads a file and names it in errors", "[config]") {
+  const char* tmp = std::getenv("TMPDIR");
+  std::string dir =
+      std::string(tmp && *tmp ? tmp : "/tmp") + "/zmesh-config-test-" + std::to_string(::getpid());
+  std::string good = dir + "-good.toml", bad = dir + "-bad.toml";
+  std::ofstream(good) << kMesh;
+  std::ofstream(bad) << "[svc]\nname = \"x\"\ncount = = 1\n";
+
+  auto config = MeshConfig::load(good);
+  CHECK(config.source() == good);
+  CHECK(config.section("svc").string("name", "") == "alpha");
+
+  auto what = errorOf([&] { MeshConfig::load(bad); });
+  CHECK(std::regex_search(what, std::regex("^" + bad + R"(:3:\d+: )")));
+
+  auto missing = errorOf([&] { MeshConfig::load(dir + "-does-not-exist.toml"); });
+  CHECK(missing.starts_with(dir + "-does-not-exist.toml"));
+
+  ::unlink(good.c_str());
+  ::unlink(bad.c_str());
+}
+
+TEST_CASE("ConfigSection reads values of the right type", "[config]") {
+  auto config = mesh();
+  CHECK(config.source() == "mesh.toml");
+  auto s = config.section("svc");
+  CHECK(s.present());
+  CHECK(s.name() == "svc");
+  CHECK(s.string("name", "x") == "alpha");
+  CHECK(s.integer("count", 0, 1, 10) == 7);
+  CHECK(s.integer("count", 0, 7, 7) == 7);  // bounds are inclusive
+  CHECK(s.integer("negative", 0, -3, 0) == -3);
+  CHECK(s.boolean("on", false));
+  CHECK(s.duration("wait", 1s) == 250ms);
+  CHECK(s.duration("wait_int", 1s) == 1500ms);  // a bare integer is milliseconds
+  CHECK(s.strings("hosts") == std::vector<std::string>{"a", "b", "c"});
+  CHECK(s.strings("empty_list").empty());
+  CHECK(s.has("name"));
+  CHECK_FALSE(s.has("nope"));
+
+  // Missing keys fall back, whatever the fallback is.
+  CHECK(s.string("nope", "fb") == "fb");
+  CHECK(s.integer("nope", 99, 1, 10) == 99);
+  CHECK_FALSE(s.boolean("nope", false));
+  CHECK(s.duration("nope", 3s) == 3s);
+  CHECK(s.strings("nope").empty());
+
+  CHECK(config.has("svc"));
+  CHECK(config.has("other"));
+  CHECK_FALSE(config.has("absent"));
+}
+
+TEST_CASE("a missing section reads as empty", "[config]") {
+  auto config = mesh();
+  auto s = config.section("absent");
+  CHECK_FALSE(s.present());
+  CHECK_FALSE(s.has("name"));
+  CHECK(s.string("name", "fb") == "fb");
+  CHECK(s.integer("count", 5, 1, 10) == 5);
+  CHECK(s.duration("wait", 2s) == 2s);
+  CHECK_NOTHROW(s.rejectUnknown({}));
+
+  auto empty = MeshConfig::parse("", "(none)");
+  CHECK_FALSE(empty.section("svc").present());
+}
+
+TEST_CASE("a key that is no table as a section is an error", "[config]") {
+  auto what = errorOf([] { mesh().section("notatable"); });
+  CHECK(what.starts_with("mesh.toml: notatable: "));
+  CHECK_THAT(what, Catch::Contains("expected a table"));
+}
+
+TEST_CASE("type and range errors name section.key", "[config]") {
+  auto config = mesh();
+  auto s = config.section("svc");
+  struct Row {
+    std::function<void()> read;
+    const char* key;
+    const char* reason;
+  };
+  const Row rows[] = {
+      {[&] { s.string("count", ""); }, "count", "expected a string, got 7"},
+      {[&] { s.string("on", ""); }, "on", "expected a string"},
+      {[&] { s.string("hosts", ""); }, "hosts", "expected a string"},
+      {[&] { s.integer("count", 0, 1, 6); }, "count", "expected an integer from 1 to 6, got 7"},
+      {[&] { s.integer("count", 0, 8, 100); }, "count", "expected an integer from 8 to 100, got 7"},
+      {[&] { s.integer("negative", 0, 0, 10); }, "negative", "got -3"},
+      {[&] { s.integer("name", 0, 0, 10); }, "name",
+       "expected an integer from 0 to 10, got 'alpha'"},
+      {[&] { s.integer("ratio", 0, 0, 10); }, "ratio", "got 0.5"},
+      {[&] { s.integer("on", 0, 0, 10); }, "on", "got true"},
+      {[&] { s.boolean("name", false); }, "name", "expected true or false, got 'alpha'"},
+      {[&] { s.boolean("count", false); }, "count", "expected true or false, got 7"},
+      {[&] { s.duration("name", 1s); }, "name", "expected a duration"},
+      {[&] { s.duration("negative", 1s); }, "negative", "expected a duration"},
+      {[&] { s.duration("ratio", 1s); }, "ratio", "expected a duration"},
+      {[&] { s.duration("on", 1s); }, "on", "expected a duration"},
+      {[&] { s.strings("name"); }, "name", "expected an array of strings"},
+      {[&] { s.strings("mixed"); }, "mixed", "got an element 1"},
+      {[&] { s.strings("nested"); }, "nested", "expected an array of strings"},
+  };
+  for (auto& row : rows) {
+    auto what = errorOf(row.read);
+    INFO(what);
+    CHECK(what.starts_with(std::string("mesh.toml: svc.") + row.key + ": "));
+    CHECK_THAT(what, Catch::Contains(row.reason));
+  }
+}
+
+TEST_CASE("fail() names the file and section.key", "[config]") {
+  auto s = mesh().section("svc");
+  CHECK(errorOf([&] { s.fail("count", "must be even"); }) == "mesh.toml: svc.count: must be even");
+}
+
+TEST_CASE("rejectUnknown", "[config]") {
+  auto config = mesh();
+  auto s = config.section("other");
+  CHECK_NOTHROW(s.rejectUnknown({"x"}));
+  CHECK_NOTHROW(s.rejectUnknown({"a", "x", "b"}));
+
+  auto what = errorOf([&] { s.rejectUnknown({"y", "z"}); });
+  CHECK(what.starts_with("mesh.toml: other.x: unknown key"));
+  CHECK_THAT(what, Catch::Contains("y, z"));
+  CHECK_THROWS_AS(s.rejectUnknown({}), ConfigError);
+
+  // A typo in a key is caught, not silently defaulted.
+  auto typo = MeshConfig::parse("[idgen]\nblock_sise = 10\n", "mesh.toml");
+  auto t = errorOf([&] { typo.section("idgen").rejectUnknown({"block_size", "endpoint"}); });
+  CHECK(t.starts_with("mesh.toml: idgen.block_sise: unknown key"));
+  CHECK_THAT(t, Catch::Contains("block_size, endpoint"));
+
+  // Every key of [svc] known: fine.
+  CHECK_NOTHROW(
+      config.section("svc").rejectUnknown({"name", "count", "ratio", "on", "wait", "wait_int",
+                                           "hosts", "empty_list", "mixed", "nested", "negative"}));
+}
+
+TEST_CASE("MeshConfig moves", "[config]") {
+  auto a = mesh();
+  MeshConfig b = std::move(a);
+  CHECK(b.section("svc").integer("count", 0, 0, 100) == 7);
+  a = std::move(b);
+  CHECK(a.section("svc").string("name", "") == "alpha");
+}

@@ -21,8 +21,8 @@
 #include <future>
 #include <memory>
 #include <optional>
-#include <string>
 #include <set>
+#include <string>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -84,9 +84,9 @@ struct ConnectionCounters {
   uint64_t calls = 0;
   uint64_t retries = 0;
   uint64_t deadlineExceeded = 0;
-  uint64_t backPressured = 0;   // sends that met EAGAIN
-  uint64_t unavailable = 0;     // gave up: no room before the deadline, or connection lost
-  uint64_t lateReplies = 0;     // for calls already finished
+  uint64_t backPressured = 0;  // sends that met EAGAIN
+  uint64_t unavailable = 0;    // gave up: no room before the deadline, or connection lost
+  uint64_t lateReplies = 0;    // for calls already finished
   uint64_t malformedReplies = 0;
   uint64_t disconnects = 0;
 };
@@ -99,9 +99,9 @@ class Connection {
   Connection& operator=(const Connection&) = delete;
 
   // Starts a call; `done` runs exactly once, on this thread, from process() (or
-  // from the destructor). Never blocks.
-  void call(uint64_t interfaceId, uint16_t methodId, zmq::message_t params, const CallOptions& options,
-            ReplyCallback done);
+  // from the destructor; or at once when the options are invalid). Never blocks.
+  void call(uint64_t interfaceId, uint16_t methodId, zmq::message_t params,
+            const CallOptions& options, ReplyCallback done);
 
   // What to poll: the DEALER (POLLIN, plus POLLOUT while sends wait for room) and
   // the socket monitor (POLLIN). Poll these, then call process().
@@ -130,7 +130,7 @@ class Connection {
   zmq::socket_t monitor_;
   uint64_t nextRequestId_;
   std::unordered_map<uint64_t, std::unique_ptr<Call>> calls_;
-  std::vector<uint64_t> blocked_;  // waiting for room to send, in order
+  std::vector<uint64_t> blocked_;                            // waiting for room to send, in order
   std::set<std::pair<Clock::time_point, uint64_t>> timers_;  // (deadline or resend, request id)
   ConnectionCounters counters_;
   capnp::ReaderOptions replyOptions_;
@@ -144,8 +144,8 @@ class Channel {
  public:
   Channel() = default;
   // `done` runs on the client thread: keep it short, never block in it.
-  void callAsync(uint64_t interfaceId, uint16_t methodId, zmq::message_t params, CallOptions options,
-                 ReplyCallback done) const;
+  void callAsync(uint64_t interfaceId, uint16_t methodId, zmq::message_t params,
+                 CallOptions options, ReplyCallback done) const;
   std::future<Reply> call(uint64_t interfaceId, uint16_t methodId, zmq::message_t params,
                           CallOptions options) const;
   // Blocks the calling thread (never the client thread) until the reply.

@@ -35,7 +35,8 @@ class ConfigSection {
   int64_t integer(std::string_view key, int64_t fallback, int64_t min, int64_t max) const;
   bool boolean(std::string_view key, bool fallback) const;
   // "250ms", "30s", "5m", "1h", "2d"; a bare integer is milliseconds.
-  std::chrono::milliseconds duration(std::string_view key, std::chrono::milliseconds fallback) const;
+  std::chrono::milliseconds duration(std::string_view key,
+                                     std::chrono::milliseconds fallback) const;
   std::vector<std::string> strings(std::string_view key) const;
   bool has(std::string_view key) const;
   bool present() const { return table_ != nullptr; }

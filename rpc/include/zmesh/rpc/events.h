@@ -42,7 +42,8 @@ class Publisher {
   uint64_t published() const { return published_; }
 
  private:
-  idl::Event::Builder start(capnp::MessageBuilder& message, std::string_view topic, uint64_t bodyType);
+  idl::Event::Builder start(capnp::MessageBuilder& message, std::string_view topic,
+                            uint64_t bodyType);
   void send(std::string_view topic, capnp::MessageBuilder& message);
 
   zmq::socket_t socket_;
@@ -63,8 +64,8 @@ struct ReceivedEvent {
 class Subscriber {
  public:
   // Subscribes to every prefix given ("" or none = everything).
-  Subscriber(zmq::context_t& context, const std::string& brokerXpub, const std::vector<std::string>& prefixes,
-             int recvHwm = 100000);
+  Subscriber(zmq::context_t& context, const std::string& brokerXpub,
+             const std::vector<std::string>& prefixes, int recvHwm = 100000);
 
   // Waits up to `timeout` for the next event; nullopt on timeout. Frames that
   // are not events are dropped and counted.

@@ -5,7 +5,6 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
-
 #include <functional>
 #include <memory>
 #include <optional>
@@ -40,14 +39,14 @@ void setupLogging(const std::string& service, const std::string& level, const st
 struct HostOptions {
   std::string name;  // "idgen"
   ServerOptions server;
-  std::string brokerXsub;  // empty: no events
+  std::string brokerXsub;                                     // empty: no events
   std::vector<std::pair<std::string, std::string>> settings;  // shown by Admin.info
 };
 
 // Reads the parts of HostOptions the mesh file holds for `service`
 // (<service>.endpoint, limits; broker.xsub), with flags applied on top.
-HostOptions hostOptionsFrom(const MeshConfig& config, const std::string& service, const CommonFlags& flags,
-                            const std::string& defaultEndpoint);
+HostOptions hostOptionsFrom(const MeshConfig& config, const std::string& service,
+                            const CommonFlags& flags, const std::string& defaultEndpoint);
 
 class ServiceHost {
  public:

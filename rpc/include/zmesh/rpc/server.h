@@ -30,38 +30,37 @@
 namespace zmesh::rpc {
 
 struct ServerOptions {
-  std::string name = "service";          // for logs and stats
-  std::vector<std::string> endpoints;    // bound by bind()
-  size_t maxRequestBytes = 1 << 20;      // larger params answer INVALID_ARGUMENT
-  uint32_t defaultBudgetMs = 30000;      // for requests that carry none
-  uint32_t retryWindowMs = 10000;        // how long a retryable reply is kept
-  size_t retryWindowMaxEntries = 100000; // memory bound of that record
-  size_t peerQueueMax = 1024;            // replies held for one slow peer
+  std::string name = "service";           // for logs and stats
+  std::vector<std::string> endpoints;     // bound by bind()
+  size_t maxRequestBytes = 1 << 20;       // larger params answer INVALID_ARGUMENT
+  uint32_t defaultBudgetMs = 30000;       // for requests that carry none
+  uint32_t retryWindowMs = 10000;         // how long a retryable reply is kept
+  size_t retryWindowMaxEntries = 100000;  // memory bound of that record
+  size_t peerQueueMax = 1024;             // replies held for one slow peer
   int sendHwm = 10000;
   int recvHwm = 10000;
-  uint32_t graceMs = 5000;               // how long a stop waits for in-flight calls
-  size_t batch = 256;                    // messages taken per loop turn
+  uint32_t graceMs = 5000;  // how long a stop waits for in-flight calls
+  size_t batch = 256;       // messages taken per loop turn
 };
 
 struct ServerCounters {
   uint64_t requests = 0;
   uint64_t replies = 0;
-  uint64_t malformed = 0;          // dropped: bad framing or header
-  uint64_t invalidParams = 0;      // answered INVALID_ARGUMENT before dispatch
+  uint64_t malformed = 0;      // dropped: bad framing or header
+  uint64_t invalidParams = 0;  // answered INVALID_ARGUMENT before dispatch
   uint64_t oversize = 0;
   uint64_t unimplemented = 0;
-  uint64_t failed = 0;             // non-OK replies from methods
+  uint64_t failed = 0;  // non-OK replies from methods
   uint64_t internalErrors = 0;
-  uint64_t expiredOnArrival = 0;
-  uint64_t deadlineDropped = 0;    // budget ran out while the method ran
+  uint64_t deadlineDropped = 0;  // budget ran out while the method ran
   uint64_t duplicateReplayed = 0;
   uint64_t duplicateInFlight = 0;
-  uint64_t repliesQueued = 0;      // EAGAIN on send: went to the peer queue
+  uint64_t repliesQueued = 0;  // EAGAIN on send: went to the peer queue
   uint64_t repliesDroppedDeadline = 0;
   uint64_t repliesDroppedQueueFull = 0;
   uint64_t repliesUnroutable = 0;  // EHOSTUNREACH: the peer is gone
   uint64_t refusedStopping = 0;
-  uint64_t wakeups = 0;            // loop iterations (to spot a busy loop)
+  uint64_t wakeups = 0;  // loop iterations (to spot a busy loop)
 };
 
 class Server {

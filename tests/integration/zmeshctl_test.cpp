@@ -1,0 +1,395 @@
+// zmeshctl end to end on a temporary mesh file: up (daemonized supervisor),
+// call, status, a killed service restarted by the supervisor, events, bad
+// arguments, down. Every process it leaves behind is stopped by pid.
+#include <capnp/compat/json.h>
+#include <capnp/message.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+
+#include <catch2/catch.hpp>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <sstream>
+#include <thread>
+
+#include "process.h"
+#include "zmesh/client.h"
+
+using namespace zmesh;
+using namespace zmesh::testing;
+using Catch::Matchers::Contains;
+using Catch::Matchers::StartsWith;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+std::string readText(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::vector<std::string> words(const std::string& line) {
+  std::istringstream in(line);
+  std::vector<std::string> out;
+  for (std::string w; in >> w;) out.push_back(w);
+  return out;
+}
+
+// Running, and not a zombie: an exited process whose parent has not reaped it
+// (PID 1 of a container often never does) still answers kill(pid, 0).
+bool alive(pid_t pid) {
+  if (pid <= 0 || ::kill(pid, 0) != 0) return false;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string content((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  auto paren = content.rfind(')');
+  return paren == std::string::npos || paren + 2 >= content.size() || content[paren + 2] != 'Z';
+}
+
+struct Result {
+  int exitCode = -1;   // -1: killed or timed out
+  std::string output;  // stdout and stderr together
+};
+
+struct ServiceState {
+  pid_t pid = 0;
+  int64_t startedMs = 0;
+  uint32_t restarts = 0;
+  std::string endpoint;
+};
+
+class TestMesh {
+ public:
+  TempDir dir;
+  std::string path = dir.path() + "/mesh.toml";
+  std::string runDir = dir.path() + "/run";
+  std::string logDir = dir.path() + "/log";
+  std::string xsub = tcpEndpoint(freePort());
+  std::string xpub = tcpEndpoint(freePort());
+  std::string brokerAdmin = tcpEndpoint(freePort());
+  std::string idgen = tcpEndpoint(freePort());
+
+  TestMesh() {
+    std::ofstream out(path);
+    out << "[mesh]\n"
+        << "run_dir = \"" << runDir << "\"\n"
+        << "log_dir = \"" << logDir << "\"\n"
+        << "restart_backoff = \"100ms\"\n"
+        << "stop_grace = \"3s\"\n"
+        << "health_timeout = \"20s\"\n"
+        << "\n[broker]\n"
+        << "xsub = \"" << xsub << "\"\n"
+        << "xpub = \"" << xpub << "\"\n"
+        << "admin = \"" << brokerAdmin << "\"\n"
+        << "\n[idgen]\n"
+        << "endpoint = \"" << idgen << "\"\n"
+        << "data_dir = \"" << dir.path() << "/idgen\"\n"
+        << "block_size = 100\n"
+        << "worker_id = 5\n";
+  }
+
+  // Runs `zmeshctl -c <mesh> args...` to completion.
+  Result ctl(std::vector<std::string> args, std::chrono::milliseconds timeout = 30s) {
+    std::string out = dir.path() + "/zmeshctl-" + std::to_string(++runs_) + ".out";
+    std::vector<std::string> argv{bin("zmeshctl"), "-c", path};
+    argv.insert(argv.end(), args.begin(), args.end());
+    Process p(argv, out);
+    Result r;
+    auto deadline = Clock::now() + timeout;
+    // The supervisor is not reaped meanwhile: `down` must cope with a parent
+    // that does not reap it (it is a zombie, not running, once it exits).
+    while (p.running() && Clock::now() < deadline) std::this_thread::sleep_for(10ms);
+    int status = p.stop(1s);
+    if (WIFEXITED(status)) r.exitCode = WEXITSTATUS(status);
+    r.output = readText(out);
+    return r;
+  }
+
+  std::map<std::string, ServiceState> state() const {
+    std::map<std::string, ServiceState> out;
+    std::istringstream in(readText(runDir + "/zmesh.state"));
+    for (std::string line; std::getline(in, line);) {
+      std::istringstream fields(line);
+      std::string name;
+      ServiceState s;
+      if (fields >> name >> s.pid >> s.startedMs >> s.restarts >> s.endpoint) out[name] = s;
+    }
+    return out;
+  }
+
+  std::optional<pid_t> supervisorPid() const {
+    std::ifstream in(runDir + "/zmesh.pid");
+    pid_t pid = 0;
+    if (in >> pid && pid > 0) return pid;
+    return std::nullopt;
+  }
+
+  // The test process adopts the daemonized supervisor (PR_SET_CHILD_SUBREAPER)
+  // so that it can reap it once it exits instead of leaving a zombie.
+  void reapSupervisor() {
+    if (supervisor_ > 0 && ::waitpid(supervisor_, nullptr, WNOHANG) == supervisor_)
+      supervisor_ = -1;
+  }
+  void adopt(pid_t supervisor) { supervisor_ = supervisor; }
+  bool reaped() const { return supervisor_ <= 0; }
+
+  // Remembers service pids so that the last-resort cleanup can find them.
+  void remember() {
+    for (auto& [name, s] : state())
+      if (s.pid > 0) servicePids_.push_back(s.pid);
+  }
+
+  // Always `down`; then, as a last resort, SIGKILL whatever is still alive.
+  ~TestMesh() {
+    try {
+      remember();
+      if (auto pid = supervisorPid()) adopt(*pid);
+      ctl({"down"});
+    } catch (const std::exception&) {
+      // Fall through to the signals below.
+    }
+    if (auto pid = supervisorPid(); pid && alive(*pid)) ::kill(*pid, SIGKILL);
+    if (supervisor_ > 0 && alive(supervisor_)) ::kill(supervisor_, SIGKILL);
+    for (pid_t pid : servicePids_)
+      if (alive(pid)) ::kill(pid, SIGKILL);
+    auto deadline = Clock::now() + 5s;
+    while (supervisor_ > 0 && Clock::now() < deadline) {
+      reapSupervisor();
+      std::this_thread::sleep_for(10ms);
+    }
+    // Services orphaned by a killed supervisor were adopted too.
+    while (::waitpid(-1, nullptr, WNOHANG) > 0) {
+    }
+  }
+
+ private:
+  int runs_ = 0;
+  pid_t supervisor_ = -1;
+  std::vector<pid_t> servicePids_;
+};
+
+// The status line of `service`: SERVICE ENDPOINT PID UPTIME RESTARTS HEALTH...
+std::vector<std::string> statusLine(const std::string& output, const std::string& service) {
+  std::istringstream in(output);
+  for (std::string line; std::getline(in, line);) {
+    auto w = words(line);
+    if (!w.empty() && w[0] == service) return w;
+  }
+  return {};
+}
+
+}  // namespace
+
+TEST_CASE("zmeshctl up, call, status, restart of a killed service, events, down", "[zmeshctl]") {
+  // Orphans (the daemonized supervisor) become our children, so we can reap them.
+  REQUIRE(::prctl(PR_SET_CHILD_SUBREAPER, 1) == 0);
+  TestMesh mesh;
+
+  auto up = mesh.ctl({"up"});
+  INFO("up:\n" << up.output << "\nsupervisor log:\n" << readText(mesh.logDir + "/zmeshctl.log"));
+  REQUIRE(up.exitCode == 0);
+  CHECK_THAT(up.output, Contains("mesh up"));
+  auto supervisor = mesh.supervisorPid();
+  REQUIRE(supervisor);
+  mesh.adopt(*supervisor);
+  CHECK(alive(*supervisor));
+  auto state = mesh.state();
+  REQUIRE(state.count("broker") == 1);
+  REQUIRE(state.count("idgen") == 1);
+  mesh.remember();
+  CHECK(alive(state["broker"].pid));
+  CHECK(alive(state["idgen"].pid));
+  CHECK(state["idgen"].restarts == 0);
+  CHECK(state["idgen"].endpoint == mesh.idgen);
+  CHECK(state["broker"].endpoint == mesh.brokerAdmin);
+
+  SECTION("call prints results readably, and as JSON with --json") {
+    auto call = mesh.ctl({"call", "idgen", "next", "orders", "5"});
+    INFO(call.output);
+    CHECK(call.exitCode == 0);
+    CHECK(call.output == "first: 1\ncount: 5\n");
+
+    auto json = mesh.ctl({"call", "idgen", "next", "orders", "5", "--json"});
+    INFO(json.output);
+    CHECK(json.exitCode == 0);
+    capnp::MallocMessageBuilder message;
+    auto value = message.initRoot<capnp::JsonValue>();
+    capnp::JsonCodec codec;
+    REQUIRE_NOTHROW(codec.decodeRaw(kj::StringPtr(json.output.c_str()), value));
+    REQUIRE(value.isObject());
+    std::map<std::string, std::string> fields;
+    for (auto f : value.getObject()) {
+      auto v = f.getValue();
+      fields[f.getName().cStr()] = v.isString() ? std::string(v.getString().cStr())
+                                   : v.isNumber()
+                                       ? std::to_string(static_cast<int64_t>(v.getNumber()))
+                                       : "?";
+    }
+    CHECK(fields["first"] == "6");
+    CHECK(fields["count"] == "5");
+
+    auto params =
+        mesh.ctl({"call", "idgen", "next", "--params", R"({"namespace":"orders","count":2})"});
+    INFO(params.output);
+    CHECK(params.exitCode == 0);
+    CHECK(params.output == "first: 11\ncount: 2\n");
+
+    auto health = mesh.ctl({"call", "broker", "health"});
+    INFO(health.output);
+    CHECK(health.exitCode == 0);
+    CHECK_THAT(health.output, Contains("ok: true"));
+  }
+
+  SECTION("status shows both services healthy") {
+    auto status = mesh.ctl({"status"});
+    INFO(status.output);
+    CHECK(status.exitCode == 0);
+    auto broker = statusLine(status.output, "broker");
+    auto idgen = statusLine(status.output, "idgen");
+    REQUIRE(broker.size() >= 6);
+    REQUIRE(idgen.size() >= 6);
+    CHECK(broker[1] == mesh.brokerAdmin);
+    CHECK(broker[2] == std::to_string(state["broker"].pid));
+    CHECK(broker[5] == "ok");
+    CHECK(idgen[1] == mesh.idgen);
+    CHECK(idgen[2] == std::to_string(state["idgen"].pid));
+    CHECK(idgen[4] == "0");
+    CHECK(idgen[5] == "ok");
+  }
+
+  SECTION("a service killed with SIGKILL is restarted by the supervisor") {
+    auto first = mesh.ctl({"call", "idgen", "next", "orders", "10"});
+    REQUIRE(first.exitCode == 0);
+    pid_t old = state["idgen"].pid;
+    REQUIRE(::kill(old, SIGKILL) == 0);
+    ServiceState now;
+    auto deadline = Clock::now() + 10s;
+    while (Clock::now() < deadline) {
+      now = mesh.state()["idgen"];
+      if (now.pid != 0 && now.pid != old) break;
+      std::this_thread::sleep_for(20ms);
+    }
+    mesh.remember();
+    INFO("supervisor log:\n" << readText(mesh.logDir + "/zmeshctl.log"));
+    REQUIRE(now.pid != 0);
+    REQUIRE(now.pid != old);
+    CHECK(now.restarts == 1);
+    CHECK_FALSE(alive(old));
+    CHECK(alive(now.pid));
+    REQUIRE(waitHealthy(mesh.idgen, 10s));
+    CHECK(mesh.state()["broker"].restarts == 0);
+
+    auto status = mesh.ctl({"status"});
+    INFO(status.output);
+    CHECK(status.exitCode == 0);
+    auto idgen = statusLine(status.output, "idgen");
+    REQUIRE(idgen.size() >= 6);
+    CHECK(idgen[2] == std::to_string(now.pid));
+    CHECK(idgen[4] == "1");
+    CHECK(idgen[5] == "ok");
+
+    // The sequence continues above what the killed process issued (1..10).
+    auto after = mesh.ctl({"call", "idgen", "next", "orders", "1"});
+    INFO(after.output);
+    REQUIRE(after.exitCode == 0);
+    auto w = words(after.output);
+    REQUIRE(w.size() >= 2);
+    CHECK(std::stoull(w[1]) > 10);
+    CHECK_THAT(readText(mesh.logDir + "/zmeshctl.log"), Contains("killed by signal 9"));
+  }
+
+  SECTION("events shows idgen.block when ids are taken in a fresh namespace") {
+    std::string out = mesh.dir.path() + "/events.out";
+    Process events(
+        {bin("zmeshctl"), "-c", mesh.path, "events", "idgen.", "--count", "1", "--timeout", "5000"},
+        out);
+    // The subscription reaches the publisher a moment after it is made: keep
+    // taking ids in fresh namespaces until the events command has seen one.
+    zmesh::Mesh client(mesh.path);
+    auto idgen = client.idgen();
+    auto deadline = Clock::now() + 8s;
+    for (int i = 0; events.running() && Clock::now() < deadline; ++i) {
+      CHECK(idgen.next("fresh-" + std::to_string(i), 3).first == 1);
+      std::this_thread::sleep_for(100ms);
+    }
+    int status = events.stop(1s);
+    auto output = readText(out);
+    INFO(output);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    CHECK_THAT(output, StartsWith("idgen.block"));
+    CHECK_THAT(output, Contains("idgen@" + mesh.idgen) && Contains(R"("namespace":"fresh-)") &&
+                           Contains(R"("from":"1")") && Contains(R"("limit":"104")"));
+
+    // Without --count, --timeout ends it; --count not reached is exit 1.
+    auto none = mesh.ctl({"events", "nothing.here.", "--count", "1", "--timeout", "300"});
+    CHECK(none.exitCode == 1);
+  }
+
+  SECTION("bad arguments exit with 2 and say what is wrong") {
+    struct Case {
+      std::vector<std::string> args;
+      std::string says;
+    };
+    const Case cases[] = {
+        {{"call", "idgen", "next", "orders", "many"},
+         "argument 'many' for count: expected an integer"},
+        {{"call", "idgen", "next", "orders", "-1"}, "argument '-1' for count"},
+        {{"call", "idgen", "next", "orders", "99999999999"}, "argument '99999999999'"},
+        {{"call", "idgen", "next", "a", "1", "extra"},
+         "takes <namespace> <count>, got 3 arguments"},
+        {{"call", "idgen", "frobnicate"}, "frobnicate"},
+        {{"call", "nosuchservice", "next"}, "nosuchservice"},
+        {{"call", "idgen", "next", "--params", "{not json"}, "--params"},
+        {{"call", "idgen", "next", "x", "--params", "{}"}, "either --params or positional"},
+        {{"call", "idgen"}, "method"},
+        {{"frobnicate"}, "A subcommand is required"},
+    };
+    for (auto& c : cases) {
+      auto r = mesh.ctl(c.args);
+      std::string cmd;
+      for (auto& a : c.args) cmd += a + " ";
+      INFO("zmeshctl " << cmd << "\n" << r.output);
+      CHECK(r.exitCode == 2);
+      CHECK_THAT(r.output, Contains(c.says));
+    }
+    // A request the service refuses is the service's error (exit 1), named as such.
+    auto refused = mesh.ctl({"call", "idgen", "next", "bad ns", "1"});
+    INFO(refused.output);
+    CHECK(refused.exitCode == 1);
+    CHECK_THAT(refused.output, Contains("INVALID_ARGUMENT") && Contains("invalid character ' '"));
+  }
+
+  // Every section ends with `down`: the supervisor and every service are gone.
+  mesh.remember();
+  auto last = mesh.state();
+  auto down = mesh.ctl({"down"});
+  INFO("down:\n"
+       << down.output << "\nsupervisor log:\n"
+       << readText(mesh.logDir + "/zmeshctl.log"));
+  CHECK(down.exitCode == 0);
+  CHECK_THAT(down.output, Contains("mesh stopped"));
+  CHECK_THAT(down.output, !Contains("did not stop"));
+  CHECK_FALSE(alive(*supervisor));
+  auto reapDeadline = Clock::now() + 5s;
+  while (!mesh.reaped() && Clock::now() < reapDeadline) {
+    mesh.reapSupervisor();
+    std::this_thread::sleep_for(10ms);
+  }
+  CHECK(mesh.reaped());
+  for (auto& [name, s] : last) {
+    INFO(name << " pid " << s.pid);
+    CHECK_FALSE(alive(s.pid));
+  }
+  CHECK_FALSE(mesh.supervisorPid());
+  auto after = mesh.state();
+  for (auto& [name, s] : after) CHECK(s.pid == 0);
+  auto status = mesh.ctl({"status"});
+  CHECK(status.exitCode == 1);
+  CHECK_THAT(status.output, Contains("no supervisor running"));
+  CHECK(readText(mesh.logDir + "/idgen.log").size() > 0);
+  CHECK(readText(mesh.logDir + "/broker.log").size() > 0);
+}
