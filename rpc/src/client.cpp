@@ -64,11 +64,13 @@ Connection::Connection(zmq::context_t& context, std::string endpoint, Connection
       replyOptions_(readerOptionsFor(options.maxReplyBytes)) {
   // A routing id of our own survives reconnects, so the server recognises a
   // resend after a reconnect as the same caller (and answers it from its record).
-  char id[16];
+  // 12 bytes: 88 random bits, and short enough for std::string's inline buffer
+  // on the server, which keys its per-peer state by it.
+  char id[12];
   id[0] = 'z';  // ids starting with a zero byte are reserved by libzmq
-  for (int i = 1; i < 16; i += 8) {
+  for (int i = 1; i < 12; i += 8) {
     uint64_t r = randomU64();
-    std::memcpy(id + i, &r, std::min(8, 16 - i));
+    std::memcpy(id + i, &r, std::min(8, 12 - i));
   }
   dealer_.set(zmq::sockopt::routing_id, zmq::const_buffer(id, sizeof(id)));
   dealer_.set(zmq::sockopt::linger, 0);
@@ -212,8 +214,8 @@ void Connection::drainReplies() {
     uint64_t requestId;
     Status status;
     try {
-      auto header = readFrame(frames[0], readerOptionsFor(wire::kMaxHeaderBytes));
-      auto h = header.root<idl::RpcHeader>();
+      wire::HeaderFrame header(frames[0]);
+      auto h = header.get();
       requestId = h.getRequestId();
       status.code = h.getStatus();
       status.message = h.getMessage().cStr();

@@ -37,7 +37,9 @@ class CallHook final : public capnp::CallContextHook, public kj::Refcounted {
   void releaseParams() override { params_ = nullptr; }
   capnp::AnyPointer::Builder getResults(kj::Maybe<capnp::MessageSize> sizeHint) override {
     if (results_ == nullptr) {
-      uint firstSegment = capnp::SUGGESTED_FIRST_SEGMENT_WORDS;
+      // Most results are a few words; capnp's default first segment (8 KiB,
+      // zeroed) cost more than the rest of a call. Larger results grow it.
+      uint firstSegment = 64;
       KJ_IF_MAYBE (hint, sizeHint) {
         firstSegment = hint->wordCount + 1;
       }
@@ -150,7 +152,6 @@ struct Server::Impl {
   std::unordered_map<std::string, PeerQueue> peers;
   bool moreToRead = false;
   std::optional<TimePoint> graceDeadline;
-  capnp::ReaderOptions headerOptions = readerOptionsFor(wire::kMaxHeaderBytes);
   capnp::ReaderOptions paramOptions;
   // Last so that pending tasks go first: they reference everything above.
   kj::TaskSet tasks;
@@ -178,14 +179,14 @@ struct Server::Impl {
       return;
     }
     std::string peer = frames[0].to_string();
-    std::optional<FrameMessage> headerMessage;
+    std::optional<wire::HeaderFrame> headerFrame;
     try {
-      headerMessage.emplace(readFrame(frames[1], headerOptions));
+      headerFrame.emplace(frames[1]);
     } catch (const FrameError&) {
       ++c.malformed;  // no request id to answer to
       return;
     }
-    auto header = headerMessage->root<idl::RpcHeader>();
+    auto header = headerFrame->get();
     uint64_t requestId = header.getRequestId();
     bool retryable = header.getRetryable();
 
@@ -262,6 +263,17 @@ struct Server::Impl {
                          capnp::CallContext<capnp::AnyPointer, capnp::AnyPointer>(*hook))
           .promise;
     });
+    // Most methods answer at once: reply now, without a continuation per call.
+    if (result.poll(waitScope)) {
+      Status status;
+      try {
+        result.wait(waitScope);
+      } catch (const kj::Exception& e) {
+        status = statusFromException(e);
+      }
+      complete(id, status);
+      return;
+    }
     call.work = result.attach(kj::mv(hook))
                     .then([this, id]() { complete(id, {}); },
                           [this, id](kj::Exception&& e) { complete(id, statusFromException(e)); })

@@ -31,6 +31,19 @@ zmq::message_t encodeRequest(const RequestHeader& h) {
   return toFrame(message);
 }
 
+HeaderFrame::HeaderFrame(const zmq::message_t& frame) {
+  size_t size = frame.size();
+  if (size == 0 || size > kMaxHeaderBytes || size % sizeof(capnp::word) != 0)
+    throw FrameError("header frame of " + std::to_string(size) + " bytes");
+  std::memcpy(words_, frame.data(), size);
+  static const capnp::ReaderOptions options = readerOptionsFor(kMaxHeaderBytes);
+  openMessage(kj::arrayPtr(words_, size / sizeof(capnp::word)), options, reader_);
+}
+
+idl::RpcHeader::Reader HeaderFrame::get() {
+  return KJ_ASSERT_NONNULL(reader_).getRoot<idl::RpcHeader>();
+}
+
 zmq::message_t encodeReply(uint64_t requestId, StatusCode code, std::string_view text) {
   if (text.size() > kMaxStatusMessageBytes) {
     size_t cut = kMaxStatusMessageBytes;

@@ -5,6 +5,8 @@
 #include <string_view>
 #include <zmq.hpp>
 
+#include "zmesh/idl/common.capnp.h"
+#include "zmesh/rpc/frame.h"
 #include "zmesh/rpc/status.h"
 
 namespace zmesh::rpc::wire {
@@ -26,6 +28,21 @@ struct RequestHeader {
 };
 
 zmq::message_t encodeRequest(const RequestHeader& h);
+
+// A received header, read from an aligned copy on the stack: no heap
+// allocation for the frame every request and every reply carry.
+class HeaderFrame {
+ public:
+  // Throws FrameError for an empty, oversized or malformed header.
+  explicit HeaderFrame(const zmq::message_t& frame);
+  HeaderFrame(const HeaderFrame&) = delete;
+  HeaderFrame& operator=(const HeaderFrame&) = delete;
+  idl::RpcHeader::Reader get();
+
+ private:
+  alignas(capnp::word) capnp::word words_[kMaxHeaderBytes / sizeof(capnp::word)];
+  kj::Maybe<capnp::FlatArrayMessageReader> reader_;
+};
 zmq::message_t encodeReply(uint64_t requestId, StatusCode code, std::string_view message);
 
 }  // namespace zmesh::rpc::wire

@@ -41,6 +41,12 @@ class FrameError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Opens `words` (aligned) as exactly one well-formed message, traversed once;
+// the reader is built in `out`. Throws FrameError. For callers with their own
+// buffer (headers are read from the stack, twice per call).
+void openMessage(kj::ArrayPtr<const capnp::word> words, const capnp::ReaderOptions& options,
+                 kj::Maybe<capnp::FlatArrayMessageReader>& out);
+
 // Reads a frame eagerly (the whole message is traversed once, so a malformed
 // message is rejected here rather than half-way through a method).
 FrameMessage readFrame(const zmq::message_t& frame, const capnp::ReaderOptions& options);
