@@ -24,7 +24,9 @@ command -v redis-server >/dev/null || { echo "redis-server missing: run deploy/s
 : > "$tmp/empty.toml"
 
 start_redis() {  # $1: persistence (off|everysec)
-  local args=(--port "$redis_port" --bind 127.0.0.1 --save '' --dir "$tmp" --daemonize no --logfile "$tmp/redis.log")
+  local dir="$tmp/redis-$RANDOM"
+  mkdir -p "$dir"
+  local args=(--port "$redis_port" --bind 127.0.0.1 --save '' --dir "$dir" --daemonize no --logfile "$dir/redis.log")
   if [ "$1" = everysec ]; then args+=(--appendonly yes --appendfsync everysec); else args+=(--appendonly no); fi
   redis-server "${args[@]}" & pids+=($!)
   for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && return; sleep 0.05; done
@@ -35,7 +37,7 @@ stop_last() { kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 
 start_idgen() {  # $1: persistence (off|everysec)
   local args=(--config "$tmp/empty.toml" --endpoint "tcp://127.0.0.1:$idgen_port" --broker none --log-level warn)
   if [ "$1" = everysec ]; then args+=(--data-dir "$tmp/idgen-$RANDOM" --fsync everysec); else args+=(--memory); fi
-  "$bin/zmesh-idgen" "${args[@]}" & pids+=($!)
+  "$bin/zmesh-idgen" "${args[@]}" 2>/dev/null & pids+=($!)
   sleep 0.3
 }
 
