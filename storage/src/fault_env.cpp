@@ -155,25 +155,24 @@ FaultInjectionEnv::FaultInjectionEnv() : state_(std::make_shared<FaultState>()) 
 FaultInjectionEnv::~FaultInjectionEnv() = default;
 
 std::unique_ptr<WritableFile> FaultInjectionEnv::openAppend(const std::string& path) {
-  state_->before("openAppend", path);
-  const std::string p = detail::normalizePath(path);
-  std::lock_guard lk(state_->mu);
-  state_->checkUp(p);
-  state_->checkParent("open", p);
-  auto& inode = state_->live[p];
-  if (!inode) inode = std::make_shared<Inode>();
-  return std::make_unique<FaultFile>(state_, inode, p, state_->epoch);
+  return open("openAppend", path, false);
 }
 
 std::unique_ptr<WritableFile> FaultInjectionEnv::openTruncate(const std::string& path) {
-  state_->before("openTruncate", path);
+  return open("openTruncate", path, true);
+}
+
+std::unique_ptr<WritableFile> FaultInjectionEnv::open(const char* op, const std::string& path,
+                                                      bool truncate) {
+  state_->before(op, path);
   const std::string p = detail::normalizePath(path);
   std::lock_guard lk(state_->mu);
   state_->checkUp(p);
   state_->checkParent("open", p);
   auto& inode = state_->live[p];
   if (!inode) inode = std::make_shared<Inode>();
-  inode->current.clear();  // durable content stays until the next sync, as with O_TRUNC
+  if (truncate)
+    inode->current.clear();  // durable content stays until the next sync, as with O_TRUNC
   return std::make_unique<FaultFile>(state_, inode, p, state_->epoch);
 }
 

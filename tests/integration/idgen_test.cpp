@@ -115,22 +115,6 @@ std::pair<std::string, std::string> errorOf(Fn&& fn) {
   return {"OK", ""};
 }
 
-// Snowflake right after a restart may be UNAVAILABLE until the clock passes the
-// persisted time bound; anything else is a failure.
-std::vector<uint64_t> snowflakeRetrying(const IdGenClient& idgen, uint32_t count) {
-  auto deadline = Clock::now() + 10s;
-  while (true) {
-    try {
-      return idgen.snowflake(count);
-    } catch (const RpcError& e) {
-      INFO(e.what());
-      REQUIRE(e.code() == StatusCode::UNAVAILABLE);
-      REQUIRE(Clock::now() < deadline);
-      std::this_thread::sleep_for(20ms);
-    }
-  }
-}
-
 }  // namespace
 
 TEST_CASE("idgen next: contiguous increasing ranges, independent namespaces", "[idgen]") {

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <cstdlib>
 #include <filesystem>
 #include <stdexcept>
@@ -140,6 +141,22 @@ bool waitHealthy(const std::string& endpoint, std::chrono::milliseconds timeout)
     }
   }
   return false;
+}
+
+std::vector<uint64_t> snowflakeRetrying(const IdGenClient& idgen, uint32_t count,
+                                        bool alsoDeadline) {
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (true) {
+    try {
+      return idgen.snowflake(count);
+    } catch (const RpcError& e) {
+      INFO(e.what());
+      REQUIRE((e.code() == StatusCode::UNAVAILABLE ||
+               (alsoDeadline && e.code() == StatusCode::DEADLINE_EXCEEDED)));
+      REQUIRE(std::chrono::steady_clock::now() < deadline);
+      std::this_thread::sleep_for(10ms);
+    }
+  }
 }
 
 }  // namespace zmesh::testing

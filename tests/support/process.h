@@ -5,8 +5,13 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
 #include <string>
 #include <vector>
+
+namespace zmesh {
+class IdGenClient;
+}
 
 namespace zmesh::testing {
 
@@ -54,5 +59,12 @@ class Process {
 
 // Polls Admin.health on `endpoint` until it answers ok or `timeout` passes.
 bool waitHealthy(const std::string& endpoint, std::chrono::milliseconds timeout = 10s);
+
+// IdGen.snowflake, retried while it answers UNAVAILABLE (after a restart the
+// clock may be behind the persisted time bound) — and DEADLINE_EXCEEDED too
+// when `alsoDeadline` (a service being killed). Fails the test on anything
+// else, or after 10 s.
+std::vector<uint64_t> snowflakeRetrying(const IdGenClient& idgen, uint32_t count,
+                                        bool alsoDeadline = false);
 
 }  // namespace zmesh::testing

@@ -81,6 +81,8 @@ class FaultInjectionEnv final : public Env {
   void setOpHook(OpHook hook);
 
  private:
+  std::unique_ptr<WritableFile> open(const char* op, const std::string& path, bool truncate);
+
   std::shared_ptr<detail::FaultState> state_;  // shared with open files and locks
 };
 
