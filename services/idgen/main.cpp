@@ -25,8 +25,8 @@ int main(int argc, char** argv) {
     rpc::setupLogging("idgen", flags.logLevel, flags.logFile);
     auto config = rpc::MeshConfig::load(flags.config);
     auto s = config.section("idgen");
-    s.rejectUnknown({"enabled", "endpoint", "data_dir", "fsync", "block_size", "prefetch_fraction",
-                     "worker_id", "epoch_ms", "max_backward", "bound_ahead", "epoch_warn_days",
+    s.rejectUnknown({"enabled", "endpoint", "data_dir", "fsync", "block_size", "worker_id",
+                     "epoch_ms", "max_backward", "bound_ahead", "epoch_warn_days",
                      "rewrite_after_bytes", "max_request_bytes", "default_deadline", "retry_window",
                      "stop_grace", "send_hwm", "recv_hwm"});
     idgen::IdGenOptions options;
