@@ -532,6 +532,9 @@ Server::Server(zmq::context_t& context, ServerOptions options)
     : options_(std::move(options)), impl_(std::make_unique<Impl>(context, *this)) {
   auto& router = impl_->router;
   router.set(zmq::sockopt::router_mandatory, 1);
+  // Clients keep their routing id across reconnects (so a resend after a
+  // reconnect is recognised); a reconnect must take over the stale pipe.
+  router.set(zmq::sockopt::router_handover, 1);
   router.set(zmq::sockopt::linger, 0);
   router.set(zmq::sockopt::sndhwm, options_.sendHwm);
   router.set(zmq::sockopt::rcvhwm, options_.recvHwm);
