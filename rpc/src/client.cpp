@@ -59,7 +59,7 @@ Connection::Connection(zmq::context_t& context, std::string endpoint, Connection
     : endpoint_(std::move(endpoint)),
       options_(options),
       dealer_(context, zmq::socket_type::dealer),
-      monitor_(context, zmq::socket_type::pair),
+      monitor_(options.monitor ? zmq::socket_t(context, zmq::socket_type::pair) : zmq::socket_t()),
       nextRequestId_(randomU64() >> 1),
       replyOptions_(readerOptionsFor(options.maxReplyBytes)) {
   // A routing id of our own survives reconnects, so the server recognises a
@@ -83,12 +83,14 @@ Connection::Connection(zmq::context_t& context, std::string endpoint, Connection
   dealer_.set(zmq::sockopt::reconnect_ivl_max, options_.reconnectIvlMaxMs);
   dealer_.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(options_.maxReplyBytes + 65536));
 
-  std::string monitorAddress = "inproc://zmesh-monitor-" + std::to_string(randomU64());
-  if (zmq_socket_monitor(dealer_.handle(), monitorAddress.c_str(),
-                         ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) != 0)
-    throw zmq::error_t();
-  monitor_.set(zmq::sockopt::linger, 0);
-  monitor_.connect(monitorAddress);
+  if (options_.monitor) {
+    std::string monitorAddress = "inproc://zmesh-monitor-" + std::to_string(randomU64());
+    if (zmq_socket_monitor(dealer_.handle(), monitorAddress.c_str(),
+                           ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) != 0)
+      throw zmq::error_t();
+    monitor_.set(zmq::sockopt::linger, 0);
+    monitor_.connect(monitorAddress);
+  }
   try {
     dealer_.connect(endpoint_);
   } catch (const zmq::error_t& e) {
@@ -101,7 +103,7 @@ Connection::~Connection() {
   for (auto& [id, call] : calls)
     call->done(Reply({StatusCode::UNAVAILABLE, "client closed before " + endpoint_ + " answered"},
                      std::nullopt));
-  zmq_socket_monitor(dealer_.handle(), nullptr, 0);
+  if (options_.monitor) zmq_socket_monitor(dealer_.handle(), nullptr, 0);
 }
 
 void Connection::call(uint64_t interfaceId, uint16_t methodId, zmq::message_t params,
@@ -176,6 +178,7 @@ void Connection::finish(uint64_t requestId, Reply reply) {
 
 std::vector<zmq::pollitem_t> Connection::pollItems() {
   short dealerEvents = ZMQ_POLLIN | (blocked_.empty() ? 0 : ZMQ_POLLOUT);
+  if (!options_.monitor) return {{dealer_.handle(), 0, dealerEvents, 0}};
   return {{dealer_.handle(), 0, dealerEvents, 0}, {monitor_.handle(), 0, ZMQ_POLLIN, 0}};
 }
 
@@ -242,6 +245,7 @@ void Connection::drainReplies() {
 }
 
 void Connection::drainMonitor() {
+  if (!options_.monitor) return;
   std::vector<zmq::message_t> frames;
   while (true) {
     frames.clear();

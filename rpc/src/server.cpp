@@ -151,6 +151,7 @@ struct Server::Impl {
   std::deque<std::pair<TimePoint, std::string>> retainedOrder;
   std::unordered_map<std::string, PeerQueue> peers;
   bool moreToRead = false;
+  std::vector<zmq::pollitem_t> items;
   std::optional<TimePoint> graceDeadline;
   capnp::ReaderOptions paramOptions;
   // Last so that pending tasks go first: they reference everything above.
@@ -507,7 +508,7 @@ struct Server::Impl {
       timer.advanceTo(monotonicNow());
       if (finished()) return;
 
-      std::vector<zmq::pollitem_t> items;
+      items.clear();  // reused: this runs once per wake-up
       items.push_back({router.handle(), 0, ZMQ_POLLIN, 0});
       items.push_back({nullptr, wakeFd, ZMQ_POLLIN, 0});
       for (auto& [item, fn] : watched) items.push_back(item);
