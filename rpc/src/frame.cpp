@@ -11,22 +11,10 @@ FrameMessage::FrameMessage(const void* data, size_t size, const capnp::ReaderOpt
   // unaligned segments, so read from an aligned copy.
   words_ = kj::heapArray<capnp::word>(size / sizeof(capnp::word));
   std::memcpy(words_.begin(), data, size);
-  kj::Maybe<capnp::FlatArrayMessageReader> reader;
-  openMessage(words_, options, reader);
-  reader_ = kj::heap<capnp::FlatArrayMessageReader>(words_.asPtr(), options);
-}
-
-void openMessage(kj::ArrayPtr<const capnp::word> words, const capnp::ReaderOptions& options,
-                 kj::Maybe<capnp::FlatArrayMessageReader>& out) {
-  try {
-    auto& reader = out.emplace(words, options);
-    if (reader.getEnd() != words.end())
-      throw FrameError("frame has bytes after the end of its message");
-    reader.getRoot<capnp::AnyPointer>().targetSize();  // bounds + traversal check
-  } catch (const kj::Exception& e) {
-    out = nullptr;
-    throw FrameError(std::string("malformed message: ") + e.getDescription().cStr());
-  }
+  openMessage(words_, [&]() -> capnp::FlatArrayMessageReader& {
+    reader_ = kj::heap<capnp::FlatArrayMessageReader>(words_.asPtr(), options);
+    return *reader_;
+  });
 }
 
 FrameMessage readFrame(const zmq::message_t& frame, const capnp::ReaderOptions& options) {

@@ -629,10 +629,6 @@ void Server::watchSocket(zmq::socket_ref socket, std::function<void()> onReadabl
 
 kj::Timer& Server::timer() { return impl_->timer; }
 
-std::chrono::steady_clock::time_point Server::now() const {
-  return std::chrono::steady_clock::now();
-}
-
 size_t Server::inFlight() const { return impl_->calls.size(); }
 
 }  // namespace zmesh::rpc

@@ -37,7 +37,9 @@ HeaderFrame::HeaderFrame(const zmq::message_t& frame) {
     throw FrameError("header frame of " + std::to_string(size) + " bytes");
   std::memcpy(words_, frame.data(), size);
   static const capnp::ReaderOptions options = readerOptionsFor(kMaxHeaderBytes);
-  openMessage(kj::arrayPtr(words_, size / sizeof(capnp::word)), options, reader_);
+  auto words = kj::arrayPtr(words_, size / sizeof(capnp::word));
+  openMessage(words,
+              [&]() -> capnp::FlatArrayMessageReader& { return reader_.emplace(words, options); });
 }
 
 idl::RpcHeader::Reader HeaderFrame::get() {

@@ -41,11 +41,22 @@ class FrameError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// Opens `words` (aligned) as exactly one well-formed message, traversed once;
-// the reader is built in `out`. Throws FrameError. For callers with their own
-// buffer (headers are read from the stack, twice per call).
-void openMessage(kj::ArrayPtr<const capnp::word> words, const capnp::ReaderOptions& options,
-                 kj::Maybe<capnp::FlatArrayMessageReader>& out);
+// Opens `words` (aligned) as exactly one well-formed message ending at their
+// end, traversed once. `open` builds the reader — on the heap, or in a caller's
+// buffer (headers are read from the stack, twice per call) — and returns it.
+// Throws FrameError.
+template <typename Open>
+capnp::FlatArrayMessageReader& openMessage(kj::ArrayPtr<const capnp::word> words, Open&& open) {
+  try {
+    capnp::FlatArrayMessageReader& reader = open();
+    if (reader.getEnd() != words.end())
+      throw FrameError("frame has bytes after the end of its message");
+    reader.getRoot<capnp::AnyPointer>().targetSize();  // bounds + traversal check
+    return reader;
+  } catch (const kj::Exception& e) {
+    throw FrameError(std::string("malformed message: ") + e.getDescription().cStr());
+  }
+}
 
 // Reads a frame eagerly (the whole message is traversed once, so a malformed
 // message is rejected here rather than half-way through a method).

@@ -98,7 +98,6 @@ class Server {
   void watchSocket(zmq::socket_ref socket, std::function<void()> onReadable);
 
   kj::Timer& timer();
-  std::chrono::steady_clock::time_point now() const;
   const ServerCounters& counters() const { return counters_; }
   StatsRegistry& stats() { return stats_; }
   const ServerOptions& options() const { return options_; }
