@@ -45,6 +45,7 @@ rpc::Reply invoke(const rpc::Channel& channel, uint16_t method, const CallSettin
 std::string defaultEndpoint(const std::string& service) {
   if (service == "broker") return "tcp://127.0.0.1:7101";
   if (service == "idgen") return "tcp://127.0.0.1:7110";
+  if (service == "gateway") return "tcp://127.0.0.1:7180";  // its Admin; HTTP is gateway.listen
   if (service == "ratelimit") return "tcp://127.0.0.1:7120";
   if (service == "lock") return "tcp://127.0.0.1:7130";
   if (service == "cache") return "tcp://127.0.0.1:7140";
@@ -242,6 +243,7 @@ std::vector<capnp::InterfaceSchema> interfacesOf(const std::string& service) {
   capnp::InterfaceSchema admin = capnp::Schema::from<idl::Admin>();
   if (service == "idgen") return {capnp::Schema::from<idl::IdGen>(), admin};
   if (service == "broker") return {admin};
+  if (service == "gateway") return {admin};
   return {};
 }
 

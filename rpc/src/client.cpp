@@ -61,7 +61,8 @@ Connection::Connection(zmq::context_t& context, std::string endpoint, Connection
       dealer_(context, zmq::socket_type::dealer),
       monitor_(options.monitor ? zmq::socket_t(context, zmq::socket_type::pair) : zmq::socket_t()),
       nextRequestId_(randomU64() >> 1),
-      replyOptions_(readerOptionsFor(options.maxReplyBytes)) {
+      replyOptions_(readerOptionsFor(options.maxReplyBytes)),
+      downSince_(Clock::now()) {
   // A routing id of our own survives reconnects, so the server recognises a
   // resend after a reconnect as the same caller (and answers it from its record).
   // 12 bytes: 88 random bits, and short enough for std::string's inline buffer
@@ -118,6 +119,18 @@ void Connection::call(uint64_t interfaceId, uint16_t methodId, zmq::message_t pa
     return;
   }
   auto now = Clock::now();
+  if (options_.monitor && options_.failFastAfterMs > 0 && !connected_ &&
+      now - downSince_ >= std::chrono::milliseconds(options_.failFastAfterMs)) {
+    ++counters_.unavailable;
+    done(Reply(
+        {StatusCode::UNAVAILABLE,
+         endpoint_ + " is not connected (down for " +
+             std::to_string(
+                 std::chrono::duration_cast<std::chrono::milliseconds>(now - downSince_).count()) +
+             " ms)"},
+        std::nullopt));
+    return;
+  }
   auto call = std::make_unique<Call>();
   call->requestId = nextRequestId_++;
   call->interfaceId = interfaceId;
@@ -258,6 +271,7 @@ void Connection::drainMonitor() {
       connected_ = true;
     } else if (event == ZMQ_EVENT_DISCONNECTED) {
       connected_ = false;
+      downSince_ = Clock::now();
       ++counters_.disconnects;
       // Replies that arrived before the connection dropped are already queued:
       // take them first, or their calls would be failed as lost.

@@ -74,6 +74,20 @@ std::vector<std::string> ConfigSection::strings(std::string_view key) const {
   return out;
 }
 
+ConfigSection ConfigSection::child(std::string_view key) const {
+  if (!has(key)) return ConfigSection(source_, name_ + "." + std::string(key), nullptr);
+  auto* node = table_->get(key);
+  if (!node->is_table()) fail(key, "expected a table, got " + describe(*node));
+  return ConfigSection(source_, name_ + "." + std::string(key), node->as_table());
+}
+
+std::vector<std::string> ConfigSection::keys() const {
+  std::vector<std::string> out;
+  if (!table_) return out;
+  for (auto& [k, v] : *table_) out.emplace_back(k.str());
+  return out;
+}
+
 void ConfigSection::rejectUnknown(std::initializer_list<std::string_view> known) const {
   if (!table_) return;
   for (auto& [k, v] : *table_) {

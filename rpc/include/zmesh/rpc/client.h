@@ -82,6 +82,10 @@ struct ConnectionOptions {
   // or resends its calls at once rather than at their deadlines. Off only for
   // load generators, where it doubles the sockets polled.
   bool monitor = true;
+  // With the monitor on and this > 0: a call made while the connection has been
+  // down at least this long fails at once with UNAVAILABLE instead of waiting
+  // for its deadline (the gateway answers 503 at once for a service that is down).
+  int failFastAfterMs = 0;
 };
 
 struct ConnectionCounters {
@@ -116,6 +120,8 @@ class Connection {
   std::optional<Clock::time_point> nextTimer() const;
 
   size_t inFlight() const { return calls_.size(); }
+  // As the monitor last saw it (always false with the monitor off).
+  bool connected() const { return connected_; }
   const ConnectionCounters& counters() const { return counters_; }
   const std::string& endpoint() const { return endpoint_; }
 
@@ -139,6 +145,7 @@ class Connection {
   ConnectionCounters counters_;
   capnp::ReaderOptions replyOptions_;
   bool connected_ = false;
+  Clock::time_point downSince_;  // when the connection was last seen down (or created)
 };
 
 class ClientThread;

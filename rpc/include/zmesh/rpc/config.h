@@ -40,6 +40,10 @@ class ConfigSection {
   std::vector<std::string> strings(std::string_view key) const;
   bool has(std::string_view key) const;
   bool present() const { return table_ != nullptr; }
+  // A nested table ([gateway.tokens] under [gateway]), named "<this>.<key>" in errors.
+  ConfigSection child(std::string_view key) const;
+  // The keys of this table, in file order.
+  std::vector<std::string> keys() const;
   // Throws for any key not in `known` (a typo must not silently fall back).
   void rejectUnknown(std::initializer_list<std::string_view> known) const;
   const std::string& name() const { return name_; }
