@@ -1,0 +1,116 @@
+// zmesh-gateway: HTTP/1.1 (Beast) in front of the mesh's services.
+//
+// Threads: N workers, each an io_context that owns its HTTP sessions and its
+// DEALER connections to the services (joined to asio through ZMQ_FD), so a
+// request is parsed, sent to its service, answered and written on one thread
+// with no locks on the way. The acceptor runs on worker 0 and hands each new
+// connection to the next worker. Events come from one subscription thread
+// (EventHub) and are posted to the workers owning the SSE streams.
+#pragma once
+
+#include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+#include <zmq.hpp>
+
+#include "auth.h"
+#include "event_hub.h"
+#include "gateway_config.h"
+#include "idempotency.h"
+#include "metrics.h"
+#include "router.h"
+#include "zmq_asio.h"
+
+namespace zmesh {
+class Mesh;
+}
+
+namespace zmesh::gateway {
+
+class Gateway;
+
+// A service the mesh file configures, as the gateway reaches it.
+struct ServiceTarget {
+  std::string name;           // "idgen"
+  std::string endpoint;       // its RPC endpoint
+  std::string adminEndpoint;  // where it answers Admin (the broker's differs)
+  bool built = true;          // false: configured, but this build has no such service
+};
+
+class Worker {
+ public:
+  Worker(Gateway& gateway, size_t index);
+  boost::asio::io_context& io() { return io_; }
+  size_t index() const { return index_; }
+  Gateway& gateway() { return gateway_; }
+  // This worker's connection to an endpoint, made on first use. Worker thread only.
+  AsioConnection& connection(const std::string& endpoint);
+  // Sums of this worker's connection counters by endpoint. Worker thread only.
+  std::map<std::string, rpc::ConnectionCounters> counters() const;
+  void closeConnections();  // worker thread, at stop
+
+ private:
+  Gateway& gateway_;
+  size_t index_;
+  boost::asio::io_context io_;
+  std::map<std::string, std::unique_ptr<AsioConnection>> connections_;
+};
+
+class Gateway {
+ public:
+  // Binds the listening socket (throws std::system_error naming the address).
+  Gateway(GatewayConfig config, Mesh& mesh, zmq::context_t& context);
+  ~Gateway();
+
+  void start();  // starts the worker threads and the event hub
+  // Stops accepting, ends SSE streams with a final event, lets requests in
+  // flight finish within the grace period, then stops the workers. Blocks.
+  void stop();
+  uint16_t port() const { return port_; }
+
+  const GatewayConfig& config() const { return config_; }
+  const Router& router() const { return router_; }
+  const Authenticator& auth() const { return auth_; }
+  IdempotencyStore& idempotency() { return idempotency_; }
+  Metrics& metrics() { return metrics_; }
+  EventHub& events() { return *events_; }
+  zmq::context_t& context() { return context_; }
+  // Configured services other than the gateway itself, broker first.
+  const std::vector<ServiceTarget>& services() const { return services_; }
+  const ServiceTarget* service(const std::string& name) const;
+  std::vector<std::unique_ptr<Worker>>& workers() { return workers_; }
+  bool stopping() const { return stopping_.load(); }
+
+  // Sessions in flight; stop() waits for these to reach zero.
+  std::atomic<int64_t> activeRequests{0};
+
+ private:
+  void accept();
+
+  GatewayConfig config_;
+  zmq::context_t& context_;
+  Router router_;
+  Authenticator auth_;
+  IdempotencyStore idempotency_;
+  Metrics metrics_;
+  std::unique_ptr<EventHub> events_;
+  std::vector<ServiceTarget> services_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::vector<std::thread> threads_;
+  std::unique_ptr<boost::asio::ip::tcp::acceptor> acceptor_;
+  size_t nextWorker_ = 0;
+  uint16_t port_ = 0;
+  std::atomic<bool> stopping_{false};
+};
+
+// Starts the HTTP session for an accepted connection (on its worker's thread).
+void startSession(Worker& worker, boost::asio::ip::tcp::socket socket);
+
+}  // namespace zmesh::gateway

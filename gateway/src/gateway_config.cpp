@@ -1,0 +1,109 @@
+#include "gateway_config.h"
+
+#include <boost/asio/ip/address.hpp>
+#include <charconv>
+#include <cstdlib>
+
+namespace zmesh::gateway {
+
+void parseListen(const std::string& text, GatewayConfig& config, const std::string& what) {
+  auto colon = text.rfind(':');
+  auto bad = [&](const std::string& reason) {
+    throw rpc::ConfigError(what + ": " + reason + ", got \"" + text + "\"");
+  };
+  if (colon == std::string::npos) bad("expected host:port such as 127.0.0.1:8080");
+  auto host = text.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  boost::system::error_code ec;
+  boost::asio::ip::make_address(host, ec);
+  if (ec) bad("expected an IP address before ':' (a name is not resolved)");
+  unsigned port = 0;
+  auto portText = std::string_view(text).substr(colon + 1);
+  auto [end, perr] = std::from_chars(portText.data(), portText.data() + portText.size(), port);
+  if (perr != std::errc() || end != portText.data() + portText.size() || port > 65535)
+    bad("expected a port from 0 to 65535 after ':'");
+  config.listenAddress = host;
+  config.listenPort = static_cast<uint16_t>(port);
+}
+
+GatewayConfig gatewayConfigFrom(const rpc::MeshConfig& mesh) {
+  GatewayConfig c;
+  auto s = mesh.section("gateway");
+  // endpoint … recv_hwm: the Admin RPC endpoint's, read by rpc::hostOptionsFrom.
+  s.rejectUnknown({"enabled",
+                   "listen",
+                   "endpoint",
+                   "max_request_bytes",
+                   "default_deadline",
+                   "retry_window",
+                   "send_hwm",
+                   "recv_hwm",
+                   "threads",
+                   "request_timeout",
+                   "idle_timeout",
+                   "retry_after",
+                   "max_header_bytes",
+                   "max_body_bytes",
+                   "max_uri_bytes",
+                   "max_key_bytes",
+                   "idempotency_window",
+                   "idempotency_max_entries",
+                   "sse_buffer",
+                   "sse_client_queue",
+                   "sse_heartbeat",
+                   "readiness_timeout",
+                   "stop_grace",
+                   "tokens"});
+  if (s.has("listen")) parseListen(s.string("listen", ""), c, mesh.source() + ": gateway.listen");
+  c.threads = static_cast<int>(s.integer("threads", c.threads, 1, 64));
+  c.requestTimeout = s.duration("request_timeout", c.requestTimeout);
+  c.idleTimeout = s.duration("idle_timeout", c.idleTimeout);
+  c.retryAfter = s.duration("retry_after", c.retryAfter);
+  c.maxHeaderBytes = s.integer("max_header_bytes", c.maxHeaderBytes, 1024, 1 << 20);
+  c.maxBodyBytes = s.integer("max_body_bytes", c.maxBodyBytes, 0, 1LL << 30);
+  c.maxUriBytes = s.integer("max_uri_bytes", c.maxUriBytes, 64, 1 << 20);
+  c.maxKeyBytes = s.integer("max_key_bytes", c.maxKeyBytes, 1, 1 << 20);
+  c.idempotencyWindow = s.duration("idempotency_window", c.idempotencyWindow);
+  c.idempotencyMaxEntries =
+      s.integer("idempotency_max_entries", c.idempotencyMaxEntries, 1, 100'000'000);
+  c.sseBuffer = s.integer("sse_buffer", c.sseBuffer, 1, 10'000'000);
+  c.sseClientQueue = s.integer("sse_client_queue", c.sseClientQueue, 1, 10'000'000);
+  c.sseHeartbeat = s.duration("sse_heartbeat", c.sseHeartbeat);
+  c.readinessTimeout = s.duration("readiness_timeout", c.readinessTimeout);
+  c.stopGrace = s.duration("stop_grace", c.stopGrace);
+  if (c.requestTimeout.count() == 0) s.fail("request_timeout", "must be more than 0");
+  if (c.sseHeartbeat.count() == 0) s.fail("sse_heartbeat", "must be more than 0");
+
+  auto tokens = s.child("tokens");
+  for (auto& name : tokens.keys()) {
+    auto t = tokens.child(name);
+    t.rejectUnknown({"token", "token_env", "scopes"});
+    TokenConfig token;
+    token.principal.name = name;
+    if (t.has("token") == t.has("token_env"))
+      t.fail("token", "give exactly one of token and token_env");
+    if (t.has("token")) {
+      token.token = t.string("token", "");
+    } else {
+      auto var = t.string("token_env", "");
+      const char* value = std::getenv(var.c_str());
+      if (!value || !*value) t.fail("token_env", "environment variable " + var + " is not set");
+      token.token = value;
+    }
+    if (token.token.empty()) t.fail("token", "must not be empty");
+    for (auto& scope : t.strings("scopes")) {
+      auto parsed = parseScope(scope);
+      if (!parsed)
+        t.fail("scopes", "unknown scope \"" + scope +
+                             "\" (known: ids, ratelimit, locks, cache, events, admin)");
+      token.principal.scopes.insert(*parsed);
+    }
+    for (auto& other : c.tokens)
+      if (other.token == token.token) t.fail("token", "the same token as " + other.principal.name);
+    c.tokens.push_back(std::move(token));
+  }
+  return c;
+}
+
+}  // namespace zmesh::gateway

@@ -1,0 +1,85 @@
+// ID generator routes (API.md "ID generator").
+#include <boost/json.hpp>
+#include <charconv>
+
+#include "exchange.h"
+#include "routes/routes.h"
+#include "zmesh/idl/idgen.capnp.h"
+
+namespace zmesh::gateway {
+
+namespace {
+
+using idl::IdGen;
+
+uint64_t idgenInterface() { return capnp::typeId<IdGen>(); }
+uint16_t method(const char* name) { return rpc::methodOrdinal(capnp::Schema::from<IdGen>(), name); }
+
+constexpr int64_t kMaxCount = 10000;
+
+void next(const std::shared_ptr<Exchange>& ex) {
+  auto count = ex->queryInteger("count", 1, 1, kMaxCount);
+  if (!count) return;
+  std::string ns(ex->param("namespace"));
+  capnp::MallocMessageBuilder params;
+  auto p = params.initRoot<IdGen::NextParams>();
+  p.setNamespace(ns);
+  p.setCount(static_cast<uint32_t>(*count));
+  static const uint16_t kNext = method("next");
+  ex->call(idgenInterface(), kNext, params, [ex, ns](rpc::Reply& reply) {
+    auto r = reply.results<IdGen::NextResults>();
+    boost::json::object body;
+    body["namespace"] = ns;
+    body["first"] = std::to_string(r.getFirst());
+    body["count"] = r.getCount();
+    ex->replyJson(http::status::ok, body);
+  });
+}
+
+void snowflake(const std::shared_ptr<Exchange>& ex) {
+  auto count = ex->queryInteger("count", 1, 1, kMaxCount);
+  if (!count) return;
+  capnp::MallocMessageBuilder params;
+  params.initRoot<IdGen::SnowflakeParams>().setCount(static_cast<uint32_t>(*count));
+  static const uint16_t kSnowflake = method("snowflake");
+  ex->call(idgenInterface(), kSnowflake, params, [ex](rpc::Reply& reply) {
+    boost::json::array ids;
+    for (auto id : reply.results<IdGen::SnowflakeResults>().getIds())
+      ids.emplace_back(std::to_string(id));
+    boost::json::object body;
+    body["ids"] = std::move(ids);
+    ex->replyJson(http::status::ok, body);
+  });
+}
+
+void decode(const std::shared_ptr<Exchange>& ex) {
+  auto text = ex->param("id");
+  uint64_t id = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), id);
+  if (ec != std::errc() || end != text.data() + text.size())
+    return ex->fail(
+        rpc::StatusCode::INVALID_ARGUMENT,
+        "id must be a decimal 64-bit unsigned integer, got \"" + std::string(text) + "\"");
+  capnp::MallocMessageBuilder params;
+  params.initRoot<IdGen::DecodeParams>().setId(id);
+  static const uint16_t kDecode = method("decode");
+  ex->call(idgenInterface(), kDecode, params, [ex, id](rpc::Reply& reply) {
+    auto r = reply.results<IdGen::DecodeResults>();
+    boost::json::object body;
+    body["id"] = std::to_string(id);
+    body["timestamp_ms"] = r.getTimestampMs();
+    body["worker"] = r.getWorker();
+    body["sequence"] = r.getSequence();
+    ex->replyJson(http::status::ok, body);
+  });
+}
+
+}  // namespace
+
+void addIdGenRoutes(Router& router) {
+  router.add({http::verb::post, "/v1/ids/{namespace}", Scope::kIds, "idgen", true, next});
+  router.add({http::verb::post, "/v1/snowflake", Scope::kIds, "idgen", true, snowflake});
+  router.add({http::verb::get, "/v1/snowflake/{id}", Scope::kIds, "idgen", false, decode});
+}
+
+}  // namespace zmesh::gateway

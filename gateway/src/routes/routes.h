@@ -1,0 +1,25 @@
+// Each service's REST routes, one file each. A service not built yet declares
+// its routes with no handler: they answer 501 until its issue lands.
+#pragma once
+
+#include "router.h"
+
+namespace zmesh::gateway {
+
+void addIdGenRoutes(Router& router);      // /v1/ids, /v1/snowflake
+void addRateLimitRoutes(Router& router);  // /v1/ratelimit
+void addLockRoutes(Router& router);       // /v1/locks
+void addCacheRoutes(Router& router);      // /v1/cache
+void addEventRoutes(Router& router);      // /v1/events (Server-Sent Events)
+void addOpsRoutes(Router& router);        // /healthz, /readyz, /metrics, /openapi.json
+
+inline void addAllRoutes(Router& router) {
+  addIdGenRoutes(router);
+  addRateLimitRoutes(router);
+  addLockRoutes(router);
+  addCacheRoutes(router);
+  addEventRoutes(router);
+  addOpsRoutes(router);
+}
+
+}  // namespace zmesh::gateway

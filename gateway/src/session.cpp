@@ -1,0 +1,421 @@
+#include "session.h"
+
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/string.hpp>
+#include <boost/beast/http/chunk_encode.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/write.hpp>
+#include <boost/json.hpp>
+#include <boost/url/parse.hpp>
+#include <random>
+
+#include "exchange.h"
+#include "gateway.h"
+
+namespace zmesh::gateway {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+
+namespace {
+
+// Ids and keys a client sends are echoed into logs, headers and the services:
+// printable ASCII without spaces, bounded.
+bool isToken(std::string_view text, size_t maxBytes) {
+  if (text.empty() || text.size() > maxBytes) return false;
+  for (unsigned char c : text)
+    if (c <= 0x20 || c >= 0x7f) return false;
+  return true;
+}
+
+std::string newRequestId() {
+  thread_local std::mt19937_64 random{std::random_device{}()};
+  char out[17];
+  std::snprintf(out, sizeof(out), "%016llx", static_cast<unsigned long long>(random()));
+  return out;
+}
+
+constexpr std::string_view kRequestIdHeader = "X-Request-Id";
+constexpr size_t kMaxRequestIdBytes = 128;
+constexpr size_t kMaxIdempotencyKeyBytes = 255;
+constexpr int kSseSendBuffer = 64 * 1024;
+
+std::string sseFrame(std::string_view event, std::string_view id, std::string_view data) {
+  std::string out;
+  out.reserve(event.size() + id.size() + data.size() + 24);
+  if (!event.empty()) out.append("event: ").append(event).append("\n");
+  if (!id.empty()) out.append("id: ").append(id).append("\n");
+  out.append("data: ").append(data).append("\n\n");  // data is one line of JSON
+  return out;
+}
+
+}  // namespace
+
+Session::Session(Worker& worker, asio::ip::tcp::socket socket)
+    : worker_(worker), gateway_(worker.gateway()), stream_(std::move(socket)) {}
+
+void Session::start() { readHeader(); }
+
+void Session::readHeader() {
+  if (gateway_.stopping()) return close();
+  auto& config = gateway_.config();
+  parser_.emplace();
+  parser_->header_limit(static_cast<uint32_t>(config.maxHeaderBytes));
+  parser_->body_limit(config.maxBodyBytes);
+  stream_.expires_after(config.idleTimeout);
+  http::async_read_header(
+      stream_, buffer_, *parser_,
+      [self = shared_from_this()](beast::error_code ec, size_t) { self->onHeader(ec); });
+}
+
+void Session::onHeader(beast::error_code ec) {
+  if (ec == http::error::header_limit)
+    return reject(
+        http::status::request_header_fields_too_large, "HEADERS_TOO_LARGE",
+        "request headers exceed " + std::to_string(gateway_.config().maxHeaderBytes) + " bytes");
+  if (ec == http::error::body_limit) return onBody(ec);
+  if (ec) {
+    if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
+        ec == asio::error::operation_aborted || ec == asio::error::connection_reset ||
+        ec == asio::error::eof)
+      return close();
+    return reject(http::status::bad_request, "INVALID_ARGUMENT",
+                  "malformed HTTP request: " + ec.message());
+  }
+  auto& config = gateway_.config();
+  if (parser_->get().target().size() > config.maxUriBytes)
+    return reject(http::status::uri_too_long, "URI_TOO_LONG",
+                  "request target is " + std::to_string(parser_->get().target().size()) +
+                      " bytes; the limit is " + std::to_string(config.maxUriBytes));
+  if (parser_->is_done()) return onBody({});
+  http::async_read(stream_, buffer_, *parser_,
+                   [self = shared_from_this()](beast::error_code ec, size_t) { self->onBody(ec); });
+}
+
+void Session::onBody(beast::error_code ec) {
+  if (ec == http::error::body_limit)
+    return reject(
+        http::status::payload_too_large, "PAYLOAD_TOO_LARGE",
+        "request body exceeds " + std::to_string(gateway_.config().maxBodyBytes) + " bytes");
+  if (ec) {
+    if (ec == beast::error::timeout || ec == asio::error::operation_aborted ||
+        ec == http::error::end_of_stream || ec == asio::error::eof)
+      return close();
+    return reject(http::status::bad_request, "INVALID_ARGUMENT",
+                  "malformed HTTP request body: " + ec.message());
+  }
+  stream_.expires_never();  // a service call's own deadline bounds the wait
+  dispatch(parser_->release());
+}
+
+void Session::reject(http::status status, std::string_view code, std::string_view message) {
+  // After a framing error the rest of the connection cannot be trusted.
+  started_ = Clock::now();
+  busy_ = true;
+  keepAlive_ = false;
+  if (requestId_.empty()) requestId_ = newRequestId();
+  ++gateway_.activeRequests;
+  gateway_.metrics().requestStarted();
+  send(errorResponse(status, code, message, requestId_, gateway_.config().retryAfter));
+}
+
+void Session::dispatch(Request request) {
+  auto& config = gateway_.config();
+  busy_ = true;
+  started_ = Clock::now();
+  ++gateway_.activeRequests;
+  gateway_.metrics().requestStarted();
+  method_ = std::string(request.method_string());
+  routeName_ = "unmatched";
+  idempotency_.reset();
+  keepAlive_ = request.keep_alive() && !gateway_.stopping();
+
+  auto idHeader = request[kRequestIdHeader];
+  requestId_ = isToken(idHeader, kMaxRequestIdBytes) ? std::string(idHeader) : newRequestId();
+  auto failHttp = [&](http::status status, std::string_view code, std::string_view message) {
+    send(errorResponse(status, code, message, requestId_, config.retryAfter));
+  };
+
+  auto target = boost::urls::parse_origin_form(request.target());
+  if (!target)
+    return failHttp(http::status::bad_request, "INVALID_ARGUMENT",
+                    "malformed request target: " + target.error().message());
+  std::vector<std::string> segments;
+  for (auto segment : target->segments()) segments.emplace_back(segment);
+  std::vector<std::pair<std::string, std::string>> query;
+  for (auto param : target->params()) query.emplace_back(param.key, param.value);
+
+  auto match = gateway_.router().match(request.method(), segments);
+  if (!match.route) {
+    if (!match.allowed.empty()) {
+      auto response = errorResponse(http::status::method_not_allowed, "METHOD_NOT_ALLOWED",
+                                    std::string(request.method_string()) + " is not allowed on " +
+                                        std::string(target->path()) +
+                                        " (allowed: " + allowHeader(match.allowed) + ")",
+                                    requestId_, config.retryAfter);
+      response.set(http::field::allow, allowHeader(match.allowed));
+      return send(std::move(response));
+    }
+    return failHttp(
+        http::status::not_found, "NOT_FOUND",
+        "no route for " + std::string(request.method_string()) + " " + std::string(target->path()));
+  }
+  const Route& route = *match.route;
+  routeName_ = route.pattern;
+
+  const Principal* principal = nullptr;
+  if (route.scope) {
+    std::optional<std::string_view> authorization, accessToken;
+    if (auto it = request.find(http::field::authorization); it != request.end())
+      authorization = it->value();
+    for (auto& [k, v] : query)
+      if (k == "access_token") accessToken = v;
+    auto decision = gateway_.auth().check(authorization, accessToken, *route.scope);
+    if (decision.outcome == Authenticator::Outcome::kUnauthenticated)
+      return failHttp(http::status::unauthorized, "UNAUTHENTICATED", decision.reason);
+    if (decision.outcome == Authenticator::Outcome::kForbidden)
+      return failHttp(http::status::forbidden, "PERMISSION_DENIED", decision.reason);
+    principal = decision.principal;
+  }
+
+  for (auto& [name, value] : match.params)
+    if (value.size() > config.maxKeyBytes)
+      return failHttp(http::status::bad_request, "INVALID_ARGUMENT",
+                      "{" + name + "} is " + std::to_string(value.size()) +
+                          " bytes; the limit is " + std::to_string(config.maxKeyBytes));
+
+  if (!route.service.empty()) {
+    auto* service = gateway_.service(route.service);
+    if (!route.handler)
+      return failHttp(http::status::not_implemented, "UNIMPLEMENTED",
+                      "the " + route.service + " service is not built yet");
+    if (!service || !service->built)
+      return failHttp(http::status::not_implemented, "UNIMPLEMENTED",
+                      "the " + route.service + " service is not configured in this mesh ([" +
+                          route.service + "] in the mesh file)");
+  }
+
+  if (auto it = request.find("Idempotency-Key"); route.idempotencyKey && it != request.end()) {
+    auto key = it->value();
+    if (!isToken(key, kMaxIdempotencyKeyBytes))
+      return failHttp(http::status::bad_request, "INVALID_ARGUMENT",
+                      "Idempotency-Key must be 1-255 printable characters without spaces");
+    std::string scope = principal ? principal->name : std::string();
+    auto fingerprint =
+        IdempotencyStore::fingerprint(request.method_string(), request.target(), request.body());
+    auto begin = gateway_.idempotency().begin(scope, std::string(key), fingerprint);
+    switch (begin.outcome) {
+      case IdempotencyStore::Outcome::kReplay: {
+        Response response{static_cast<http::status>(begin.response->status), 11};
+        for (auto& [name, value] : begin.response->headers) response.set(name, value);
+        response.set("Idempotent-Replayed", "true");
+        response.body() = std::move(begin.response->body);
+        return send(std::move(response));
+      }
+      case IdempotencyStore::Outcome::kInProgress:
+        return failHttp(http::status::conflict, "CONFLICT",
+                        "a request with this Idempotency-Key is still in progress");
+      case IdempotencyStore::Outcome::kMismatch:
+        return failHttp(http::status::conflict, "CONFLICT",
+                        "this Idempotency-Key was used for a different request");
+      case IdempotencyStore::Outcome::kFirst:
+        idempotency_.emplace(std::move(scope), std::string(key));
+        break;
+    }
+  }
+
+  auto exchange = std::make_shared<Exchange>(shared_from_this(), worker_, std::move(request), route,
+                                             std::move(match.params), std::move(query), requestId_);
+  try {
+    route.handler(exchange);
+  } catch (const std::exception& e) {
+    if (!exchange->answered()) exchange->fail(rpc::StatusCode::INTERNAL, e.what());
+  }
+}
+
+void Session::send(Response response) {
+  if (!busy_) return;  // answered already, or the connection is gone
+  busy_ = false;
+  auto status = static_cast<int>(response.result_int());
+  if (idempotency_) {
+    auto& [scope, key] = *idempotency_;
+    if (status >= 500) {
+      gateway_.idempotency().abandon(scope, key);
+    } else {
+      StoredResponse stored{status, {}, response.body()};
+      for (auto& field : response)
+        if (!boost::beast::iequals(field.name_string(), kRequestIdHeader))
+          stored.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
+      gateway_.idempotency().complete(scope, key, std::move(stored));
+    }
+    idempotency_.reset();
+  }
+  auto seconds = std::chrono::duration<double>(Clock::now() - started_).count();
+  gateway_.metrics().observe(method_, routeName_, status, seconds);
+  gateway_.metrics().requestFinished();
+  --gateway_.activeRequests;
+  if (closed_) return;
+  if (gateway_.stopping()) keepAlive_ = false;
+  response.set(kRequestIdHeader, requestId_);
+  response.keep_alive(keepAlive_);
+  response.prepare_payload();
+  write(std::move(response));
+}
+
+void Session::write(Response response) {
+  auto shared = std::make_shared<Response>(std::move(response));
+  stream_.expires_after(gateway_.config().idleTimeout);
+  http::async_write(stream_, *shared,
+                    [self = shared_from_this(), shared](beast::error_code ec, size_t) {
+                      if (ec || !shared->keep_alive()) return self->close();
+                      self->readHeader();
+                    });
+}
+
+void Session::close() {
+  if (closed_) return;
+  closed_ = true;
+  if (streaming_) {
+    gateway_.events().unsubscribe(streamId_);
+    gateway_.metrics().sseClosed(false);
+    streaming_ = false;
+  }
+  if (heartbeat_) heartbeat_->cancel();
+  beast::error_code ec;
+  stream_.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ec);
+  stream_.close();
+}
+
+// ---- Server-Sent Events ----
+
+void Session::startEventStream(std::vector<std::string> topics,
+                               std::optional<std::string> lastEventId) {
+  std::weak_ptr<Session> weak = shared_from_this();
+  auto subscribed = gateway_.events().subscribe(
+      worker_.io(), TopicFilter(std::move(topics)), lastEventId,
+      [weak](const std::shared_ptr<const BufferedEvent>& event, bool gap) {
+        auto self = weak.lock();
+        if (!self || !self->streaming_ || self->streamEnding_) return;
+        if (!event) return self->endStream("shutdown", "{\"reason\":\"gateway stopping\"}", false);
+        if (gap)
+          self->enqueue(sseFrame("gap", "", event->data));
+        else
+          self->enqueue(sseFrame(event->topic, event->id, event->data));
+      });
+  if (subscribed.malformedId)
+    return send(errorResponse(
+        http::status::bad_request, "INVALID_ARGUMENT",
+        "Last-Event-ID \"" + lastEventId.value_or("") + "\" is not an id this gateway issued",
+        requestId_, gateway_.config().retryAfter));
+
+  // The stream is an answer that never ends: account for the request now.
+  busy_ = false;
+  gateway_.metrics().observe(method_, routeName_, 200,
+                             std::chrono::duration<double>(Clock::now() - started_).count());
+  gateway_.metrics().requestFinished();
+  --gateway_.activeRequests;
+
+  streaming_ = true;
+  streamId_ = subscribed.id;
+  // Bound what the kernel holds for a stalled client, so the per-stream queue,
+  // not a growing socket buffer, decides when it is too slow.
+  beast::error_code ignored;
+  stream_.socket().set_option(asio::socket_base::send_buffer_size(kSseSendBuffer), ignored);
+  streamHeader_ = std::make_unique<http::response<http::empty_body>>(http::status::ok, 11);
+  streamHeader_->set(http::field::content_type, "text/event-stream");
+  streamHeader_->set(http::field::cache_control, "no-cache");
+  streamHeader_->set(kRequestIdHeader, requestId_);
+  streamHeader_->chunked(true);
+  streamSerializer_ = std::make_unique<http::response_serializer<http::empty_body>>(*streamHeader_);
+
+  // Tell the browser how soon to reconnect, then what the resume missed.
+  queue_.push_back("retry: 1000\n\n");
+  if (subscribed.resume.gap)
+    queue_.push_back(
+        sseFrame("gap", "", "{\"reason\":\"events after Last-Event-ID are no longer buffered\"}"));
+  for (auto& event : subscribed.resume.events)
+    queue_.push_back(sseFrame(event.topic, event.id, event.data));
+
+  writing_ = true;
+  stream_.expires_never();
+  http::async_write_header(stream_, *streamSerializer_,
+                           [self = shared_from_this()](beast::error_code ec, size_t) {
+                             self->writing_ = false;
+                             if (ec) return self->close();
+                             self->watchForClose();
+                             self->armHeartbeat();
+                             self->writeNextChunk();
+                           });
+}
+
+void Session::enqueue(std::string frame) {
+  if (closed_ || streamEnding_) return;
+  // The replayed backlog may exceed the bound at the start; live events may not.
+  if (queue_.size() >= gateway_.config().sseClientQueue) {
+    auto reason =
+        "{\"reason\":\"slow consumer: " + std::to_string(queue_.size()) + " events queued\"}";
+    return endStream("dropped", reason, true);
+  }
+  queue_.push_back(std::move(frame));
+  writeNextChunk();
+}
+
+void Session::writeNextChunk() {
+  if (writing_ || closed_) return;
+  if (queue_.empty()) {
+    if (streamEnding_) {
+      writing_ = true;
+      stream_.expires_after(std::chrono::seconds(1));
+      asio::async_write(stream_, http::make_chunk_last(),
+                        [self = shared_from_this()](beast::error_code, size_t) { self->close(); });
+    }
+    return;
+  }
+  // Everything queued goes out as one chunk: one write in flight per stream,
+  // and a reader that keeps up never lets the queue grow past one write's worth.
+  writing_ = true;
+  auto batch = std::make_shared<std::string>(std::move(queue_.front()));
+  queue_.pop_front();
+  for (; !queue_.empty(); queue_.pop_front()) batch->append(queue_.front());
+  if (streamEnding_) stream_.expires_after(std::chrono::seconds(1));
+  asio::async_write(stream_, http::make_chunk(asio::buffer(*batch)),
+                    [self = shared_from_this(), batch](beast::error_code ec, size_t) {
+                      self->writing_ = false;
+                      if (ec) return self->close();
+                      self->writeNextChunk();
+                    });
+}
+
+void Session::endStream(std::string_view event, std::string_view data, bool dropped) {
+  if (streamEnding_ || closed_) return;
+  streamEnding_ = true;
+  gateway_.events().unsubscribe(streamId_);
+  gateway_.metrics().sseClosed(dropped);
+  streaming_ = false;
+  // A dropped client is behind: what it has not read is lost anyway; tell it
+  // why as the next thing it reads.
+  if (dropped) queue_.clear();
+  queue_.push_back(sseFrame(event, "", data));
+  writeNextChunk();
+}
+
+void Session::watchForClose() {
+  // An SSE client sends nothing more; a read completes only when it goes away.
+  stream_.async_read_some(asio::buffer(closeProbe_),
+                          [self = shared_from_this()](beast::error_code ec, size_t) {
+                            if (ec) return self->close();
+                            self->watchForClose();
+                          });
+}
+
+void Session::armHeartbeat() {
+  if (!heartbeat_) heartbeat_.emplace(worker_.io());
+  heartbeat_->expires_after(gateway_.config().sseHeartbeat);
+  heartbeat_->async_wait([self = shared_from_this()](beast::error_code ec) {
+    if (ec || self->closed_ || self->streamEnding_) return;
+    if (self->queue_.empty()) self->enqueue(": heartbeat\n\n");
+    self->armHeartbeat();
+  });
+}
+
+}  // namespace zmesh::gateway

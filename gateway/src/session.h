@@ -1,0 +1,84 @@
+// One HTTP/1.1 connection: reads a request (with the configured limits),
+// routes it, and writes the answer; keep-alive; or, for GET /v1/events, turns
+// into a Server-Sent Events stream. Worker thread only.
+#pragma once
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/serializer.hpp>
+#include <chrono>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "event_buffer.h"
+#include "responses.h"
+#include "router.h"
+
+namespace zmesh::gateway {
+
+class Worker;
+class Gateway;
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(Worker& worker, boost::asio::ip::tcp::socket socket);
+  void start();
+
+  // The answer to the request in progress (from its Exchange). Ignored once
+  // the connection is gone.
+  void send(Response response);
+  void startEventStream(std::vector<std::string> topics, std::optional<std::string> lastEventId);
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  void readHeader();
+  void onHeader(boost::beast::error_code ec);
+  void onBody(boost::beast::error_code ec);
+  void dispatch(Request request);
+  // An answer to a request that never reached a route (bad HTTP): sent, then closed.
+  void reject(http::status status, std::string_view code, std::string_view message);
+  void write(Response response);
+  void close();
+
+  // Server-Sent Events.
+  void enqueue(std::string frame);
+  void writeNextChunk();
+  void watchForClose();
+  void armHeartbeat();
+  void endStream(std::string_view event, std::string_view data, bool dropped);
+
+  Worker& worker_;
+  Gateway& gateway_;
+  boost::beast::tcp_stream stream_;
+  boost::beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+
+  // The request in progress.
+  bool busy_ = false;
+  bool keepAlive_ = true;
+  std::string method_;
+  std::string routeName_ = "unmatched";
+  std::string requestId_;
+  Clock::time_point started_;
+  std::optional<std::pair<std::string, std::string>> idempotency_;  // (scope, key) to complete
+
+  // The event stream, once started.
+  bool streaming_ = false;
+  bool streamEnding_ = false;
+  bool writing_ = false;
+  uint64_t streamId_ = 0;
+  std::deque<std::string> queue_;
+  std::unique_ptr<http::response<http::empty_body>> streamHeader_;
+  std::unique_ptr<http::response_serializer<http::empty_body>> streamSerializer_;
+  std::optional<boost::asio::steady_timer> heartbeat_;
+  char closeProbe_[256];
+  bool closed_ = false;
+};
+
+}  // namespace zmesh::gateway

@@ -1,0 +1,122 @@
+#include "zmq_asio.h"
+
+#include <boost/asio/post.hpp>
+
+namespace zmesh::gateway {
+
+namespace asio = boost::asio;
+
+struct AsioConnection::Watch {
+  Watch(asio::io_context& io, int fd) : descriptor(io, fd) {}
+  asio::posix::stream_descriptor descriptor;
+  bool armed = false;
+};
+
+namespace {
+
+// A turn of draining is bounded so HTTP sessions on the same thread get their
+// turn; the rest continues in a posted handler (no new edge would come for it).
+constexpr int kMaxRoundsPerTurn = 16;
+
+int socketFd(void* socket) {
+  int fd = -1;
+  size_t size = sizeof(fd);
+  if (zmq_getsockopt(socket, ZMQ_FD, &fd, &size) != 0) throw zmq::error_t();
+  return fd;
+}
+
+int socketEvents(void* socket) {
+  int events = 0;
+  size_t size = sizeof(events);
+  if (zmq_getsockopt(socket, ZMQ_EVENTS, &events, &size) != 0) throw zmq::error_t();
+  return events;
+}
+
+}  // namespace
+
+AsioConnection::AsioConnection(asio::io_context& io, zmq::context_t& context, std::string endpoint,
+                               rpc::ConnectionOptions options)
+    : io_(io),
+      connection_(context, std::move(endpoint), options),
+      timer_(io),
+      alive_(std::make_shared<AsioConnection*>(this)) {
+  for (auto& item : connection_.pollItems())
+    watches_.push_back(std::make_unique<Watch>(io, socketFd(item.socket)));
+  arm();
+}
+
+AsioConnection::~AsioConnection() {
+  alive_.reset();
+  for (auto& watch : watches_) watch->descriptor.release();
+  timer_.cancel();
+}
+
+void AsioConnection::call(uint64_t interfaceId, uint16_t methodId, zmq::message_t params,
+                          const rpc::CallOptions& options, rpc::ReplyCallback done) {
+  // An immediate failure (bad options, fail-fast) is delivered from a posted
+  // handler, never inside call(): the caller may not be ready for it yet.
+  inCall_ = true;
+  connection_.call(interfaceId, methodId, std::move(params), options,
+                   [this, done = std::move(done)](rpc::Reply reply) mutable {
+                     if (!inCall_) return done(std::move(reply));
+                     asio::post(io_, [done = std::move(done), reply = std::move(reply)]() mutable {
+                       done(std::move(reply));
+                     });
+                   });
+  inCall_ = false;
+  schedulePump();
+}
+
+void AsioConnection::schedulePump() {
+  if (pumpScheduled_) return;
+  pumpScheduled_ = true;
+  std::weak_ptr<AsioConnection*> alive = alive_;
+  asio::post(io_, [alive] {
+    if (auto self = alive.lock()) {
+      (*self)->pumpScheduled_ = false;
+      (*self)->pump();
+    }
+  });
+}
+
+void AsioConnection::pump() {
+  for (int round = 0;; ++round) {
+    connection_.process();
+    bool pending = false;
+    for (auto& item : connection_.pollItems())
+      if (socketEvents(item.socket) & item.events) pending = true;
+    if (!pending) break;
+    if (round + 1 == kMaxRoundsPerTurn) {
+      schedulePump();
+      return;
+    }
+  }
+  arm();
+}
+
+void AsioConnection::arm() {
+  std::weak_ptr<AsioConnection*> alive = alive_;
+  for (auto& watch : watches_) {
+    if (watch->armed) continue;
+    watch->armed = true;
+    Watch* w = watch.get();
+    w->descriptor.async_wait(asio::posix::stream_descriptor::wait_read,
+                             [alive, w](const boost::system::error_code& ec) {
+                               auto self = alive.lock();
+                               if (!self) return;
+                               w->armed = false;
+                               if (!ec) (*self)->pump();
+                             });
+  }
+  if (auto next = connection_.nextTimer()) {
+    timer_.expires_at(*next);
+    timer_.async_wait([alive](const boost::system::error_code& ec) {
+      auto self = alive.lock();
+      if (self && !ec) (*self)->pump();
+    });
+  } else {
+    timer_.cancel();
+  }
+}
+
+}  // namespace zmesh::gateway

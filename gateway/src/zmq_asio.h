@@ -1,0 +1,58 @@
+// An rpc::Connection (one DEALER) joined to an asio io_context through ZMQ_FD.
+//
+// ZMQ_FD is edge-triggered and a send or receive can consume the edge, so after
+// every wake-up and after every call sent this re-reads ZMQ_EVENTS and drains
+// until nothing is pending; only then does it wait on the fd again. Without the
+// re-check after a send, a reply that arrived during the send leaves the fd
+// unreadable with POLLIN set, and the worker stalls for good (DESIGN.md §3).
+// Owned by one io_context thread; never blocks it.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <memory>
+#include <string>
+#include <vector>
+#include <zmq.hpp>
+
+#include "zmesh/rpc/client.h"
+
+namespace zmesh::gateway {
+
+class AsioConnection {
+ public:
+  AsioConnection(boost::asio::io_context& io, zmq::context_t& context, std::string endpoint,
+                 rpc::ConnectionOptions options);
+  // Releases the fds from asio before libzmq closes them (asio closing
+  // libzmq's eventfd aborts the process), then fails calls in flight.
+  ~AsioConnection();
+  AsioConnection(const AsioConnection&) = delete;
+  AsioConnection& operator=(const AsioConnection&) = delete;
+
+  // `done` runs later on this io_context's thread (never inside call()).
+  void call(uint64_t interfaceId, uint16_t methodId, zmq::message_t params,
+            const rpc::CallOptions& options, rpc::ReplyCallback done);
+
+  const rpc::ConnectionCounters& counters() const { return connection_.counters(); }
+  const std::string& endpoint() const { return connection_.endpoint(); }
+  bool connected() const { return connection_.connected(); }
+  size_t inFlight() const { return connection_.inFlight(); }
+
+ private:
+  struct Watch;
+  void schedulePump();
+  void pump();
+  void arm();
+
+  boost::asio::io_context& io_;
+  rpc::Connection connection_;
+  std::vector<std::unique_ptr<Watch>> watches_;
+  boost::asio::steady_timer timer_;
+  bool pumpScheduled_ = false;
+  bool inCall_ = false;
+  // Handlers hold a weak copy: a handler that outlives this object does nothing.
+  std::shared_ptr<AsioConnection*> alive_;
+};
+
+}  // namespace zmesh::gateway
