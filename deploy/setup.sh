@@ -25,10 +25,16 @@ packages=(
   libcli11-dev libtomlplusplus-dev  # flags, config
   libspdlog-dev libfmt-dev          # logs
   libxxhash-dev                     # checksums
-  catch2                            # tests
+  libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev  # gateway: Beast, Boost.JSON, Boost.URL
+  catch2 python3 curl               # tests
 )
+# The OpenAPI validator the tests run needs node + npm; a newer node already on
+# PATH (from elsewhere than apt) is kept as it is.
+if ! command -v node >/dev/null 2>&1; then
+  packages+=(nodejs npm)
+fi
 if [ "$bench" = 1 ]; then
-  packages+=(redis-server redis-tools bc)
+  packages+=(redis-server redis-tools bc wrk webdis)
 fi
 
 missing=()
@@ -42,6 +48,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# The OpenAPI validator of the test suite (openapi_lint), pinned, into .tools/.
+redocly_version=2.77.0
+if [ ! -x .tools/redocly/node_modules/.bin/redocly ]; then
+  echo "setup.sh: installing @redocly/cli@$redocly_version into .tools/redocly"
+  npm install --prefix .tools/redocly "@redocly/cli@$redocly_version" \
+    --save-exact --no-audit --no-fund --no-update-notifier --loglevel=error >/dev/null
 fi
 
 if [ "$sanitize" = ON ]; then
