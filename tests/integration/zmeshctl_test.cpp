@@ -14,6 +14,7 @@
 #include <sstream>
 #include <thread>
 
+#include "http_client.h"
 #include "process.h"
 #include "zmesh/client.h"
 
@@ -71,6 +72,8 @@ class TestMesh {
   std::string xpub = tcpEndpoint(freePort());
   std::string brokerAdmin = tcpEndpoint(freePort());
   std::string idgen = tcpEndpoint(freePort());
+  std::string gatewayAdmin = tcpEndpoint(freePort());
+  int httpPort = freePort();
 
   TestMesh() {
     std::ofstream out(path);
@@ -88,7 +91,10 @@ class TestMesh {
         << "endpoint = \"" << idgen << "\"\n"
         << "data_dir = \"" << dir.path() << "/idgen\"\n"
         << "block_size = 100\n"
-        << "worker_id = 5\n";
+        << "worker_id = 5\n"
+        << "\n[gateway]\n"
+        << "listen = \"127.0.0.1:" << httpPort << "\"\n"
+        << "endpoint = \"" << gatewayAdmin << "\"\n";
   }
 
   // Runs `zmeshctl -c <mesh> args...` to completion.
@@ -205,6 +211,15 @@ TEST_CASE("zmeshctl up, call, status, restart of a killed service, events, down"
   CHECK(state["idgen"].restarts == 0);
   CHECK(state["idgen"].endpoint == mesh.idgen);
   CHECK(state["broker"].endpoint == mesh.brokerAdmin);
+  // The gateway is started with the rest and fronts them over HTTP.
+  REQUIRE(state.count("gateway") == 1);
+  CHECK(state["gateway"].endpoint == mesh.gatewayAdmin);
+  {
+    HttpClient http(mesh.httpPort);
+    auto ready = http.get("/readyz");
+    INFO(ready.body);
+    CHECK(ready.status == 200);
+  }
 
   SECTION("call prints results readably, and as JSON with --json") {
     auto call = mesh.ctl({"call", "idgen", "next", "orders", "5"});
