@@ -52,7 +52,27 @@ std::string sseFrame(std::string_view event, std::string_view id, std::string_vi
 }  // namespace
 
 Session::Session(Worker& worker, asio::ip::tcp::socket socket)
-    : worker_(worker), gateway_(worker.gateway()), stream_(std::move(socket)) {}
+    : worker_(worker),
+      gateway_(worker.gateway()),
+      stream_(std::move(socket)),
+      timer_(worker.io()) {}
+
+void Session::expireAfter(std::chrono::milliseconds timeout) {
+  deadline_ = Clock::now() + timeout;
+  if (timerArmed_ || closed_) return;
+  timerArmed_ = true;
+  timer_.expires_at(deadline_);
+  timer_.async_wait([self = shared_from_this()](beast::error_code) { self->onTimer(); });
+}
+
+void Session::onTimer() {
+  timerArmed_ = false;
+  if (closed_ || deadline_ == Clock::time_point::max()) return;
+  if (Clock::now() >= deadline_) return close();  // pending reads and writes end aborted
+  timerArmed_ = true;
+  timer_.expires_at(deadline_);
+  timer_.async_wait([self = shared_from_this()](beast::error_code) { self->onTimer(); });
+}
 
 void Session::start() { readHeader(); }
 
@@ -62,7 +82,7 @@ void Session::readHeader() {
   parser_.emplace();
   parser_->header_limit(static_cast<uint32_t>(config.maxHeaderBytes));
   parser_->body_limit(config.maxBodyBytes);
-  stream_.expires_after(config.idleTimeout);
+  expireAfter(config.idleTimeout);
   http::async_read_header(
       stream_, buffer_, *parser_,
       [self = shared_from_this()](beast::error_code ec, size_t) { self->onHeader(ec); });
@@ -75,9 +95,9 @@ void Session::onHeader(beast::error_code ec) {
         "request headers exceed " + std::to_string(gateway_.config().maxHeaderBytes) + " bytes");
   if (ec == http::error::body_limit) return onBody(ec);
   if (ec) {
-    if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
-        ec == asio::error::operation_aborted || ec == asio::error::connection_reset ||
-        ec == asio::error::eof)
+    if (ec == http::error::end_of_stream || ec == asio::error::operation_aborted ||
+        ec == asio::error::connection_reset || ec == asio::error::eof ||
+        ec == asio::error::bad_descriptor)
       return close();
     return reject(http::status::bad_request, "INVALID_ARGUMENT",
                   "malformed HTTP request: " + ec.message());
@@ -98,13 +118,14 @@ void Session::onBody(beast::error_code ec) {
         http::status::payload_too_large, "PAYLOAD_TOO_LARGE",
         "request body exceeds " + std::to_string(gateway_.config().maxBodyBytes) + " bytes");
   if (ec) {
-    if (ec == beast::error::timeout || ec == asio::error::operation_aborted ||
-        ec == http::error::end_of_stream || ec == asio::error::eof)
+    if (ec == asio::error::operation_aborted || ec == http::error::end_of_stream ||
+        ec == asio::error::eof || ec == asio::error::connection_reset ||
+        ec == asio::error::bad_descriptor)
       return close();
     return reject(http::status::bad_request, "INVALID_ARGUMENT",
                   "malformed HTTP request body: " + ec.message());
   }
-  stream_.expires_never();  // a service call's own deadline bounds the wait
+  expireNever();  // a service call's own deadline bounds the wait
   dispatch(parser_->release());
 }
 
@@ -264,7 +285,7 @@ void Session::send(Response response) {
 
 void Session::write(Response response) {
   auto shared = std::make_shared<Response>(std::move(response));
-  stream_.expires_after(gateway_.config().idleTimeout);
+  expireAfter(gateway_.config().idleTimeout);
   http::async_write(stream_, *shared,
                     [self = shared_from_this(), shared](beast::error_code ec, size_t) {
                       if (ec || !shared->keep_alive()) return self->close();
@@ -282,8 +303,9 @@ void Session::close() {
   }
   if (heartbeat_) heartbeat_->cancel();
   beast::error_code ec;
-  stream_.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ec);
-  stream_.close();
+  timer_.cancel();
+  stream_.shutdown(asio::ip::tcp::socket::shutdown_send, ec);
+  stream_.close(ec);
 }
 
 // ---- Server-Sent Events ----
@@ -320,7 +342,7 @@ void Session::startEventStream(std::vector<std::string> topics,
   // Bound what the kernel holds for a stalled client, so the per-stream queue,
   // not a growing socket buffer, decides when it is too slow.
   beast::error_code ignored;
-  stream_.socket().set_option(asio::socket_base::send_buffer_size(kSseSendBuffer), ignored);
+  stream_.set_option(asio::socket_base::send_buffer_size(kSseSendBuffer), ignored);
   streamHeader_ = std::make_unique<http::response<http::empty_body>>(http::status::ok, 11);
   streamHeader_->set(http::field::content_type, "text/event-stream");
   streamHeader_->set(http::field::cache_control, "no-cache");
@@ -337,7 +359,7 @@ void Session::startEventStream(std::vector<std::string> topics,
     queue_.push_back(sseFrame(event.topic, event.id, event.data));
 
   writing_ = true;
-  stream_.expires_never();
+  expireNever();
   http::async_write_header(stream_, *streamSerializer_,
                            [self = shared_from_this()](beast::error_code ec, size_t) {
                              self->writing_ = false;
@@ -365,7 +387,7 @@ void Session::writeNextChunk() {
   if (queue_.empty()) {
     if (streamEnding_) {
       writing_ = true;
-      stream_.expires_after(std::chrono::seconds(1));
+      expireAfter(std::chrono::seconds(1));
       asio::async_write(stream_, http::make_chunk_last(),
                         [self = shared_from_this()](beast::error_code, size_t) { self->close(); });
     }
@@ -377,7 +399,7 @@ void Session::writeNextChunk() {
   auto batch = std::make_shared<std::string>(std::move(queue_.front()));
   queue_.pop_front();
   for (; !queue_.empty(); queue_.pop_front()) batch->append(queue_.front());
-  if (streamEnding_) stream_.expires_after(std::chrono::seconds(1));
+  if (streamEnding_) expireAfter(std::chrono::seconds(1));
   asio::async_write(stream_, http::make_chunk(asio::buffer(*batch)),
                     [self = shared_from_this(), batch](beast::error_code ec, size_t) {
                       self->writing_ = false;

@@ -6,7 +6,6 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/serializer.hpp>
@@ -45,6 +44,11 @@ class Session : public std::enable_shared_from_this<Session> {
   void reject(http::status status, std::string_view code, std::string_view message);
   void write(Response response);
   void close();
+  // One timer per connection, re-armed only when it fires: a request costs a
+  // clock read, not a timer operation, to keep its deadline.
+  void expireAfter(std::chrono::milliseconds timeout);
+  void expireNever() { deadline_ = Clock::time_point::max(); }
+  void onTimer();
 
   // Server-Sent Events.
   void enqueue(std::string frame);
@@ -55,7 +59,10 @@ class Session : public std::enable_shared_from_this<Session> {
 
   Worker& worker_;
   Gateway& gateway_;
-  boost::beast::tcp_stream stream_;
+  boost::asio::ip::tcp::socket stream_;
+  boost::asio::steady_timer timer_;
+  Clock::time_point deadline_ = Clock::time_point::max();
+  bool timerArmed_ = false;
   boost::beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
 

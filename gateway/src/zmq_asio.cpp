@@ -47,24 +47,27 @@ AsioConnection::AsioConnection(asio::io_context& io, zmq::context_t& context, st
 
 AsioConnection::~AsioConnection() {
   alive_.reset();
+  // Calls not yet handed to the connection are failed like those in flight.
+  for (auto& p : pending_)
+    p.done(rpc::Reply({rpc::StatusCode::UNAVAILABLE, "the gateway is stopping"}, std::nullopt));
+  pending_.clear();
   for (auto& watch : watches_) watch->descriptor.release();
   timer_.cancel();
 }
 
 void AsioConnection::call(uint64_t interfaceId, uint16_t methodId, zmq::message_t params,
                           const rpc::CallOptions& options, rpc::ReplyCallback done) {
-  // An immediate failure (bad options, fail-fast) is delivered from a posted
-  // handler, never inside call(): the caller may not be ready for it yet.
-  inCall_ = true;
-  connection_.call(interfaceId, methodId, std::move(params), options,
-                   [this, done = std::move(done)](rpc::Reply reply) mutable {
-                     if (!inCall_) return done(std::move(reply));
-                     asio::post(io_, [done = std::move(done), reply = std::move(reply)]() mutable {
-                       done(std::move(reply));
-                     });
-                   });
-  inCall_ = false;
+  pending_.push_back({interfaceId, methodId, std::move(params), options, std::move(done)});
   schedulePump();
+}
+
+void AsioConnection::sendPending() {
+  // A failure the connection answers at once (bad options, fail-fast) runs
+  // `done` here, inside pump(), never inside call(): the caller may not be ready.
+  auto batch = std::move(pending_);
+  pending_.clear();
+  for (auto& p : batch)
+    connection_.call(p.interfaceId, p.methodId, std::move(p.params), p.options, std::move(p.done));
 }
 
 void AsioConnection::schedulePump() {
@@ -80,6 +83,7 @@ void AsioConnection::schedulePump() {
 }
 
 void AsioConnection::pump() {
+  sendPending();
   for (int round = 0;; ++round) {
     connection_.process();
     bool pending = false;

@@ -43,14 +43,25 @@ class AsioConnection {
   struct Watch;
   void schedulePump();
   void pump();
+  void sendPending();
   void arm();
+
+  struct Pending {
+    uint64_t interfaceId;
+    uint16_t methodId;
+    zmq::message_t params;
+    rpc::CallOptions options;
+    rpc::ReplyCallback done;
+  };
 
   boost::asio::io_context& io_;
   rpc::Connection connection_;
+  // Calls made during this turn of the io_context, sent together by the next
+  // pump: one wake-up of libzmq's I/O thread (and one TCP write) for many.
+  std::vector<Pending> pending_;
   std::vector<std::unique_ptr<Watch>> watches_;
   boost::asio::steady_timer timer_;
   bool pumpScheduled_ = false;
-  bool inCall_ = false;
   // Handlers hold a weak copy: a handler that outlives this object does nothing.
   std::shared_ptr<AsioConnection*> alive_;
 };

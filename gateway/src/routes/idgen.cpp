@@ -16,12 +16,14 @@ uint64_t idgenInterface() { return capnp::typeId<IdGen>(); }
 uint16_t method(const char* name) { return rpc::methodOrdinal(capnp::Schema::from<IdGen>(), name); }
 
 constexpr int64_t kMaxCount = 10000;
+// Small params: a first segment this size, not capnp's default 8 KiB (zeroed per request).
+constexpr unsigned kParamsWords = 32;
 
 void next(const std::shared_ptr<Exchange>& ex) {
   auto count = ex->queryInteger("count", 1, 1, kMaxCount);
   if (!count) return;
   std::string ns(ex->param("namespace"));
-  capnp::MallocMessageBuilder params;
+  capnp::MallocMessageBuilder params(kParamsWords);
   auto p = params.initRoot<IdGen::NextParams>();
   p.setNamespace(ns);
   p.setCount(static_cast<uint32_t>(*count));
@@ -39,7 +41,7 @@ void next(const std::shared_ptr<Exchange>& ex) {
 void snowflake(const std::shared_ptr<Exchange>& ex) {
   auto count = ex->queryInteger("count", 1, 1, kMaxCount);
   if (!count) return;
-  capnp::MallocMessageBuilder params;
+  capnp::MallocMessageBuilder params(kParamsWords);
   params.initRoot<IdGen::SnowflakeParams>().setCount(static_cast<uint32_t>(*count));
   static const uint16_t kSnowflake = method("snowflake");
   ex->call(idgenInterface(), kSnowflake, params, [ex](rpc::Reply& reply) {
@@ -60,7 +62,7 @@ void decode(const std::shared_ptr<Exchange>& ex) {
     return ex->fail(
         rpc::StatusCode::INVALID_ARGUMENT,
         "id must be a decimal 64-bit unsigned integer, got \"" + std::string(text) + "\"");
-  capnp::MallocMessageBuilder params;
+  capnp::MallocMessageBuilder params(kParamsWords);
   params.initRoot<IdGen::DecodeParams>().setId(id);
   static const uint16_t kDecode = method("decode");
   ex->call(idgenInterface(), kDecode, params, [ex, id](rpc::Reply& reply) {

@@ -44,7 +44,7 @@ void askEveryService(
   };
   if (pending->remaining == 0) return finish();
   for (size_t i = 0; i < pending->replies.size(); ++i) {
-    capnp::MallocMessageBuilder params;
+    capnp::MallocMessageBuilder params(8);
     params.initRoot<Admin::HealthParams>();  // every Admin method takes an empty struct
     ex->callEndpoint(pending->replies[i].first->adminEndpoint, capnp::typeId<Admin>(), methodId,
                      params, gateway.config().readinessTimeout,

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# REST: POST /v1/ids/{ns}?count=1 through zmesh-gateway → zmesh-idgen, vs
+# GET /INCR/key through webdis → Redis. Same machine, same wrk shape
+# (2 threads, 50 connections), alternating runs; both backends persist with
+# an fsync every second (Redis appendfsync everysec; idgen fsync everysec).
+#
+#   bench/gateway_vs_webdis.sh [build-dir]      (needs: deploy/setup.sh --bench)
+#
+# Prints a markdown table for bench/RESULTS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build}
+bin=$build/bin
+duration=${DURATION:-10s}
+rounds=${ROUNDS:-3}
+redis_port=${REDIS_PORT:-17379}
+webdis_port=${WEBDIS_PORT:-17380}
+idgen_port=${IDGEN_PORT:-17110}
+http_port=${HTTP_PORT:-18080}
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+for tool in redis-server webdis wrk; do
+  command -v $tool >/dev/null || { echo "$tool missing: run deploy/setup.sh --bench" >&2; exit 2; }
+done
+
+wait_http() {  # $1: url
+  for _ in $(seq 200); do curl -s -o /dev/null "$1" && return; sleep 0.05; done
+  echo "$1 did not answer" >&2; exit 1
+}
+
+# Redis + webdis (webdis's own packaged default: 2 threads).
+mkdir -p "$tmp/redis"
+redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --dir "$tmp/redis" --daemonize no \
+  --appendonly yes --appendfsync everysec --logfile "$tmp/redis/redis.log" & pids+=($!)
+cat > "$tmp/webdis.json" <<JSON
+{"redis_host": "127.0.0.1", "redis_port": $redis_port, "http_host": "127.0.0.1",
+ "http_port": $webdis_port, "threads": 2, "daemonize": false, "database": 0,
+ "verbosity": 0, "logfile": "$tmp/webdis.log"}
+JSON
+for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.05; done
+webdis "$tmp/webdis.json" & pids+=($!)
+wait_http "http://127.0.0.1:$webdis_port/PING"
+
+# idgen + gateway (1 HTTP worker thread: a second gains nothing on 2 cores).
+cat > "$tmp/mesh.toml" <<TOML
+[idgen]
+endpoint = "tcp://127.0.0.1:$idgen_port"
+data_dir = "$tmp/idgen"
+fsync = "everysec"
+[gateway]
+listen = "127.0.0.1:$http_port"
+endpoint = "tcp://127.0.0.1:$((http_port + 1))"
+threads = 1
+TOML
+"$bin/zmesh-idgen" --config "$tmp/mesh.toml" --log-level warn 2>"$tmp/idgen.log" & pids+=($!)
+"$bin/zmesh-gateway" --config "$tmp/mesh.toml" --log-level warn 2>"$tmp/gateway.log" & pids+=($!)
+wait_http "http://127.0.0.1:$http_port/healthz"
+
+cat > "$tmp/post.lua" <<'LUA'
+wrk.method = "POST"
+LUA
+
+# wrk's summary: "Requests/sec: N" and, with --latency, "99% X".
+run_wrk() {  # $@: wrk target args
+  wrk -t2 -c50 -d"$duration" --latency "$@" > "$tmp/wrk.out"
+  local rps p99
+  rps=$(awk '/Requests\/sec:/ { print $2 }' "$tmp/wrk.out")
+  p99=$(awk '$1 == "99%" { print $2 }' "$tmp/wrk.out")
+  if grep -q "Non-2xx" "$tmp/wrk.out"; then echo "non-2xx answers:" >&2; cat "$tmp/wrk.out" >&2; exit 1; fi
+  echo "$rps $p99"
+}
+to_ms() {  # wrk prints 850.00us / 1.20ms / 1.01s
+  awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000; printf "%.2f", n }'
+}
+
+echo "| round | webdis INCR req/s | p99 ms | gateway ids req/s | p99 ms | req/s ratio |"
+echo "|---|---:|---:|---:|---:|---:|"
+for round in $(seq "$rounds"); do
+  read -r w_rps w_p99 < <(run_wrk "http://127.0.0.1:$webdis_port/INCR/bench")
+  read -r g_rps g_p99 < <(run_wrk -s "$tmp/post.lua" "http://127.0.0.1:$http_port/v1/ids/bench?count=1")
+  printf "| %s | %.0f | %s | %.0f | %s | %.2f |\n" "$round" "$w_rps" "$(to_ms "$w_p99")" "$g_rps" \
+    "$(to_ms "$g_p99")" "$(echo "$g_rps / $w_rps" | bc -l)"
+done
