@@ -44,7 +44,7 @@ cat > "$tmp/webdis.json" <<JSON
  "verbosity": 0, "logfile": "$tmp/webdis.log"}
 JSON
 for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.05; done
-webdis "$tmp/webdis.json" & pids+=($!)
+webdis "$tmp/webdis.json" 2>/dev/null & pids+=($!)
 wait_http "http://127.0.0.1:$webdis_port/PING"
 
 # idgen + gateway (1 HTTP worker thread: a second gains nothing on 2 cores).

@@ -101,8 +101,16 @@ void Metrics::observe(std::string_view method, std::string_view route, int statu
   // the sum for the life of the process. Count such a request as instant.
   if (!std::isfinite(seconds) || seconds < 0) seconds = 0;
   std::lock_guard lock(mutex_);
-  ++requests_[{std::string(method), std::string(route), status}];
-  Histogram& h = latency_[std::string(route)];
+  // Looked up by views: a request allocates nothing here once its labels exist.
+  auto key = std::make_tuple(method, route, status);
+  auto it = requests_.find(key);
+  if (it == requests_.end())
+    it = requests_.emplace(std::make_tuple(std::string(method), std::string(route), status), 0)
+             .first;
+  ++it->second;
+  auto hit = latency_.find(route);
+  if (hit == latency_.end()) hit = latency_.emplace(std::string(route), Histogram{}).first;
+  Histogram& h = hit->second;
   for (size_t i = 0; i < kBuckets.size(); ++i) {
     if (seconds <= kBuckets[i]) {
       ++h.buckets[i];

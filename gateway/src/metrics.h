@@ -69,8 +69,8 @@ class Metrics {
   };
   mutable std::mutex mutex_;
   // Request counts by (method, route, status).
-  std::map<std::tuple<std::string, std::string, int>, uint64_t> requests_;
-  std::map<std::string, Histogram> latency_;  // by route
+  std::map<std::tuple<std::string, std::string, int>, uint64_t, std::less<>> requests_;
+  std::map<std::string, Histogram, std::less<>> latency_;  // by route
   int64_t inFlight_ = 0;
   int64_t sseStreams_ = 0;
   uint64_t sseDropped_ = 0;

@@ -35,6 +35,7 @@ std::string newRequestId() {
   return out;
 }
 
+constexpr std::string_view kUnmatched = "unmatched";  // the route label of requests no route took
 constexpr std::string_view kRequestIdHeader = "X-Request-Id";
 constexpr size_t kMaxRequestIdBytes = 128;
 constexpr size_t kMaxIdempotencyKeyBytes = 255;
@@ -147,7 +148,7 @@ void Session::dispatch(Request request) {
   ++gateway_.activeRequests;
   gateway_.metrics().requestStarted();
   method_ = std::string(request.method_string());
-  routeName_ = "unmatched";
+  routeName_ = kUnmatched;
   idempotency_.reset();
   keepAlive_ = request.keep_alive() && !gateway_.stopping();
 
@@ -284,13 +285,12 @@ void Session::send(Response response) {
 }
 
 void Session::write(Response response) {
-  auto shared = std::make_shared<Response>(std::move(response));
+  response_ = std::move(response);  // one answer in flight per connection
   expireAfter(gateway_.config().idleTimeout);
-  http::async_write(stream_, *shared,
-                    [self = shared_from_this(), shared](beast::error_code ec, size_t) {
-                      if (ec || !shared->keep_alive()) return self->close();
-                      self->readHeader();
-                    });
+  http::async_write(stream_, response_, [self = shared_from_this()](beast::error_code ec, size_t) {
+    if (ec || !self->response_.keep_alive()) return self->close();
+    self->readHeader();
+  });
 }
 
 void Session::close() {

@@ -70,10 +70,11 @@ class Session : public std::enable_shared_from_this<Session> {
   bool busy_ = false;
   bool keepAlive_ = true;
   std::string method_;
-  std::string routeName_ = "unmatched";
+  std::string_view routeName_ = "unmatched";  // a Route's pattern: the router outlives us
   std::string requestId_;
   Clock::time_point started_;
   std::optional<std::pair<std::string, std::string>> idempotency_;  // (scope, key) to complete
+  Response response_;                                                // being written
 
   // The event stream, once started.
   bool streaming_ = false;

@@ -40,8 +40,10 @@ AsioConnection::AsioConnection(asio::io_context& io, zmq::context_t& context, st
       connection_(context, std::move(endpoint), options),
       timer_(io),
       alive_(std::make_shared<AsioConnection*>(this)) {
-  for (auto& item : connection_.pollItems())
+  for (auto& item : connection_.pollItems()) {
     watches_.push_back(std::make_unique<Watch>(io, socketFd(item.socket)));
+    sockets_.push_back(item.socket);
+  }
   arm();
 }
 
@@ -86,9 +88,11 @@ void AsioConnection::pump() {
   sendPending();
   for (int round = 0;; ++round) {
     connection_.process();
-    bool pending = false;
-    for (auto& item : connection_.pollItems())
-      if (socketEvents(item.socket) & item.events) pending = true;
+    // The DEALER first (replies, and room to send while calls wait for it), then the monitor.
+    bool pending = socketEvents(sockets_[0]) &
+                   (ZMQ_POLLIN | (connection_.waitingForRoom() ? ZMQ_POLLOUT : 0));
+    for (size_t i = 1; i < sockets_.size() && !pending; ++i)
+      pending = socketEvents(sockets_[i]) & ZMQ_POLLIN;
     if (!pending) break;
     if (round + 1 == kMaxRoundsPerTurn) {
       schedulePump();

@@ -60,6 +60,7 @@ class AsioConnection {
   // pump: one wake-up of libzmq's I/O thread (and one TCP write) for many.
   std::vector<Pending> pending_;
   std::vector<std::unique_ptr<Watch>> watches_;
+  std::vector<void*> sockets_;  // as pollItems() lists them: the DEALER, then the monitor
   boost::asio::steady_timer timer_;
   bool pumpScheduled_ = false;
   // Handlers hold a weak copy: a handler that outlives this object does nothing.

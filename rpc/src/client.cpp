@@ -43,17 +43,6 @@ FrameMessage& Reply::emptyMessage_() {
   return empty;
 }
 
-struct Connection::Call {
-  uint64_t requestId;
-  uint64_t interfaceId;
-  uint16_t methodId;
-  zmq::message_t params;  // kept for resends
-  CallOptions options;
-  Clock::time_point deadline;
-  Clock::time_point timerAt;  // deadline, or the next resend if sooner
-  bool sent = false;
-  ReplyCallback done;
-};
 
 Connection::Connection(zmq::context_t& context, std::string endpoint, ConnectionOptions options)
     : endpoint_(std::move(endpoint)),
@@ -102,7 +91,7 @@ Connection::Connection(zmq::context_t& context, std::string endpoint, Connection
 Connection::~Connection() {
   auto calls = std::move(calls_);
   for (auto& [id, call] : calls)
-    call->done(Reply({StatusCode::UNAVAILABLE, "client closed before " + endpoint_ + " answered"},
+    call.done(Reply({StatusCode::UNAVAILABLE, "client closed before " + endpoint_ + " answered"},
                      std::nullopt));
   if (options_.monitor) zmq_socket_monitor(dealer_.handle(), nullptr, 0);
 }
@@ -131,18 +120,17 @@ void Connection::call(uint64_t interfaceId, uint16_t methodId, zmq::message_t pa
         std::nullopt));
     return;
   }
-  auto call = std::make_unique<Call>();
-  call->requestId = nextRequestId_++;
-  call->interfaceId = interfaceId;
-  call->methodId = methodId;
-  call->params = std::move(params);
-  call->options = options;
-  call->deadline = now + options.timeout;
-  call->timerAt = call->deadline;
-  call->done = std::move(done);
+  auto requestId = nextRequestId_++;
+  Call& c = calls_[requestId];
+  c.requestId = requestId;
+  c.interfaceId = interfaceId;
+  c.methodId = methodId;
+  c.params = std::move(params);
+  c.options = options;
+  c.deadline = now + options.timeout;
+  c.timerAt = c.deadline;
+  c.done = std::move(done);
   ++counters_.calls;
-  Call& c = *call;
-  calls_.emplace(c.requestId, std::move(call));
   timers_.emplace(c.timerAt, c.requestId);
   if (!blocked_.empty()) {
     blocked_.push_back(c.requestId);  // keep order behind earlier blocked calls
@@ -183,10 +171,10 @@ void Connection::setTimer(Call& call, Clock::time_point at) {
 void Connection::finish(uint64_t requestId, Reply reply) {
   auto it = calls_.find(requestId);
   if (it == calls_.end()) return;
-  auto call = std::move(it->second);
+  auto done = std::move(it->second.done);
+  timers_.erase({it->second.timerAt, requestId});
   calls_.erase(it);
-  timers_.erase({call->timerAt, requestId});
-  call->done(std::move(reply));
+  done(std::move(reply));
 }
 
 std::vector<zmq::pollitem_t> Connection::pollItems() {
@@ -210,7 +198,7 @@ void Connection::process() {
       blocked_.erase(blocked_.begin());
       continue;
     }
-    if (!send(*it->second, now)) break;  // still no room
+    if (!send(it->second, now)) break;  // still no room
     blocked_.erase(blocked_.begin());
   }
   runTimers(now);
@@ -281,9 +269,9 @@ void Connection::drainMonitor() {
       std::vector<uint64_t> lost;
       auto now = Clock::now();
       for (auto& [id, call] : calls_) {
-        if (!call->sent) continue;
-        if (call->options.retryable)
-          setTimer(*call, now);
+        if (!call.sent) continue;
+        if (call.options.retryable)
+          setTimer(call, now);
         else
           lost.push_back(id);
       }
@@ -303,7 +291,7 @@ void Connection::runTimers(Clock::time_point now) {
   std::vector<uint64_t> resend;
   for (auto& [at, id] : timers_) {
     if (at > now) break;
-    Call& call = *calls_.at(id);
+    Call& call = calls_.at(id);
     if (call.deadline <= now)
       expired.push_back(id);
     else if (call.sent && call.options.retryable)
@@ -312,12 +300,12 @@ void Connection::runTimers(Clock::time_point now) {
   for (auto id : resend) {
     ++counters_.retries;
     // Same request id: the server runs it at most once.
-    if (!send(*calls_.at(id), now) &&
+    if (!send(calls_.at(id), now) &&
         std::find(blocked_.begin(), blocked_.end(), id) == blocked_.end())
       blocked_.push_back(id);
   }
   for (auto id : expired) {
-    auto& call = *calls_.at(id);
+    auto& call = calls_.at(id);
     if (call.sent) {
       ++counters_.deadlineExceeded;
       finish(id, Reply({StatusCode::DEADLINE_EXCEEDED,

@@ -120,13 +120,25 @@ class Connection {
   std::optional<Clock::time_point> nextTimer() const;
 
   size_t inFlight() const { return calls_.size(); }
+  // True while calls wait for room to send (then the DEALER's POLLOUT matters).
+  bool waitingForRoom() const { return !blocked_.empty(); }
   // As the monitor last saw it (always false with the monitor off).
   bool connected() const { return connected_; }
   const ConnectionCounters& counters() const { return counters_; }
   const std::string& endpoint() const { return endpoint_; }
 
  private:
-  struct Call;
+  struct Call {
+    uint64_t requestId;
+    uint64_t interfaceId;
+    uint16_t methodId;
+    zmq::message_t params;  // kept for resends
+    CallOptions options;
+    Clock::time_point deadline;
+    Clock::time_point timerAt;  // deadline, or the next resend if sooner
+    bool sent = false;
+    ReplyCallback done;
+  };
   bool send(Call& call, Clock::time_point now);  // false: no room (EAGAIN)
   void finish(uint64_t requestId, Reply reply);
   void drainReplies();
@@ -139,7 +151,7 @@ class Connection {
   zmq::socket_t dealer_;
   zmq::socket_t monitor_;  // null when options_.monitor is off
   uint64_t nextRequestId_;
-  std::unordered_map<uint64_t, std::unique_ptr<Call>> calls_;
+  std::unordered_map<uint64_t, Call> calls_;
   std::vector<uint64_t> blocked_;                            // waiting for room to send, in order
   std::set<std::pair<Clock::time_point, uint64_t>> timers_;  // (deadline or resend, request id)
   ConnectionCounters counters_;
