@@ -28,6 +28,13 @@ bool isToken(std::string_view text, size_t maxBytes) {
   return true;
 }
 
+// The client went away or our idle timer closed the socket: nothing to answer.
+bool connectionGone(const beast::error_code& ec) {
+  return ec == http::error::end_of_stream || ec == asio::error::eof ||
+         ec == asio::error::connection_reset || ec == asio::error::operation_aborted ||
+         ec == asio::error::bad_descriptor;
+}
+
 std::string newRequestId() {
   thread_local std::mt19937_64 random{std::random_device{}()};
   char out[17];
@@ -96,10 +103,7 @@ void Session::onHeader(beast::error_code ec) {
         "request headers exceed " + std::to_string(gateway_.config().maxHeaderBytes) + " bytes");
   if (ec == http::error::body_limit) return onBody(ec);
   if (ec) {
-    if (ec == http::error::end_of_stream || ec == asio::error::operation_aborted ||
-        ec == asio::error::connection_reset || ec == asio::error::eof ||
-        ec == asio::error::bad_descriptor)
-      return close();
+    if (connectionGone(ec)) return close();
     return reject(http::status::bad_request, "INVALID_ARGUMENT",
                   "malformed HTTP request: " + ec.message());
   }
@@ -119,10 +123,7 @@ void Session::onBody(beast::error_code ec) {
         http::status::payload_too_large, "PAYLOAD_TOO_LARGE",
         "request body exceeds " + std::to_string(gateway_.config().maxBodyBytes) + " bytes");
   if (ec) {
-    if (ec == asio::error::operation_aborted || ec == http::error::end_of_stream ||
-        ec == asio::error::eof || ec == asio::error::connection_reset ||
-        ec == asio::error::bad_descriptor)
-      return close();
+    if (connectionGone(ec)) return close();
     return reject(http::status::bad_request, "INVALID_ARGUMENT",
                   "malformed HTTP request body: " + ec.message());
   }

@@ -74,7 +74,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string requestId_;
   Clock::time_point started_;
   std::optional<std::pair<std::string, std::string>> idempotency_;  // (scope, key) to complete
-  Response response_;                                                // being written
+  Response response_;                                               // being written
 
   // The event stream, once started.
   bool streaming_ = false;

@@ -1,5 +1,6 @@
 // zmesh-gateway end to end: broker, idgen and gateway as real processes on
 // free loopback ports, driven by a real HTTP client.
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 
@@ -21,13 +22,6 @@ using Catch::Matchers::Contains;
 namespace json = boost::json;
 
 namespace {
-
-std::string readText(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 json::value parse(const std::string& body) {
   INFO("body: " << body);
@@ -359,6 +353,29 @@ TEST_CASE("gateway: a service killed mid-flight gives 503/504, then recovers", "
   CHECK(recovered);
   CHECK(unavailable + timeout > 0);
   CHECK(other == 0);
+}
+
+TEST_CASE("gateway: a service that stops answering gives 504 at the request timeout", "[gateway]") {
+  Mesh mesh("request_timeout = \"500ms\"\n");
+  HttpClient http(mesh.port);
+  REQUIRE(http.post("/v1/ids/stall").status == 200);
+  REQUIRE(::kill(mesh.idgen->pid(), SIGSTOP) == 0);
+  struct Resume {
+    pid_t pid;
+    ~Resume() { ::kill(pid, SIGCONT); }
+  } resume{mesh.idgen->pid()};
+  auto start = std::chrono::steady_clock::now();
+  auto r = http.post("/v1/ids/stall");
+  auto took = std::chrono::steady_clock::now() - start;
+  CHECK(r.status == 504);
+  CHECK(errorCode(r) == "DEADLINE_EXCEEDED");
+  CHECK(took >= 450ms);
+  CHECK(took < 3s);
+  // Other routes of the gateway are not held up meanwhile.
+  HttpClient other(mesh.port);
+  CHECK(other.get("/healthz").status == 200);
+  ::kill(mesh.idgen->pid(), SIGCONT);
+  CHECK(http.post("/v1/ids/stall").status == 200);
 }
 
 TEST_CASE("gateway: one worker, shared DEALER: keep-alive sequences and a burst all complete",

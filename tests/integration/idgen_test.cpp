@@ -28,13 +28,6 @@ constexpr int64_t kEpochMs =
 constexpr uint32_t kWorker = 7;
 constexpr uint64_t kBlockSize = 100;
 
-std::string readText(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 int64_t unixMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())

@@ -12,12 +12,21 @@
 #include <catch2/catch.hpp>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <stdexcept>
 #include <thread>
 
 #include "zmesh/client.h"
 
 namespace zmesh::testing {
+
+std::string readText(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
 
 int freePort() {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);

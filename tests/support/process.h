@@ -17,6 +17,9 @@ namespace zmesh::testing {
 
 using namespace std::chrono_literals;
 
+// The whole file ("" when it cannot be read): logs and fixtures in test messages.
+std::string readText(const std::string& path);
+
 // A TCP port on 127.0.0.1 that was free a moment ago.
 int freePort();
 std::string tcpEndpoint(int port);
