@@ -75,7 +75,19 @@ void EventHub::closeAll() {
   streams_.clear();
 }
 
+namespace {
+
+// A topic becomes an SSE "event:" line: a CR or LF in it would forge fields.
+bool printableTopic(std::string_view topic) {
+  for (unsigned char c : topic)
+    if (c < 0x20 || c == 0x7f) return false;
+  return !topic.empty();
+}
+
+}  // namespace
+
 void EventHub::publish(const std::string& topic, std::string data) {
+  if (!printableTopic(topic)) return;  // never from a zmesh publisher
   std::lock_guard lock(mutex_);
   auto event = std::make_shared<const BufferedEvent>(buffer_.append(topic, std::move(data)));
   metrics_.eventsReceived(1, 0);
@@ -83,6 +95,7 @@ void EventHub::publish(const std::string& topic, std::string data) {
 }
 
 void EventHub::publishGap(const std::string& topic, std::string data) {
+  if (!printableTopic(topic)) return;
   std::lock_guard lock(mutex_);
   metrics_.eventsReceived(0, 1);
   fanOut(std::make_shared<const BufferedEvent>(BufferedEvent{0, "", topic, std::move(data)}), true);

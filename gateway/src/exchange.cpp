@@ -77,10 +77,9 @@ void Exchange::call(uint64_t interfaceId, uint16_t methodId, capnp::MessageBuild
   rpc::CallOptions options;
   options.timeout = gateway.config().requestTimeout;
   options.traceId = requestId_;
-  // Reads are safe to resend; a write is resent only under an idempotency key,
-  // which the service sees and the gateway's store also guards.
-  auto key = request_["Idempotency-Key"];
-  options.idempotencyKey = std::string(key);
+  // Reads are safe to resend; writes are not resent. The service sees the
+  // Idempotency-Key of a route that honours one (the session checked it).
+  if (route_.idempotencyKey) options.idempotencyKey = std::string(request_["Idempotency-Key"]);
   options.retryable = request_.method() == http::verb::get;
   auto self = shared_from_this();
   worker_.connection(service->endpoint)

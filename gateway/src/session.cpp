@@ -47,6 +47,8 @@ constexpr std::string_view kRequestIdHeader = "X-Request-Id";
 constexpr size_t kMaxRequestIdBytes = 128;
 constexpr size_t kMaxIdempotencyKeyBytes = 255;
 constexpr int kSseSendBuffer = 64 * 1024;
+// How long an ending stream may take to deliver its final event.
+constexpr std::chrono::seconds kFinalEventGrace{5};
 
 std::string sseFrame(std::string_view event, std::string_view id, std::string_view data) {
   std::string out;
@@ -67,19 +69,28 @@ Session::Session(Worker& worker, asio::ip::tcp::socket socket)
 
 void Session::expireAfter(std::chrono::milliseconds timeout) {
   deadline_ = Clock::now() + timeout;
-  if (timerArmed_ || closed_) return;
+  if (closed_) return;
+  // A wait that fires before the deadline re-checks it then; only a deadline
+  // earlier than the armed wait needs the timer moved.
+  if (timerArmed_ && armedAt_ <= deadline_) return;
+  armTimer(deadline_);
+}
+
+void Session::armTimer(Clock::time_point at) {
   timerArmed_ = true;
-  timer_.expires_at(deadline_);
-  timer_.async_wait([self = shared_from_this()](beast::error_code) { self->onTimer(); });
+  armedAt_ = at;
+  timer_.expires_at(at);  // a wait already pending ends with operation_aborted
+  timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+    if (ec == asio::error::operation_aborted) return;  // moved or closed
+    self->onTimer();
+  });
 }
 
 void Session::onTimer() {
   timerArmed_ = false;
   if (closed_ || deadline_ == Clock::time_point::max()) return;
   if (Clock::now() >= deadline_) return close();  // pending reads and writes end aborted
-  timerArmed_ = true;
-  timer_.expires_at(deadline_);
-  timer_.async_wait([self = shared_from_this()](beast::error_code) { self->onTimer(); });
+  armTimer(deadline_);
 }
 
 void Session::start() { readHeader(); }
@@ -136,6 +147,12 @@ void Session::reject(http::status status, std::string_view code, std::string_vie
   started_ = Clock::now();
   busy_ = true;
   keepAlive_ = false;
+  routeName_ = kUnmatched;
+  requestId_.clear();
+  if (parser_ && parser_->is_header_done()) {
+    auto id = parser_->get()[kRequestIdHeader];
+    if (isToken(id, kMaxRequestIdBytes)) requestId_ = std::string(id);
+  }
   if (requestId_.empty()) requestId_ = newRequestId();
   ++gateway_.activeRequests;
   gateway_.metrics().requestStarted();
@@ -289,9 +306,28 @@ void Session::write(Response response) {
   response_ = std::move(response);  // one answer in flight per connection
   expireAfter(gateway_.config().idleTimeout);
   http::async_write(stream_, response_, [self = shared_from_this()](beast::error_code ec, size_t) {
-    if (ec || !self->response_.keep_alive()) return self->close();
+    if (ec) return self->close();
+    if (!self->response_.keep_alive()) return self->closeGracefully();
     self->readHeader();
   });
+}
+
+void Session::closeGracefully() {
+  // Closing with unread request bytes (a refused body, pipelined requests)
+  // makes the kernel send RST, and the client may lose the answer it has not
+  // read yet: send FIN, read and discard until the client closes, bounded.
+  beast::error_code ignored;
+  stream_.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+  expireAfter(std::chrono::seconds(1));
+  drainUntilClosed();
+}
+
+void Session::drainUntilClosed() {
+  stream_.async_read_some(asio::buffer(closeProbe_),
+                          [self = shared_from_this()](beast::error_code ec, size_t) {
+                            if (ec) return self->close();
+                            self->drainUntilClosed();
+                          });
 }
 
 void Session::close() {
@@ -358,6 +394,9 @@ void Session::startEventStream(std::vector<std::string> topics,
         sseFrame("gap", "", "{\"reason\":\"events after Last-Event-ID are no longer buffered\"}"));
   for (auto& event : subscribed.resume.events)
     queue_.push_back(sseFrame(event.topic, event.id, event.data));
+  // The replayed backlog may be longer than the live bound allows; it goes
+  // out in the first write and does not count against the client.
+  backlogAllowance_ = queue_.size();
 
   writing_ = true;
   expireNever();
@@ -373,8 +412,7 @@ void Session::startEventStream(std::vector<std::string> topics,
 
 void Session::enqueue(std::string frame) {
   if (closed_ || streamEnding_) return;
-  // The replayed backlog may exceed the bound at the start; live events may not.
-  if (queue_.size() >= gateway_.config().sseClientQueue) {
+  if (queue_.size() >= gateway_.config().sseClientQueue + backlogAllowance_) {
     auto reason =
         "{\"reason\":\"slow consumer: " + std::to_string(queue_.size()) + " events queued\"}";
     return endStream("dropped", reason, true);
@@ -388,7 +426,6 @@ void Session::writeNextChunk() {
   if (queue_.empty()) {
     if (streamEnding_) {
       writing_ = true;
-      expireAfter(std::chrono::seconds(1));
       asio::async_write(stream_, http::make_chunk_last(),
                         [self = shared_from_this()](beast::error_code, size_t) { self->close(); });
     }
@@ -400,10 +437,10 @@ void Session::writeNextChunk() {
   auto batch = std::make_shared<std::string>(std::move(queue_.front()));
   queue_.pop_front();
   for (; !queue_.empty(); queue_.pop_front()) batch->append(queue_.front());
-  if (streamEnding_) expireAfter(std::chrono::seconds(1));
   asio::async_write(stream_, http::make_chunk(asio::buffer(*batch)),
                     [self = shared_from_this(), batch](beast::error_code ec, size_t) {
                       self->writing_ = false;
+                      self->backlogAllowance_ = 0;
                       if (ec) return self->close();
                       self->writeNextChunk();
                     });
@@ -419,6 +456,9 @@ void Session::endStream(std::string_view event, std::string_view data, bool drop
   // why as the next thing it reads.
   if (dropped) queue_.clear();
   queue_.push_back(sseFrame(event, "", data));
+  // A client that reads nothing never completes the write in flight: whatever
+  // happens, the connection ends within the grace period.
+  expireAfter(kFinalEventGrace);
   writeNextChunk();
 }
 

@@ -48,7 +48,10 @@ class Session : public std::enable_shared_from_this<Session> {
   // clock read, not a timer operation, to keep its deadline.
   void expireAfter(std::chrono::milliseconds timeout);
   void expireNever() { deadline_ = Clock::time_point::max(); }
+  void armTimer(Clock::time_point at);
   void onTimer();
+  void closeGracefully();  // after a final answer: FIN, drain what the client still sends
+  void drainUntilClosed();
 
   // Server-Sent Events.
   void enqueue(std::string frame);
@@ -63,6 +66,7 @@ class Session : public std::enable_shared_from_this<Session> {
   boost::asio::steady_timer timer_;
   Clock::time_point deadline_ = Clock::time_point::max();
   bool timerArmed_ = false;
+  Clock::time_point armedAt_;
   boost::beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
 
@@ -82,6 +86,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool writing_ = false;
   uint64_t streamId_ = 0;
   std::deque<std::string> queue_;
+  size_t backlogAllowance_ = 0;  // replayed events still in queue_, beyond the live bound
   std::unique_ptr<http::response<http::empty_body>> streamHeader_;
   std::unique_ptr<http::response_serializer<http::empty_body>> streamSerializer_;
   std::optional<boost::asio::steady_timer> heartbeat_;

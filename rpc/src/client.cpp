@@ -43,7 +43,6 @@ FrameMessage& Reply::emptyMessage_() {
   return empty;
 }
 
-
 Connection::Connection(zmq::context_t& context, std::string endpoint, ConnectionOptions options)
     : endpoint_(std::move(endpoint)),
       options_(options),
@@ -92,7 +91,7 @@ Connection::~Connection() {
   auto calls = std::move(calls_);
   for (auto& [id, call] : calls)
     call.done(Reply({StatusCode::UNAVAILABLE, "client closed before " + endpoint_ + " answered"},
-                     std::nullopt));
+                    std::nullopt));
   if (options_.monitor) zmq_socket_monitor(dealer_.handle(), nullptr, 0);
 }
 
@@ -300,9 +299,13 @@ void Connection::runTimers(Clock::time_point now) {
   for (auto id : resend) {
     ++counters_.retries;
     // Same request id: the server runs it at most once.
-    if (!send(calls_.at(id), now) &&
-        std::find(blocked_.begin(), blocked_.end(), id) == blocked_.end())
-      blocked_.push_back(id);
+    Call& call = calls_.at(id);
+    if (!send(call, now)) {
+      // No room: it now waits for POLLOUT; its timer moves to the deadline, or
+      // a timer left in the past would make the owner's loop spin.
+      setTimer(call, call.deadline);
+      if (std::find(blocked_.begin(), blocked_.end(), id) == blocked_.end()) blocked_.push_back(id);
+    }
   }
   for (auto id : expired) {
     auto& call = calls_.at(id);

@@ -191,6 +191,10 @@ TEST_CASE("gateway: bad input gets the mapped status and the JSON error body", "
     CHECK(errorCode(r) == "PAYLOAD_TOO_LARGE");
     CHECK(http.closedByServer());
   }
+  SECTION("a body far over the limit: the 413 still arrives (no reset)") {
+    auto r = http.post("/v1/ids/orders", std::string(2 << 20, 'x'));
+    CHECK(r.status == 413);
+  }
   SECTION("oversized headers: 431") {
     auto r = http.post("/v1/ids/orders", "", {{"X-Filler", std::string(3000, 'x')}});
     CHECK(r.status == 431);
@@ -376,6 +380,33 @@ TEST_CASE("gateway: a service that stops answering gives 504 at the request time
   CHECK(other.get("/healthz").status == 200);
   ::kill(mesh.idgen->pid(), SIGCONT);
   CHECK(http.post("/v1/ids/stall").status == 200);
+}
+
+TEST_CASE("gateway: SIGTERM lets a request in flight finish within the grace period",
+          "[gateway]") {
+  Mesh mesh("stop_grace = \"5s\"\nrequest_timeout = \"5s\"\n");
+  HttpClient http(mesh.port);
+  REQUIRE(http.post("/v1/ids/grace").status == 200);
+  REQUIRE(::kill(mesh.idgen->pid(), SIGSTOP) == 0);
+  struct Resume {
+    pid_t pid;
+    ~Resume() { ::kill(pid, SIGCONT); }
+  } resume{mesh.idgen->pid()};
+  std::optional<HttpResponse> answer;
+  std::thread client([&] { answer = http.post("/v1/ids/grace"); });
+  std::this_thread::sleep_for(200ms);  // the request waits on the stopped service
+  REQUIRE(::kill(mesh.gateway->pid(), SIGTERM) == 0);
+  std::this_thread::sleep_for(300ms);
+  // Stopping: new connections are refused, the request in flight is not.
+  CHECK_THROWS(HttpClient(mesh.port, 1s).get("/healthz"));
+  ::kill(mesh.idgen->pid(), SIGCONT);
+  client.join();
+  REQUIRE(answer);
+  CHECK(answer->status == 200);
+  CHECK(answer->header("Connection") == "close");
+  auto status = mesh.gateway->wait(10s);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
 }
 
 TEST_CASE("gateway: one worker, shared DEALER: keep-alive sequences and a burst all complete",

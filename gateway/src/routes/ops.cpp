@@ -1,5 +1,6 @@
 // Operations routes: /healthz, /readyz, /metrics, /openapi.json (API.md).
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/json.hpp>
 #include <mutex>
 
@@ -155,10 +156,25 @@ void metrics(const std::shared_ptr<Exchange>& ex) {
           sample.counters.emplace_back(counter.getName().cStr(), counter.getValue());
       services.push_back(std::move(sample));
     }
+    // Handlers posted to the other workers carry only weak references: a
+    // scrape must never leave another worker owning this worker's session
+    // (at stop, the workers' queues are destroyed one after the other). This
+    // worker keeps the exchange alive, bounded by the readiness timeout.
+    auto keeper = std::make_shared<boost::asio::steady_timer>(ex->worker().io());
+    keeper->expires_after(gateway.config().readinessTimeout);
+    keeper->async_wait([ex, keeper](boost::system::error_code ec) {
+      if (!ec)
+        ex->fail(rpc::StatusCode::DEADLINE_EXCEEDED, "the workers did not report their counters");
+    });
+    std::weak_ptr<Exchange> weakExchange = ex;
+    std::weak_ptr<boost::asio::steady_timer> weakKeeper = keeper;
     gatherClientCounters(
-        gateway, ex->worker().io(), [ex, &gateway, services](std::vector<ClientSample> clients) {
-          ex->reply(textResponse(http::status::ok, "text/plain; version=0.0.4; charset=utf-8",
-                                 gateway.metrics().render(services, clients)));
+        gateway, ex->worker().io(),
+        [weakExchange, weakKeeper, &gateway, services](std::vector<ClientSample> clients) {
+          if (auto ex = weakExchange.lock())
+            ex->reply(textResponse(http::status::ok, "text/plain; version=0.0.4; charset=utf-8",
+                                   gateway.metrics().render(services, clients)));
+          if (auto keeper = weakKeeper.lock()) keeper->cancel();
         });
   });
 }
