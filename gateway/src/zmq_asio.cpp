@@ -116,15 +116,21 @@ void AsioConnection::arm() {
                                if (!ec) (*self)->pump();
                              });
   }
-  if (auto next = connection_.nextTimer()) {
-    timer_.expires_at(*next);
-    timer_.async_wait([alive](const boost::system::error_code& ec) {
-      auto self = alive.lock();
-      if (self && !ec) (*self)->pump();
-    });
-  } else {
-    timer_.cancel();
-  }
+  // The timer moves only when the connection's next deadline comes before the
+  // armed one: a wake-up that fires early just pumps and re-arms. Moving it on
+  // every pump would cost a cancelled wait per request.
+  auto next = connection_.nextTimer();
+  if (!next || (timerArmed_ && timerAt_ <= *next)) return;
+  timerArmed_ = true;
+  timerAt_ = *next;
+  timer_.expires_at(*next);
+  timer_.async_wait([alive](const boost::system::error_code& ec) {
+    if (ec == asio::error::operation_aborted) return;  // moved earlier, or closing
+    auto self = alive.lock();
+    if (!self) return;
+    (*self)->timerArmed_ = false;
+    (*self)->pump();
+  });
 }
 
 }  // namespace zmesh::gateway

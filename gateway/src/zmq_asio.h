@@ -62,6 +62,8 @@ class AsioConnection {
   std::vector<std::unique_ptr<Watch>> watches_;
   std::vector<void*> sockets_;  // as pollItems() lists them: the DEALER, then the monitor
   boost::asio::steady_timer timer_;
+  bool timerArmed_ = false;
+  rpc::Clock::time_point timerAt_;
   bool pumpScheduled_ = false;
   // Handlers hold a weak copy: a handler that outlives this object does nothing.
   std::shared_ptr<AsioConnection*> alive_;
