@@ -46,6 +46,9 @@ int main(int argc, char** argv) {
     Mesh mesh(std::move(config));
     gateway::Gateway gateway(std::move(options), mesh, service.context());
     service.onStop([&gateway] { gateway.stop(); });
+    service.server().stats().add([&gateway](std::vector<rpc::CounterValue>& out) {
+      for (auto& [name, value] : gateway.metrics().adminCounters()) out.push_back({name, value});
+    });
     gateway.start();
     spdlog::info("HTTP on {}:{} with {} worker thread(s)", gateway.config().listenAddress,
                  gateway.port(), gateway.config().threads);

@@ -121,6 +121,22 @@ void Metrics::observe(std::string_view method, std::string_view route, int statu
   h.sum += seconds;
 }
 
+std::vector<std::pair<std::string, int64_t>> Metrics::adminCounters() const {
+  std::lock_guard lock(mutex_);
+  int64_t requests = 0, serverErrors = 0;
+  for (const auto& [labels, n] : requests_) {
+    requests += static_cast<int64_t>(n);
+    if (std::get<2>(labels) >= 500) serverErrors += static_cast<int64_t>(n);
+  }
+  return {{"http.requests", requests},
+          {"http.5xx", serverErrors},
+          {"http.in_flight", inFlight_},
+          {"sse.streams", sseStreams_},
+          {"sse.dropped", static_cast<int64_t>(sseDropped_)},
+          {"events.received", static_cast<int64_t>(eventsReceived_)},
+          {"events.gaps", static_cast<int64_t>(eventGaps_)}};
+}
+
 void Metrics::requestStarted() {
   std::lock_guard lock(mutex_);
   ++inFlight_;

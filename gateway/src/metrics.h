@@ -61,6 +61,10 @@ class Metrics {
   std::string render(const std::vector<ServiceSample>& services,
                      const std::vector<ClientSample>& clients) const;
 
+  // The same numbers as Admin.stats counters ("http.requests", "http.5xx",
+  // "http.in_flight", "sse.streams", "sse.dropped", "events.received", "events.gaps").
+  std::vector<std::pair<std::string, int64_t>> adminCounters() const;
+
  private:
   struct Histogram {
     std::array<uint64_t, kBuckets.size()> buckets{};  // non-cumulative counts

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <limits>
+#include <map>
 #include <set>
 #include <sstream>
 #include <string>
@@ -427,4 +428,25 @@ TEST_CASE("Metrics: concurrent recording", "[metrics]") {
         "4000");
   CHECK(valueOf(text, "zmesh_gateway_request_duration_seconds_sum{route=\"r\"}") == "1000");
   CHECK(valueOf(text, "zmesh_gateway_requests_in_flight") == "0");
+}
+
+TEST_CASE("Metrics: the same numbers as Admin.stats counters", "[metrics]") {
+  Metrics m;
+  m.observe("GET", "/a", 200, 0.001);
+  m.observe("POST", "/b", 503, 0.001);
+  m.observe("POST", "/b", 504, 0.001);
+  m.requestStarted();
+  m.sseOpened();
+  m.sseOpened();
+  m.sseClosed(true);
+  m.eventsReceived(5, 1);
+  auto counters = m.adminCounters();
+  std::map<std::string, int64_t> byName(counters.begin(), counters.end());
+  CHECK(byName.at("http.requests") == 3);
+  CHECK(byName.at("http.5xx") == 2);
+  CHECK(byName.at("http.in_flight") == 1);
+  CHECK(byName.at("sse.streams") == 1);
+  CHECK(byName.at("sse.dropped") == 1);
+  CHECK(byName.at("events.received") == 5);
+  CHECK(byName.at("events.gaps") == 1);
 }
