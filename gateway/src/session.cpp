@@ -319,15 +319,7 @@ void Session::closeGracefully() {
   beast::error_code ignored;
   stream_.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
   expireAfter(std::chrono::seconds(1));
-  drainUntilClosed();
-}
-
-void Session::drainUntilClosed() {
-  stream_.async_read_some(asio::buffer(closeProbe_),
-                          [self = shared_from_this()](beast::error_code ec, size_t) {
-                            if (ec) return self->close();
-                            self->drainUntilClosed();
-                          });
+  readUntilClosed();
 }
 
 void Session::close() {
@@ -404,7 +396,9 @@ void Session::startEventStream(std::vector<std::string> topics,
                            [self = shared_from_this()](beast::error_code ec, size_t) {
                              self->writing_ = false;
                              if (ec) return self->close();
-                             self->watchForClose();
+                             // An SSE client sends nothing more: a read ends only when it goes
+                             // away.
+                             self->readUntilClosed();
                              self->armHeartbeat();
                              self->writeNextChunk();
                            });
@@ -462,12 +456,11 @@ void Session::endStream(std::string_view event, std::string_view data, bool drop
   writeNextChunk();
 }
 
-void Session::watchForClose() {
-  // An SSE client sends nothing more; a read completes only when it goes away.
+void Session::readUntilClosed() {
   stream_.async_read_some(asio::buffer(closeProbe_),
                           [self = shared_from_this()](beast::error_code ec, size_t) {
                             if (ec) return self->close();
-                            self->watchForClose();
+                            self->readUntilClosed();
                           });
 }
 

@@ -51,12 +51,12 @@ class Session : public std::enable_shared_from_this<Session> {
   void armTimer(Clock::time_point at);
   void onTimer();
   void closeGracefully();  // after a final answer: FIN, drain what the client still sends
-  void drainUntilClosed();
+  // Reads and discards until the client closes (or the socket is closed).
+  void readUntilClosed();
 
   // Server-Sent Events.
   void enqueue(std::string frame);
   void writeNextChunk();
-  void watchForClose();
   void armHeartbeat();
   void endStream(std::string_view event, std::string_view data, bool dropped);
 
