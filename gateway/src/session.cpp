@@ -142,32 +142,41 @@ void Session::onBody(beast::error_code ec) {
   dispatch(parser_->release());
 }
 
+void Session::beginRequest() {
+  busy_ = true;
+  started_ = Clock::now();
+  routeName_ = kUnmatched;
+  idempotency_.reset();
+  ++gateway_.activeRequests;
+  gateway_.metrics().requestStarted();
+}
+
+void Session::finishRequest(int status) {
+  auto seconds = std::chrono::duration<double>(Clock::now() - started_).count();
+  gateway_.metrics().observe(method_, routeName_, status, seconds);
+  gateway_.metrics().requestFinished();
+  --gateway_.activeRequests;
+}
+
 void Session::reject(http::status status, std::string_view code, std::string_view message) {
   // After a framing error the rest of the connection cannot be trusted.
-  started_ = Clock::now();
-  busy_ = true;
+  beginRequest();
   keepAlive_ = false;
-  routeName_ = kUnmatched;
+  method_ = "UNKNOWN";
   requestId_.clear();
   if (parser_ && parser_->is_header_done()) {
+    method_ = std::string(parser_->get().method_string());
     auto id = parser_->get()[kRequestIdHeader];
     if (isToken(id, kMaxRequestIdBytes)) requestId_ = std::string(id);
   }
   if (requestId_.empty()) requestId_ = newRequestId();
-  ++gateway_.activeRequests;
-  gateway_.metrics().requestStarted();
   send(errorResponse(status, code, message, requestId_, gateway_.config().retryAfter));
 }
 
 void Session::dispatch(Request request) {
   auto& config = gateway_.config();
-  busy_ = true;
-  started_ = Clock::now();
-  ++gateway_.activeRequests;
-  gateway_.metrics().requestStarted();
+  beginRequest();
   method_ = std::string(request.method_string());
-  routeName_ = kUnmatched;
-  idempotency_.reset();
   keepAlive_ = request.keep_alive() && !gateway_.stopping();
 
   auto idHeader = request[kRequestIdHeader];
@@ -290,10 +299,7 @@ void Session::send(Response response) {
     }
     idempotency_.reset();
   }
-  auto seconds = std::chrono::duration<double>(Clock::now() - started_).count();
-  gateway_.metrics().observe(method_, routeName_, status, seconds);
-  gateway_.metrics().requestFinished();
-  --gateway_.activeRequests;
+  finishRequest(status);
   if (closed_) return;
   if (gateway_.stopping()) keepAlive_ = false;
   response.set(kRequestIdHeader, requestId_);
@@ -361,10 +367,7 @@ void Session::startEventStream(std::vector<std::string> topics,
 
   // The stream is an answer that never ends: account for the request now.
   busy_ = false;
-  gateway_.metrics().observe(method_, routeName_, 200,
-                             std::chrono::duration<double>(Clock::now() - started_).count());
-  gateway_.metrics().requestFinished();
-  --gateway_.activeRequests;
+  finishRequest(200);
 
   streaming_ = true;
   streamId_ = subscribed.id;

@@ -40,6 +40,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void onHeader(boost::beast::error_code ec);
   void onBody(boost::beast::error_code ec);
   void dispatch(Request request);
+  // Accounting of one request (metrics, the in-flight count stop() waits for).
+  void beginRequest();
+  void finishRequest(int status);
   // An answer to a request that never reached a route (bad HTTP): sent, then closed.
   void reject(http::status status, std::string_view code, std::string_view message);
   void write(Response response);
