@@ -17,17 +17,8 @@ redis_port=${REDIS_PORT:-17379}
 webdis_port=${WEBDIS_PORT:-17380}
 idgen_port=${IDGEN_PORT:-17110}
 http_port=${HTTP_PORT:-18080}
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-for tool in redis-server webdis wrk; do
-  command -v $tool >/dev/null || { echo "$tool missing: run deploy/setup.sh --bench" >&2; exit 2; }
-done
+source bench/lib.sh
+need redis-server redis-cli webdis wrk curl bc
 
 wait_http() {  # $1: url
   for _ in $(seq 200); do curl -s -o /dev/null "$1" && return; sleep 0.05; done

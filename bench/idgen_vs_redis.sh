@@ -12,15 +12,8 @@ bin=$build/bin
 requests=${REQUESTS:-300000}
 redis_port=${REDIS_PORT:-17379}
 idgen_port=${IDGEN_PORT:-17110}
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-command -v redis-server >/dev/null || { echo "redis-server missing: run deploy/setup.sh --bench" >&2; exit 2; }
+source bench/lib.sh
+need redis-server redis-cli redis-benchmark bc
 : > "$tmp/empty.toml"
 
 start_redis() {  # $1: persistence (off|everysec)

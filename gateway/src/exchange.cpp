@@ -82,19 +82,11 @@ void Exchange::call(uint64_t interfaceId, uint16_t methodId, capnp::MessageBuild
   if (route_.idempotencyKey) options.idempotencyKey = std::string(request_["Idempotency-Key"]);
   options.retryable = request_.method() == http::verb::get;
   auto self = shared_from_this();
-  worker_.connection(service->endpoint)
-      .call(interfaceId, methodId, rpc::toFrame(params), options,
-            [self, onResults = std::move(onResults)](rpc::Reply reply) {
-              if (!reply.status.ok()) return self->fail(reply.status);
-              try {
-                onResults(reply);
-              } catch (const kj::Exception& e) {
-                self->fail(rpc::StatusCode::INTERNAL,
-                           "unreadable reply: " + std::string(e.getDescription().cStr()));
-              } catch (const std::exception& e) {
-                self->fail(rpc::StatusCode::INTERNAL, e.what());
-              }
-            });
+  send(service->endpoint, interfaceId, methodId, params, options,
+       [self, onResults = std::move(onResults)](rpc::Reply& reply) {
+         if (!reply.status.ok()) return self->fail(reply.status);
+         onResults(reply);
+       });
 }
 
 void Exchange::callEndpoint(const std::string& endpoint, uint64_t interfaceId, uint16_t methodId,
@@ -104,20 +96,27 @@ void Exchange::callEndpoint(const std::string& endpoint, uint64_t interfaceId, u
   options.timeout = timeout;
   options.traceId = requestId_;
   options.retryable = true;
+  send(endpoint, interfaceId, methodId, params, options, std::move(onReply));
+}
+
+void Exchange::send(const std::string& endpoint, uint64_t interfaceId, uint16_t methodId,
+                    capnp::MessageBuilder& params, const rpc::CallOptions& options,
+                    OnReply onReply) {
+  // A reply that cannot be read (or a handler that throws) answers 500; an
+  // exchange answered already ignores it.
   auto self = shared_from_this();
-  worker_.connection(endpoint).call(interfaceId, methodId, rpc::toFrame(params), options,
-                                    [self, onReply = std::move(onReply)](rpc::Reply reply) {
-                                      try {
-                                        onReply(reply);
-                                      } catch (const kj::Exception& e) {
-                                        if (!self->answered())
-                                          self->fail(rpc::StatusCode::INTERNAL,
-                                                     e.getDescription().cStr());
-                                      } catch (const std::exception& e) {
-                                        if (!self->answered())
-                                          self->fail(rpc::StatusCode::INTERNAL, e.what());
-                                      }
-                                    });
+  worker_.connection(endpoint).call(
+      interfaceId, methodId, rpc::toFrame(params), options,
+      [self, onReply = std::move(onReply)](rpc::Reply reply) {
+        try {
+          onReply(reply);
+        } catch (const kj::Exception& e) {
+          self->fail(rpc::StatusCode::INTERNAL,
+                     "unreadable reply: " + std::string(e.getDescription().cStr()));
+        } catch (const std::exception& e) {
+          self->fail(rpc::StatusCode::INTERNAL, e.what());
+        }
+      });
 }
 
 void Exchange::reply(Response response) {

@@ -75,6 +75,9 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   void startEventStream(std::vector<std::string> topics, std::optional<std::string> lastEventId);
 
  private:
+  void send(const std::string& endpoint, uint64_t interfaceId, uint16_t methodId,
+            capnp::MessageBuilder& params, const rpc::CallOptions& options, OnReply onReply);
+
   std::shared_ptr<Session> session_;
   Worker& worker_;
   Request request_;

@@ -83,7 +83,6 @@ struct Mesh {
     }
     FAIL("gateway did not answer /healthz; log:\n" << readText(dir.path() + "/gateway.log"));
   }
-  std::string log() { return readText(dir.path() + "/gateway.log"); }
 };
 
 }  // namespace
@@ -382,8 +381,7 @@ TEST_CASE("gateway: a service that stops answering gives 504 at the request time
   CHECK(http.post("/v1/ids/stall").status == 200);
 }
 
-TEST_CASE("gateway: SIGTERM lets a request in flight finish within the grace period",
-          "[gateway]") {
+TEST_CASE("gateway: SIGTERM lets a request in flight finish within the grace period", "[gateway]") {
   Mesh mesh("stop_grace = \"5s\"\nrequest_timeout = \"5s\"\n");
   HttpClient http(mesh.port);
   REQUIRE(http.post("/v1/ids/grace").status == 200);
