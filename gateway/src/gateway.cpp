@@ -111,7 +111,7 @@ void Gateway::accept() {
   auto& worker = *workers_[nextWorker_];
   nextWorker_ = (nextWorker_ + 1) % workers_.size();
   acceptor_->async_accept(worker.io(),
-                          [this, &worker](boost::system::error_code ec, tcp::socket socket) {
+                          [this, &worker](boost::system::error_code ec, Socket socket) {
                             if (ec == asio::error::operation_aborted || !acceptor_->is_open())
                               return;
                             if (!ec) {
@@ -154,7 +154,7 @@ void Gateway::stop() {
   threads_.clear();
 }
 
-void startSession(Worker& worker, tcp::socket socket) {
+void startSession(Worker& worker, Socket socket) {
   std::make_shared<Session>(worker, std::move(socket))->start();
 }
 

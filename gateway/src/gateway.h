@@ -113,6 +113,6 @@ class Gateway {
 };
 
 // Starts the HTTP session for an accepted connection (on its worker's thread).
-void startSession(Worker& worker, boost::asio::ip::tcp::socket socket);
+void startSession(Worker& worker, Socket socket);
 
 }  // namespace zmesh::gateway

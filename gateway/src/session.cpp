@@ -37,8 +37,10 @@ bool connectionGone(const beast::error_code& ec) {
 
 std::string newRequestId() {
   thread_local std::mt19937_64 random{std::random_device{}()};
-  char out[17];
-  std::snprintf(out, sizeof(out), "%016llx", static_cast<unsigned long long>(random()));
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out(16, '0');
+  uint64_t bits = random();
+  for (int i = 15; i >= 0; --i, bits >>= 4) out[i] = kHex[bits & 0xf];
   return out;
 }
 
@@ -61,7 +63,7 @@ std::string sseFrame(std::string_view event, std::string_view id, std::string_vi
 
 }  // namespace
 
-Session::Session(Worker& worker, asio::ip::tcp::socket socket)
+Session::Session(Worker& worker, Socket socket)
     : worker_(worker),
       gateway_(worker.gateway()),
       stream_(std::move(socket)),
@@ -323,7 +325,7 @@ void Session::closeGracefully() {
   // makes the kernel send RST, and the client may lose the answer it has not
   // read yet: send FIN, read and discard until the client closes, bounded.
   beast::error_code ignored;
-  stream_.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+  stream_.shutdown(Socket::shutdown_send, ignored);
   expireAfter(std::chrono::seconds(1));
   readUntilClosed();
 }
@@ -339,7 +341,7 @@ void Session::close() {
   if (heartbeat_) heartbeat_->cancel();
   beast::error_code ec;
   timer_.cancel();
-  stream_.shutdown(asio::ip::tcp::socket::shutdown_send, ec);
+  stream_.shutdown(Socket::shutdown_send, ec);
   stream_.close(ec);
 }
 

@@ -3,8 +3,6 @@
 // into a Server-Sent Events stream. Worker thread only.
 #pragma once
 
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/parser.hpp>
@@ -15,6 +13,7 @@
 #include <optional>
 #include <string>
 
+#include "asio_types.h"
 #include "event_buffer.h"
 #include "responses.h"
 #include "router.h"
@@ -26,7 +25,7 @@ class Gateway;
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(Worker& worker, boost::asio::ip::tcp::socket socket);
+  Session(Worker& worker, Socket socket);
   void start();
 
   // The answer to the request in progress (from its Exchange). Ignored once
@@ -65,8 +64,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
   Worker& worker_;
   Gateway& gateway_;
-  boost::asio::ip::tcp::socket stream_;
-  boost::asio::steady_timer timer_;
+  Socket stream_;
+  Timer timer_;
   Clock::time_point deadline_ = Clock::time_point::max();
   bool timerArmed_ = false;
   Clock::time_point armedAt_;
@@ -92,7 +91,7 @@ class Session : public std::enable_shared_from_this<Session> {
   size_t backlogAllowance_ = 0;  // replayed events still in queue_, beyond the live bound
   std::unique_ptr<http::response<http::empty_body>> streamHeader_;
   std::unique_ptr<http::response_serializer<http::empty_body>> streamSerializer_;
-  std::optional<boost::asio::steady_timer> heartbeat_;
+  std::optional<Timer> heartbeat_;
   char closeProbe_[256];
   bool closed_ = false;
 };

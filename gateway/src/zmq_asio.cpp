@@ -8,7 +8,7 @@ namespace asio = boost::asio;
 
 struct AsioConnection::Watch {
   Watch(asio::io_context& io, int fd) : descriptor(io, fd) {}
-  asio::posix::stream_descriptor descriptor;
+  Descriptor descriptor;
   bool armed = false;
 };
 
@@ -108,7 +108,7 @@ void AsioConnection::arm() {
     if (watch->armed) continue;
     watch->armed = true;
     Watch* w = watch.get();
-    w->descriptor.async_wait(asio::posix::stream_descriptor::wait_read,
+    w->descriptor.async_wait(Descriptor::wait_read,
                              [alive, w](const boost::system::error_code& ec) {
                                auto self = alive.lock();
                                if (!self) return;

@@ -9,13 +9,12 @@
 #pragma once
 
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/posix/stream_descriptor.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <memory>
 #include <string>
 #include <vector>
 #include <zmq.hpp>
 
+#include "asio_types.h"
 #include "zmesh/rpc/client.h"
 
 namespace zmesh::gateway {
@@ -61,7 +60,7 @@ class AsioConnection {
   std::vector<Pending> pending_;
   std::vector<std::unique_ptr<Watch>> watches_;
   std::vector<void*> sockets_;  // as pollItems() lists them: the DEALER, then the monitor
-  boost::asio::steady_timer timer_;
+  Timer timer_;
   bool timerArmed_ = false;
   rpc::Clock::time_point timerAt_;
   bool pumpScheduled_ = false;

@@ -191,20 +191,17 @@ void Connection::process() {
   drainMonitor();
   drainReplies();
   auto now = Clock::now();
-  while (!blocked_.empty()) {
-    auto it = calls_.find(blocked_.front());
-    if (it == calls_.end()) {
-      blocked_.erase(blocked_.begin());
-      continue;
-    }
-    if (!send(it->second, now)) break;  // still no room
-    blocked_.erase(blocked_.begin());
+  size_t sent = 0;
+  for (; sent < blocked_.size(); ++sent) {
+    auto it = calls_.find(blocked_[sent]);
+    if (it != calls_.end() && !send(it->second, now)) break;  // still no room
   }
+  blocked_.erase(blocked_.begin(), blocked_.begin() + sent);
   runTimers(now);
 }
 
 void Connection::drainReplies() {
-  std::vector<zmq::message_t> frames;
+  auto& frames = frames_;
   // Until EAGAIN: the socket's fd is edge-triggered, so anything left would stall.
   while (true) {
     frames.clear();

@@ -1,6 +1,7 @@
 #include "zmesh/rpc/frame.h"
 
 #include <cstring>
+#include <new>
 
 namespace zmesh::rpc {
 
@@ -9,12 +10,18 @@ FrameMessage::FrameMessage(const void* data, size_t size, const capnp::ReaderOpt
     throw FrameError("frame of " + std::to_string(size) + " bytes is not a whole number of words");
   // libzmq hands out tcp/ipc frames at arbitrary offsets and capnp 0.9 rejects
   // unaligned segments, so read from an aligned copy.
-  words_ = kj::heapArray<capnp::word>(size / sizeof(capnp::word));
-  std::memcpy(words_.begin(), data, size);
-  openMessage(words_, [&]() -> capnp::FlatArrayMessageReader& {
-    reader_ = kj::heap<capnp::FlatArrayMessageReader>(words_.asPtr(), options);
-    return *reader_;
+  storage_.reset(new (::operator new(sizeof(Storage) + size)) Storage);
+  sizeInWords_ = size / sizeof(capnp::word);
+  std::memcpy(storage_->words(), data, size);
+  kj::ArrayPtr<const capnp::word> words(storage_->words(), sizeInWords_);
+  openMessage(words, [&]() -> capnp::FlatArrayMessageReader& {
+    return storage_->reader.emplace(words, options);
   });
+}
+
+void FrameMessage::Release::operator()(Storage* storage) const {
+  storage->~Storage();
+  ::operator delete(storage);
 }
 
 FrameMessage readFrame(const zmq::message_t& frame, const capnp::ReaderOptions& options) {

@@ -37,15 +37,19 @@ class CallHook final : public capnp::CallContextHook, public kj::Refcounted {
   void releaseParams() override { params_ = nullptr; }
   capnp::AnyPointer::Builder getResults(kj::Maybe<capnp::MessageSize> sizeHint) override {
     if (results_ == nullptr) {
-      // Most results are a few words; capnp's default first segment (8 KiB,
-      // zeroed) cost more than the rest of a call. Larger results grow it.
-      uint firstSegment = 64;
+      // Most results are a few words: they are built in the hook itself (capnp's
+      // default, an 8 KiB zeroed segment, cost more than the rest of a call).
+      // Larger results start from their size hint and grow.
+      size_t hinted = 0;
       KJ_IF_MAYBE (hint, sizeHint) {
-        firstSegment = hint->wordCount + 1;
+        hinted = hint->wordCount + 1;
       }
-      results_ = kj::heap<capnp::MallocMessageBuilder>(firstSegment);
+      if (hinted <= kInlineWords)
+        results_.emplace(kj::arrayPtr(inline_, kInlineWords));
+      else
+        results_.emplace(static_cast<uint>(hinted));
     }
-    return KJ_ASSERT_NONNULL(results_)->getRoot<capnp::AnyPointer>();
+    return KJ_ASSERT_NONNULL(results_).getRoot<capnp::AnyPointer>();
   }
   kj::Promise<void> tailCall(kj::Own<capnp::RequestHook>&&) override {
     KJ_UNIMPLEMENTED("tail calls are not supported over zmesh rpc");
@@ -60,14 +64,16 @@ class CallHook final : public capnp::CallContextHook, public kj::Refcounted {
 
   zmq::message_t takeResults() {
     KJ_IF_MAYBE (r, results_) {
-      return toFrame(**r);
+      return toFrame(*r);
     }
     return zmq::message_t();
   }
 
  private:
+  static constexpr size_t kInlineWords = 32;
   kj::Maybe<FrameMessage> params_;
-  kj::Maybe<kj::Own<capnp::MallocMessageBuilder>> results_;
+  capnp::word inline_[kInlineWords] = {};  // zeroed, as MallocMessageBuilder requires
+  kj::Maybe<capnp::MallocMessageBuilder> results_;
 };
 
 zmq::message_t copyOf(const zmq::message_t& m) {
@@ -99,7 +105,18 @@ struct Server::Impl {
         timer(monotonicNow()),
         tasks(errors) {}
 
+  // Whom a reply goes to, and under what terms.
+  struct Caller {
+    std::string_view peer;
+    uint64_t requestId;
+    bool retryable;
+    TimePoint deadline;
+    std::string_view traceId;
+  };
+
+  // A call whose method has not answered yet.
   struct Call {
+    Caller caller() const { return {peer, requestId, retryable, deadline, traceId}; }
     std::string peer;
     uint64_t requestId = 0;
     bool retryable = false;
@@ -245,16 +262,10 @@ struct Server::Impl {
                    c.invalidParams);
     }
 
-    uint64_t id = ++nextCall;
     auto hook = kj::refcounted<CallHook>(kj::mv(*params));
-    Call& call = calls[id];
-    call.peer = kj::mv(peer);
-    call.requestId = requestId;
-    call.retryable = retryable;
-    call.deadline = deadline;
-    call.traceId = header.getTraceId().cStr();
-    call.hook = kj::addRef(*hook);
     if (retryable) retained[key];  // in flight: a resend waits for this reply
+    Caller caller{peer, requestId, retryable, deadline,
+                  std::string_view(header.getTraceId().cStr(), header.getTraceId().size())};
 
     uint16_t methodId = header.getMethodId();
     capnp::Capability::Server* target = server->second.get();
@@ -264,7 +275,8 @@ struct Server::Impl {
                          capnp::CallContext<capnp::AnyPointer, capnp::AnyPointer>(*hook))
           .promise;
     });
-    // Most methods answer at once: reply now, without a continuation per call.
+    // Most methods answer at once: reply now, with no record of the call and
+    // no continuation.
     if (result.poll(waitScope)) {
       Status status;
       try {
@@ -272,9 +284,17 @@ struct Server::Impl {
       } catch (const kj::Exception& e) {
         status = statusFromException(e);
       }
-      complete(id, status);
+      reply(caller, *hook, status);
       return;
     }
+    uint64_t id = ++nextCall;
+    Call& call = calls[id];
+    call.peer = kj::mv(peer);
+    call.requestId = requestId;
+    call.retryable = retryable;
+    call.deadline = deadline;
+    call.traceId = caller.traceId;
+    call.hook = kj::addRef(*hook);
     call.work = result.attach(kj::mv(hook))
                     .then([this, id]() { complete(id, {}); },
                           [this, id](kj::Exception&& e) { complete(id, statusFromException(e)); })
@@ -284,27 +304,33 @@ struct Server::Impl {
 
   // ---- replying ----
 
+  // A deferred call's method finished (or the call is abandoned at stop).
   void complete(uint64_t id, Status status) {
     auto it = calls.find(id);
     if (it == calls.end() || it->second.answered) return;
     Call& call = it->second;
+    reply(call.caller(), *call.hook, status);
+    call.answered = true;
+    answeredCalls.push_back(id);
+  }
+
+  void reply(const Caller& caller, CallHook& hook, const Status& status) {
     auto& c = self.counters_;
     zmq::message_t body;
     if (status.ok()) {
-      body = call.hook->takeResults();
+      body = hook.takeResults();
     } else if (status.code == StatusCode::INTERNAL) {
       ++c.internalErrors;
       spdlog::error("{}: internal error (request {}, trace '{}'): {}", self.options_.name,
-                    call.requestId, call.traceId, status.message);
+                    caller.requestId, caller.traceId, status.message);
     } else {
       ++c.failed;
     }
-    auto header = wire::encodeReply(call.requestId, status.code, status.message);
-    if (call.retryable) retain(retryKey(call.peer, call.requestId), header, body);
+    auto header = wire::encodeReply(caller.requestId, status.code, status.message);
+    std::string peer(caller.peer);
+    if (caller.retryable) retain(retryKey(peer, caller.requestId), header, body);
     ++c.replies;
-    call.answered = true;
-    answeredCalls.push_back(id);
-    deliver(call.peer, kj::mv(header), kj::mv(body), call.deadline);
+    deliver(peer, kj::mv(header), kj::mv(body), caller.deadline);
   }
 
   // Erases answered calls; called between loop turns, never from a continuation.
@@ -567,7 +593,7 @@ Server::Server(zmq::context_t& context, ServerOptions options)
     add("replies_unroutable", c.repliesUnroutable);
     add("refused_stopping", c.refusedStopping);
     add("wakeups", c.wakeups);
-    add("in_flight", impl_->calls.size());
+    add("in_flight", impl_->calls.size());  // methods that have not answered yet
     add("peer_queues", impl_->peers.size());
   });
 }

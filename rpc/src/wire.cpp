@@ -10,6 +10,9 @@
 namespace zmesh::rpc::wire {
 namespace {
 
+// Room for a header with a trace id and idempotency key of ordinary length.
+constexpr size_t kScratchWords = 32;
+
 // string_views need not be NUL-terminated, which capnp::Text::Reader requires.
 void copyText(capnp::Text::Builder out, std::string_view in) {
   std::memcpy(out.begin(), in.data(), in.size());
@@ -18,7 +21,10 @@ void copyText(capnp::Text::Builder out, std::string_view in) {
 }  // namespace
 
 zmq::message_t encodeRequest(const RequestHeader& h) {
-  capnp::MallocMessageBuilder message(32);
+  // Built on the stack (every call sends one); long trace ids or keys spill
+  // into a heap segment.
+  capnp::word scratch[kScratchWords] = {};
+  capnp::MallocMessageBuilder message(kj::arrayPtr(scratch, kScratchWords));
   auto b = message.initRoot<idl::RpcHeader>();
   b.setRequestId(h.requestId);
   b.setInterfaceId(h.interfaceId);
@@ -53,7 +59,8 @@ zmq::message_t encodeReply(uint64_t requestId, StatusCode code, std::string_view
     while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
     text = text.substr(0, cut);
   }
-  capnp::MallocMessageBuilder message(16 + text.size() / 8);
+  capnp::word scratch[kScratchWords] = {};
+  capnp::MallocMessageBuilder message(kj::arrayPtr(scratch, kScratchWords));
   auto b = message.initRoot<idl::RpcHeader>();
   b.setRequestId(requestId);
   b.setStatus(code);

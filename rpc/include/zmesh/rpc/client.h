@@ -20,6 +20,7 @@
 #include <functional>
 #include <future>
 #include <memory>
+#include <memory_resource>
 #include <optional>
 #include <set>
 #include <string>
@@ -151,9 +152,12 @@ class Connection {
   zmq::socket_t dealer_;
   zmq::socket_t monitor_;  // null when options_.monitor is off
   uint64_t nextRequestId_;
-  std::unordered_map<uint64_t, Call> calls_;
-  std::vector<uint64_t> blocked_;                            // waiting for room to send, in order
-  std::set<std::pair<Clock::time_point, uint64_t>> timers_;  // (deadline or resend, request id)
+  // Every call adds and removes an entry in both: their nodes are recycled.
+  std::pmr::unsynchronized_pool_resource pool_;
+  std::pmr::unordered_map<uint64_t, Call> calls_{&pool_};
+  std::pmr::set<std::pair<Clock::time_point, uint64_t>> timers_{&pool_};  // (deadline or resend, id)
+  std::vector<uint64_t> blocked_;  // waiting for room to send, in order
+  std::vector<zmq::message_t> frames_;  // a received message, reused
   ConnectionCounters counters_;
   capnp::ReaderOptions replyOptions_;
   bool connected_ = false;

@@ -9,6 +9,7 @@
 #include <capnp/serialize.h>
 #include <kj/array.h>
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -26,14 +27,24 @@ class FrameMessage {
 
   template <typename T>
   typename T::Reader root() {
-    return reader_->getRoot<T>();
+    return storage_->reader->getRoot<T>();
   }
-  capnp::AnyPointer::Reader any() { return reader_->getRoot<capnp::AnyPointer>(); }
-  size_t sizeInWords() const { return words_.size(); }
+  capnp::AnyPointer::Reader any() { return storage_->reader->getRoot<capnp::AnyPointer>(); }
+  size_t sizeInWords() const { return sizeInWords_; }
 
  private:
-  kj::Array<capnp::word> words_;
-  kj::Own<capnp::FlatArrayMessageReader> reader_;
+  // The reader and, right behind it, the words it reads: one allocation per
+  // message (every request and every reply has one).
+  struct Storage {
+    std::optional<capnp::FlatArrayMessageReader> reader;
+    capnp::word* words() { return reinterpret_cast<capnp::word*>(this + 1); }
+  };
+  struct Release {
+    void operator()(Storage* storage) const;
+  };
+  static_assert(sizeof(Storage) % sizeof(capnp::word) == 0);
+  std::unique_ptr<Storage, Release> storage_;
+  size_t sizeInWords_ = 0;
 };
 
 class FrameError : public std::runtime_error {

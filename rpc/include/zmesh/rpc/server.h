@@ -101,7 +101,7 @@ class Server {
   const ServerCounters& counters() const { return counters_; }
   StatsRegistry& stats() { return stats_; }
   const ServerOptions& options() const { return options_; }
-  size_t inFlight() const;
+  size_t inFlight() const;  // calls whose method has not answered yet
 
  private:
   struct Impl;
