@@ -167,8 +167,8 @@ int main(int argc, char** argv) {
     if (serverKind == "raw") {
       if (transport == "tcp")
         endpoint = "tcp://127.0.0.1:" + std::to_string(17000 + ::getpid() % 20000);
-      serverThread =
-          std::thread(rawEchoServer, std::ref(serverContext), endpoint, std::ref(stop), std::ref(ready));
+      serverThread = std::thread(rawEchoServer, std::ref(serverContext), endpoint, std::ref(stop),
+                                 std::ref(ready));
     } else {
       serverThread = std::thread([&] {
         rpc::ServerOptions o;
