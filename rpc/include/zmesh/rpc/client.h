@@ -155,8 +155,9 @@ class Connection {
   // Every call adds and removes an entry in both: their nodes are recycled.
   std::pmr::unsynchronized_pool_resource pool_;
   std::pmr::unordered_map<uint64_t, Call> calls_{&pool_};
-  std::pmr::set<std::pair<Clock::time_point, uint64_t>> timers_{&pool_};  // (deadline or resend, id)
-  std::vector<uint64_t> blocked_;  // waiting for room to send, in order
+  std::pmr::set<std::pair<Clock::time_point, uint64_t>> timers_{
+      &pool_};                          // (deadline or resend, id)
+  std::vector<uint64_t> blocked_;       // waiting for room to send, in order
   std::vector<zmq::message_t> frames_;  // a received message, reused
   ConnectionCounters counters_;
   capnp::ReaderOptions replyOptions_;
