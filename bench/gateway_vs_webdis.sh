@@ -19,6 +19,7 @@ idgen_port=${IDGEN_PORT:-17110}
 http_port=${HTTP_PORT:-18080}
 source bench/lib.sh
 need redis-server redis-cli webdis wrk curl bc
+free_ports "$redis_port" "$webdis_port" "$idgen_port" "$http_port" "$((http_port + 1))"
 
 wait_http() {  # $1: url
   for _ in $(seq 200); do curl -s -o /dev/null "$1" && return; sleep 0.05; done
@@ -38,7 +39,7 @@ for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
 webdis "$tmp/webdis.json" 2>/dev/null & pids+=($!)
 wait_http "http://127.0.0.1:$webdis_port/PING"
 
-# idgen + gateway (1 HTTP worker thread: a second gains nothing on 2 cores).
+# idgen + gateway, with as many HTTP worker threads as webdis has.
 cat > "$tmp/mesh.toml" <<TOML
 [idgen]
 endpoint = "tcp://127.0.0.1:$idgen_port"
@@ -47,7 +48,7 @@ fsync = "everysec"
 [gateway]
 listen = "127.0.0.1:$http_port"
 endpoint = "tcp://127.0.0.1:$((http_port + 1))"
-threads = 1
+threads = 2
 TOML
 "$bin/zmesh-idgen" --config "$tmp/mesh.toml" --log-level warn 2>"$tmp/idgen.log" & pids+=($!)
 "$bin/zmesh-gateway" --config "$tmp/mesh.toml" --log-level warn 2>"$tmp/gateway.log" & pids+=($!)

@@ -14,6 +14,7 @@ redis_port=${REDIS_PORT:-17379}
 idgen_port=${IDGEN_PORT:-17110}
 source bench/lib.sh
 need redis-server redis-cli redis-benchmark bc
+free_ports "$redis_port" "$idgen_port"
 : > "$tmp/empty.toml"
 
 start_redis() {  # $1: persistence (off|everysec)

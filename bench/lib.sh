@@ -14,3 +14,13 @@ need() {  # $@: commands the benchmark runs
     command -v "$tool" >/dev/null || { echo "$tool missing: run deploy/setup.sh --bench" >&2; exit 2; }
   done
 }
+
+free_ports() {  # $@: loopback ports the benchmark listens on
+  # A leftover server on one of them would be measured instead of ours.
+  for port in "$@"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "127.0.0.1:$port is in use: stop what listens there, or choose another port (see the script's *_PORT variables)" >&2
+      exit 2
+    fi
+  done
+}

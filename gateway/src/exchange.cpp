@@ -55,20 +55,6 @@ std::optional<int64_t> Exchange::queryInteger(std::string_view name, int64_t fal
   return value;
 }
 
-std::optional<boost::json::object> Exchange::jsonBody() {
-  boost::system::error_code ec;
-  auto value = boost::json::parse(request_.body(), ec);
-  if (ec) {
-    fail(rpc::StatusCode::INVALID_ARGUMENT, "request body is not valid JSON: " + ec.message());
-    return std::nullopt;
-  }
-  if (!value.is_object()) {
-    fail(rpc::StatusCode::INVALID_ARGUMENT, "request body must be a JSON object");
-    return std::nullopt;
-  }
-  return std::move(value.as_object());
-}
-
 void Exchange::call(uint64_t interfaceId, uint16_t methodId, capnp::MessageBuilder& params,
                     OnReply onResults) {
   auto& gateway = worker_.gateway();

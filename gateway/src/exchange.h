@@ -48,8 +48,6 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   // answers 400 naming the parameter and returns nullopt.
   std::optional<int64_t> queryInteger(std::string_view name, int64_t fallback, int64_t min,
                                       int64_t max);
-  // The body parsed as a JSON object; on bad input answers 400 and returns nullopt.
-  std::optional<boost::json::object> jsonBody();
 
   // Calls `method` of interface T on the route's service with `params`, with
   // the request id as trace id, the gateway's deadline and the Idempotency-Key.

@@ -35,8 +35,6 @@ class AsioConnection {
 
   const rpc::ConnectionCounters& counters() const { return connection_.counters(); }
   const std::string& endpoint() const { return connection_.endpoint(); }
-  bool connected() const { return connection_.connected(); }
-  size_t inFlight() const { return connection_.inFlight(); }
 
  private:
   struct Watch;

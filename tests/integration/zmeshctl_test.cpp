@@ -266,6 +266,9 @@ TEST_CASE("zmeshctl up, call, status, restart of a killed service, events, down"
     CHECK(idgen[2] == std::to_string(state["idgen"].pid));
     CHECK(idgen[4] == "0");
     CHECK(idgen[5] == "ok");
+    // The gateway's row shows its Admin endpoint; where it serves HTTP follows.
+    CHECK(status.output.find("HTTP: gateway on http://127.0.0.1:" +
+                             std::to_string(mesh.httpPort)) != std::string::npos);
   }
 
   SECTION("a service killed with SIGKILL is restarted by the supervisor") {

@@ -161,6 +161,7 @@ int cmdStatus(const std::string& configPath) {
   std::printf("%-10s %-26s %-8s %-9s %-8s %s\n", "SERVICE", "ENDPOINT", "PID", "UPTIME", "RESTARTS",
               "HEALTH");
   bool allOk = true;
+  std::vector<std::string> httpLines;  // the gateway's ENDPOINT is its Admin one, not its HTTP
   for (auto& name : mesh.services()) {
     if (interfacesOf(name).empty()) continue;
     std::string pid = "-", uptime = "-", restarts = "-", health;
@@ -178,6 +179,8 @@ int cmdStatus(const std::string& configPath) {
       health = h.ok ? "ok" : "unhealthy: " + h.detail;
       uptime = formatUptime(static_cast<int64_t>(info.uptimeMs));
       pid = std::to_string(info.pid);
+      for (auto& [key, value] : info.config)
+        if (key == "listen") httpLines.push_back("HTTP: " + name + " on http://" + value);
       allOk = allOk && h.ok;
     } catch (const RpcError& e) {
       health = "down (" + std::string(rpc::statusName(e.code())) + ")";
@@ -186,6 +189,7 @@ int cmdStatus(const std::string& configPath) {
     std::printf("%-10s %-26s %-8s %-9s %-8s %s\n", name.c_str(), mesh.adminEndpoint(name).c_str(),
                 pid.c_str(), uptime.c_str(), restarts.c_str(), health.c_str());
   }
+  for (auto& line : httpLines) std::printf("%s\n", line.c_str());
   if (!supervisor) std::printf("(no supervisor running for %s)\n", options.runDir.c_str());
   return allOk ? 0 : 1;
 }
