@@ -23,6 +23,20 @@ namespace json = boost::json;
 
 namespace {
 
+// A process stopped with SIGSTOP (alive and connected, answering nothing)
+// until resume() or the end of the scope, whichever comes first.
+class Paused {
+ public:
+  explicit Paused(pid_t pid) : pid_(pid) { REQUIRE(::kill(pid_, SIGSTOP) == 0); }
+  ~Paused() { resume(); }
+  Paused(const Paused&) = delete;
+  Paused& operator=(const Paused&) = delete;
+  void resume() { ::kill(pid_, SIGCONT); }
+
+ private:
+  pid_t pid_;
+};
+
 json::value parse(const std::string& body) {
   INFO("body: " << body);
   return json::parse(body);
@@ -362,11 +376,7 @@ TEST_CASE("gateway: a service that stops answering gives 504 at the request time
   Mesh mesh("request_timeout = \"500ms\"\n");
   HttpClient http(mesh.port);
   REQUIRE(http.post("/v1/ids/stall").status == 200);
-  REQUIRE(::kill(mesh.idgen->pid(), SIGSTOP) == 0);
-  struct Resume {
-    pid_t pid;
-    ~Resume() { ::kill(pid, SIGCONT); }
-  } resume{mesh.idgen->pid()};
+  Paused idgen(mesh.idgen->pid());
   auto start = std::chrono::steady_clock::now();
   auto r = http.post("/v1/ids/stall");
   auto took = std::chrono::steady_clock::now() - start;
@@ -377,7 +387,7 @@ TEST_CASE("gateway: a service that stops answering gives 504 at the request time
   // Other routes of the gateway are not held up meanwhile.
   HttpClient other(mesh.port);
   CHECK(other.get("/healthz").status == 200);
-  ::kill(mesh.idgen->pid(), SIGCONT);
+  idgen.resume();
   CHECK(http.post("/v1/ids/stall").status == 200);
 }
 
@@ -385,11 +395,7 @@ TEST_CASE("gateway: SIGTERM lets a request in flight finish within the grace per
   Mesh mesh("stop_grace = \"5s\"\nrequest_timeout = \"5s\"\n");
   HttpClient http(mesh.port);
   REQUIRE(http.post("/v1/ids/grace").status == 200);
-  REQUIRE(::kill(mesh.idgen->pid(), SIGSTOP) == 0);
-  struct Resume {
-    pid_t pid;
-    ~Resume() { ::kill(pid, SIGCONT); }
-  } resume{mesh.idgen->pid()};
+  Paused idgen(mesh.idgen->pid());
   std::optional<HttpResponse> answer;
   std::thread client([&] { answer = http.post("/v1/ids/grace"); });
   std::this_thread::sleep_for(200ms);  // the request waits on the stopped service
@@ -397,7 +403,7 @@ TEST_CASE("gateway: SIGTERM lets a request in flight finish within the grace per
   std::this_thread::sleep_for(300ms);
   // Stopping: new connections are refused, the request in flight is not.
   CHECK_THROWS(HttpClient(mesh.port, 1s).get("/healthz"));
-  ::kill(mesh.idgen->pid(), SIGCONT);
+  idgen.resume();
   client.join();
   REQUIRE(answer);
   CHECK(answer->status == 200);
