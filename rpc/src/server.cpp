@@ -82,8 +82,8 @@ zmq::message_t copyOf(const zmq::message_t& m) {
   return c;
 }
 
-std::string retryKey(const std::string& peer, uint64_t requestId) {
-  std::string key = peer;
+std::string retryKey(std::string_view peer, uint64_t requestId) {
+  std::string key(peer);
   key.append(reinterpret_cast<const char*>(&requestId), sizeof(requestId));
   return key;
 }
@@ -327,10 +327,9 @@ struct Server::Impl {
       ++c.failed;
     }
     auto header = wire::encodeReply(caller.requestId, status.code, status.message);
-    std::string peer(caller.peer);
-    if (caller.retryable) retain(retryKey(peer, caller.requestId), header, body);
+    if (caller.retryable) retain(retryKey(caller.peer, caller.requestId), header, body);
     ++c.replies;
-    deliver(peer, kj::mv(header), kj::mv(body), caller.deadline);
+    deliver(caller.peer, kj::mv(header), kj::mv(body), caller.deadline);
   }
 
   // Erases answered calls; called between loop turns, never from a continuation.
@@ -387,7 +386,7 @@ struct Server::Impl {
     }
   }
 
-  Sent trySend(const std::string& peer, zmq::message_t& header, zmq::message_t& body) {
+  Sent trySend(std::string_view peer, zmq::message_t& header, zmq::message_t& body) {
     zmq::message_t identity(peer.data(), peer.size());
     try {
       if (!router.send(identity, zmq::send_flags::sndmore | zmq::send_flags::dontwait))
@@ -402,9 +401,10 @@ struct Server::Impl {
     return Sent::ok;
   }
 
-  void deliver(const std::string& peer, zmq::message_t header, zmq::message_t body,
+  void deliver(std::string_view peer, zmq::message_t header, zmq::message_t body,
                TimePoint deadline) {
-    auto queue = peers.empty() ? peers.end() : peers.find(peer);  // mostly empty: skip the hash
+    // Mostly empty: then the peer's name is neither hashed nor copied.
+    auto queue = peers.empty() ? peers.end() : peers.find(std::string(peer));
     if (queue == peers.end()) {
       switch (trySend(peer, header, body)) {
         case Sent::ok:
@@ -413,7 +413,7 @@ struct Server::Impl {
           ++self.counters_.repliesUnroutable;
           return;
         case Sent::wouldBlock:
-          queue = peers.try_emplace(peer).first;
+          queue = peers.try_emplace(std::string(peer)).first;
           break;
       }
     }
@@ -425,7 +425,7 @@ struct Server::Impl {
       ++self.counters_.repliesQueued;
       q.replies.push_back({kj::mv(header), kj::mv(body), deadline});
     }
-    arm(peer, q);
+    arm(queue->first, q);
   }
 
   // Retrying on ROUTER POLLOUT would spin: it is set while *any* peer has room.
