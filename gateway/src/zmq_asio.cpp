@@ -89,8 +89,7 @@ void AsioConnection::pump() {
   for (int round = 0;; ++round) {
     connection_.process();
     // The DEALER first (replies, and room to send while calls wait for it), then the monitor.
-    bool pending =
-        socketEvents(sockets_[0]) & (ZMQ_POLLIN | (connection_.waitingForRoom() ? ZMQ_POLLOUT : 0));
+    bool pending = socketEvents(sockets_[0]) & connection_.dealerEvents();
     for (size_t i = 1; i < sockets_.size() && !pending; ++i)
       pending = socketEvents(sockets_[i]) & ZMQ_POLLIN;
     if (!pending) break;

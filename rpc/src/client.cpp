@@ -177,9 +177,8 @@ void Connection::finish(uint64_t requestId, Reply reply) {
 }
 
 std::vector<zmq::pollitem_t> Connection::pollItems() {
-  short dealerEvents = ZMQ_POLLIN | (blocked_.empty() ? 0 : ZMQ_POLLOUT);
-  if (!options_.monitor) return {{dealer_.handle(), 0, dealerEvents, 0}};
-  return {{dealer_.handle(), 0, dealerEvents, 0}, {monitor_.handle(), 0, ZMQ_POLLIN, 0}};
+  if (!options_.monitor) return {{dealer_.handle(), 0, dealerEvents(), 0}};
+  return {{dealer_.handle(), 0, dealerEvents(), 0}, {monitor_.handle(), 0, ZMQ_POLLIN, 0}};
 }
 
 std::optional<Clock::time_point> Connection::nextTimer() const {

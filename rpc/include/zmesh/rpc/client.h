@@ -121,8 +121,9 @@ class Connection {
   std::optional<Clock::time_point> nextTimer() const;
 
   size_t inFlight() const { return calls_.size(); }
-  // True while calls wait for room to send (then the DEALER's POLLOUT matters).
-  bool waitingForRoom() const { return !blocked_.empty(); }
+  // What to wait for on the DEALER (pollItems()' first item): POLLIN, and
+  // POLLOUT while calls wait for room to send.
+  short dealerEvents() const { return ZMQ_POLLIN | (blocked_.empty() ? 0 : ZMQ_POLLOUT); }
   // As the monitor last saw it (always false with the monitor off).
   bool connected() const { return connected_; }
   const ConnectionCounters& counters() const { return counters_; }
