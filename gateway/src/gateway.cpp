@@ -76,7 +76,7 @@ Gateway::Gateway(GatewayConfig config, Mesh& mesh, zmq::context_t& context)
     workers_.push_back(std::make_unique<Worker>(*this, static_cast<size_t>(i)));
   tcp::endpoint endpoint(asio::ip::make_address(config_.listenAddress), config_.listenPort);
   acceptor_ = std::make_unique<tcp::acceptor>(workers_[0]->io());
-  acceptRetry_ = std::make_unique<asio::steady_timer>(workers_[0]->io());
+  acceptRetry_ = std::make_unique<Timer>(workers_[0]->io());
   boost::system::error_code ec;
   acceptor_->open(endpoint.protocol(), ec);
   if (!ec) acceptor_->set_option(asio::socket_base::reuse_address(true), ec);

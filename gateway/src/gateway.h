@@ -11,7 +11,6 @@
 #include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <functional>
 #include <map>
 #include <memory>
@@ -21,6 +20,7 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include "asio_types.h"
 #include "auth.h"
 #include "event_hub.h"
 #include "gateway_config.h"
@@ -106,7 +106,7 @@ class Gateway {
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::thread> threads_;
   std::unique_ptr<boost::asio::ip::tcp::acceptor> acceptor_;
-  std::unique_ptr<boost::asio::steady_timer> acceptRetry_;
+  std::unique_ptr<Timer> acceptRetry_;
   size_t nextWorker_ = 0;
   uint16_t port_ = 0;
   std::atomic<bool> stopping_{false};

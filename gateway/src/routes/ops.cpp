@@ -1,9 +1,9 @@
 // Operations routes: /healthz, /readyz, /metrics, /openapi.json (API.md).
 #include <boost/asio/post.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/json.hpp>
 #include <mutex>
 
+#include "asio_types.h"
 #include "exchange.h"
 #include "gateway.h"
 #include "openapi_json.h"
@@ -160,14 +160,14 @@ void metrics(const std::shared_ptr<Exchange>& ex) {
     // scrape must never leave another worker owning this worker's session
     // (at stop, the workers' queues are destroyed one after the other). This
     // worker keeps the exchange alive, bounded by the readiness timeout.
-    auto keeper = std::make_shared<boost::asio::steady_timer>(ex->worker().io());
+    auto keeper = std::make_shared<Timer>(ex->worker().io());
     keeper->expires_after(gateway.config().readinessTimeout);
     keeper->async_wait([ex, keeper](boost::system::error_code ec) {
       if (!ec)
         ex->fail(rpc::StatusCode::DEADLINE_EXCEEDED, "the workers did not report their counters");
     });
     std::weak_ptr<Exchange> weakExchange = ex;
-    std::weak_ptr<boost::asio::steady_timer> weakKeeper = keeper;
+    std::weak_ptr<Timer> weakKeeper = keeper;
     gatherClientCounters(
         gateway, ex->worker().io(),
         [weakExchange, weakKeeper, &gateway, services](std::vector<ClientSample> clients) {
