@@ -10,6 +10,7 @@ bin=${1:-build}/bin
 seconds=${SECONDS_PER_RUN:-3}
 rounds=${ROUNDS:-3}
 source bench/lib.sh
+need bc
 
 # runs <args...>: ROUNDS alternating runs of each server; their result lines
 # go to $tmp/raw and $tmp/rpc.

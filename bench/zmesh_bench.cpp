@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <optional>
 #include <thread>
 #include <zmq_addon.hpp>
 
@@ -171,6 +172,7 @@ int main(int argc, char** argv) {
   std::thread serverThread;
   std::atomic<bool> stop{false}, ready{false};
   rpc::Server* rpcServer = nullptr;
+  std::optional<double> requestsPerWakeup;  // the rpc server's, once it has stopped
 
   if (app.got_subcommand("echo")) {
     endpoint = transport == "tcp" ? "tcp://127.0.0.1:0"
@@ -192,6 +194,8 @@ int main(int argc, char** argv) {
         rpcServer = &server;
         ready = true;
         server.run();
+        const auto& c = server.counters();
+        requestsPerWakeup = c.wakeups ? static_cast<double>(c.requests) / c.wakeups : 0.0;
       });
     }
     while (!ready) std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -222,13 +226,6 @@ int main(int argc, char** argv) {
   std::string name =
       app.got_subcommand("echo") ? "echo-" + serverKind + "-" + transport : "idgen-next";
   report(name.c_str(), result, connections, window);
-  if (rpcServer) {
-    // Read from another thread after the run: the loop is idle by now, and an
-    // approximate figure is all this is for (how much each wake-up serves).
-    const auto& c = rpcServer->counters();
-    std::printf("server requests_per_wakeup=%.1f\n",
-                c.wakeups ? static_cast<double>(c.requests) / c.wakeups : 0.0);
-  }
   if (app.got_subcommand("idgen"))
     std::printf("ids_per_s=%.0f\n", result.done * count / result.seconds);
 
@@ -236,5 +233,7 @@ int main(int argc, char** argv) {
   stop = true;
   if (rpcServer) rpcServer->requestStop();
   if (serverThread.joinable()) serverThread.join();
+  // How much each wake-up of the server's loop served (read once it stopped).
+  if (requestsPerWakeup) std::printf("server requests_per_wakeup=%.1f\n", *requestsPerWakeup);
   return result.failed == 0 ? 0 : 1;
 }
