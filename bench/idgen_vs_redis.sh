@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # IdGen.next(count=1) vs Redis INCR, same machine, same client shape
-# (one load-generator thread, 50 connections), alternating runs.
+# (one load-generator thread, 50 connections), alternating runs, with the raw
+# libzmq floor (bare sockets, no RPC layer) measured in the same shape.
 #
 #   bench/idgen_vs_redis.sh [build-dir]      (needs: deploy/setup.sh --bench)
 #
@@ -45,14 +46,22 @@ zmesh_rps() {  # $1: window per connection, $2: count
     awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^calls_per_s=/) { sub("calls_per_s=", "", $i); print $i } }'
 }
 
-echo "| run | Redis INCR req/s | zmesh next req/s | ratio |"
-echo "|---|---:|---:|---:|"
+# The floor under any RPC layer on libzmq, same shape: bare DEALERs against a
+# bare ROUTER echo (its own context and I/O thread), no application work.
+floor_rps() {  # $1: window per connection
+  "$bin/zmesh-bench" echo --server raw --client raw --connections 50 --window "$1" --seconds 3 |
+    awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^calls_per_s=/) { sub("calls_per_s=", "", $i); print $i } }'
+}
+
+echo "| run | Redis INCR req/s | raw libzmq floor req/s | zmesh next req/s | zmesh ÷ Redis | floor ÷ Redis |"
+echo "|---|---:|---:|---:|---:|---:|"
 for persistence in off everysec; do
   for pipeline in 1 16; do
     start_redis "$persistence"; r=$(redis_rps "$pipeline"); stop_last
+    f=$(floor_rps "$pipeline")
     start_idgen "$persistence"; z=$(zmesh_rps "$pipeline" 1); stop_last
-    printf "| persistence %s, pipeline %s | %.0f | %.0f | %.2f |\n" "$persistence" "$pipeline" "$r" "$z" \
-      "$(echo "$z / $r" | bc -l)"
+    printf "| persistence %s, pipeline %s | %.0f | %.0f | %.0f | %.2f | %.2f |\n" "$persistence" "$pipeline" \
+      "$r" "$f" "$z" "$(echo "$z / $r" | bc -l)" "$(echo "$f / $r" | bc -l)"
   done
 done
 start_idgen everysec

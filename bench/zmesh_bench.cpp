@@ -1,9 +1,12 @@
 // zmesh-bench: load generators for bench/*.sh. Prints one line of results per
 // run, "key=value" pairs, for the scripts to put side by side with the peer's.
 //
-//   zmesh-bench echo --transport tcp|ipc --server raw|rpc --connections 1 --window 64 --seconds 3
+//   zmesh-bench echo --transport tcp|ipc --server raw|rpc [--client raw] --connections 1 --window
+//   64
+//   --seconds 3
 //   zmesh-bench idgen --endpoint tcp://127.0.0.1:7110 --connections 50 --window 1 --count 1
 //   --requests 200000
+#include <sys/epoll.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -12,10 +15,12 @@
 #include <chrono>
 #include <cstdio>
 #include <optional>
+#include <system_error>
 #include <thread>
 #include <zmq_addon.hpp>
 
 #include "testsvc.capnp.h"
+#include "zmesh/idl/common.capnp.h"
 #include "zmesh/idl/idgen.capnp.h"
 #include "zmesh/rpc/client.h"
 #include "zmesh/rpc/server.h"
@@ -46,6 +51,39 @@ struct Result {
   uint64_t done = 0, failed = 0;
   double seconds = 0;
   std::vector<double> latenciesUs;
+};
+
+// Level-triggered epoll over the load generator's sockets' fds, tagged by
+// connection index: a wake-up costs what became ready, not one ZMQ_EVENTS per
+// connection as zmq_poll does (redis-benchmark waits on its sockets the same way).
+class Epoll {
+ public:
+  explicit Epoll(size_t capacity) : fd_(::epoll_create1(EPOLL_CLOEXEC)), ready_(capacity) {
+    if (fd_ < 0) throw std::system_error(errno, std::generic_category(), "epoll_create1");
+  }
+  ~Epoll() { ::close(fd_); }
+  Epoll(const Epoll&) = delete;
+  Epoll& operator=(const Epoll&) = delete;
+  void add(int fd, uint32_t index) {
+    epoll_event e{};
+    e.events = EPOLLIN;
+    e.data.u32 = index;
+    if (::epoll_ctl(fd_, EPOLL_CTL_ADD, fd, &e) != 0)
+      throw std::system_error(errno, std::generic_category(), "epoll_ctl");
+  }
+  // The indexes of what became readable; empty after `ms` with nothing.
+  std::vector<uint32_t>& wait(int ms) {
+    int n = ::epoll_wait(fd_, ready_.data(), static_cast<int>(ready_.size()), ms);
+    if (n < 0 && errno != EINTR) throw std::system_error(errno, std::generic_category(), "epoll");
+    indexes_.clear();
+    for (int i = 0; i < n; ++i) indexes_.push_back(ready_[i].data.u32);
+    return indexes_;
+  }
+
+ private:
+  int fd_;
+  std::vector<epoll_event> ready_;
+  std::vector<uint32_t> indexes_;
 };
 
 // Keeps `window` calls in flight on every connection until `requests` are done
@@ -86,17 +124,80 @@ Result drive(Load& load, int window, uint64_t requests, double seconds) {
   };
   for (auto& c : load.connections)
     for (int i = 0; i < window; ++i) issue(*c);
-  std::vector<zmq::pollitem_t> items;
+  Epoll epoll(load.connections.size());
+  for (uint32_t i = 0; i < load.connections.size(); ++i)
+    for (int fd : load.connections[i]->fds()) epoll.add(fd, i);
+  auto serve = [](rpc::Connection& c) {
+    do c.process();
+    while (c.hasWork());
+  };
+  for (auto& c : load.connections) serve(*c);
   while (r.done + r.failed < started) {
-    items.clear();
-    for (auto& c : load.connections)
-      for (auto& item : c->pollItems()) items.push_back(item);
-    int ready = zmq::poll(items.data(), items.size(), std::chrono::milliseconds(100));
-    // Like redis-benchmark, only touch the connections that have something
-    // (one polled socket each: monitoring is off, see below).
-    for (size_t i = 0; i < load.connections.size(); ++i)
-      if (ready == 0 || items[i].revents) load.connections[i]->process();
+    auto& ready = epoll.wait(100);
+    if (ready.empty())  // deadlines and retries
+      for (auto& c : load.connections) serve(*c);
+    for (uint32_t i : ready) serve(*load.connections[i]);
   }
+  r.seconds = std::chrono::duration<double>(Clock::now() - begin).count();
+  return r;
+}
+
+// The floor under any RPC layer on libzmq: bare DEALERs sending the frames a
+// zmesh call sends (an RpcHeader, the params) to the bare ROUTER echo, with the
+// same epoll loop and the same window, and no matching, deadlines or decoding.
+Result driveRaw(zmq::context_t& context, const std::string& endpoint, int connections,
+                zmq::message_t& params, int window, double seconds) {
+  capnp::MallocMessageBuilder m(16);
+  auto h = m.initRoot<idl::RpcHeader>();
+  h.setRequestId(1);
+  h.setInterfaceId(capnp::typeId<test::TestService>());
+  h.setBudgetMs(10000);
+  zmq::message_t header = rpc::toFrame(m);
+  std::vector<zmq::socket_t> dealers;
+  for (int i = 0; i < connections; ++i) {
+    dealers.emplace_back(context, zmq::socket_type::dealer);
+    dealers.back().set(zmq::sockopt::linger, 0);
+    dealers.back().connect(endpoint);
+  }
+  auto send = [&](zmq::socket_t& d) {
+    zmq::message_t hf, pf;
+    hf.copy(header);
+    pf.copy(params);
+    d.send(hf, zmq::send_flags::sndmore);
+    d.send(pf, zmq::send_flags::none);
+  };
+  Epoll epoll(dealers.size());
+  for (uint32_t i = 0; i < dealers.size(); ++i) epoll.add(dealers[i].get(zmq::sockopt::fd), i);
+  Result r;
+  bool sending = true;
+  uint64_t inFlight = 0;
+  auto begin = Clock::now();
+  auto end = begin + std::chrono::duration<double>(seconds);
+  std::vector<zmq::message_t> frames;
+  // Receives until EAGAIN, sending one request per reply while the time lasts,
+  // and again while ZMQ_EVENTS says readable (a send can take the fd's edge).
+  auto serve = [&](zmq::socket_t& d) {
+    do {
+      while (true) {
+        frames.clear();
+        if (!zmq::recv_multipart(d, std::back_inserter(frames), zmq::recv_flags::dontwait)) break;
+        ++r.done;
+        --inFlight;
+        if (sending && Clock::now() < end) {
+          send(d);
+          ++inFlight;
+        } else {
+          sending = false;
+        }
+      }
+    } while (d.get(zmq::sockopt::events) & ZMQ_POLLIN);
+  };
+  for (auto& d : dealers)
+    for (int i = 0; i < window; ++i, ++inFlight) send(d);
+  for (auto& d : dealers) serve(d);
+  while (inFlight > 0 && Clock::now() < end + std::chrono::seconds(10))
+    for (uint32_t i : epoll.wait(100)) serve(dealers[i]);
+  r.failed = inFlight;
   r.seconds = std::chrono::duration<double>(Clock::now() - begin).count();
   return r;
 }
@@ -151,6 +252,10 @@ int main(int argc, char** argv) {
       app.add_subcommand("echo", "echo round trips against an in-process raw or rpc server");
   echo->add_option("--transport", transport, "tcp|ipc")->check(CLI::IsMember({"tcp", "ipc"}));
   echo->add_option("--server", serverKind, "raw|rpc")->check(CLI::IsMember({"raw", "rpc"}));
+  std::string clientKind = "rpc";
+  echo->add_option("--client", clientKind,
+                   "rpc, or raw: bare DEALERs, the floor (needs --server raw)")
+      ->check(CLI::IsMember({"raw", "rpc"}));
   auto* idgen = app.add_subcommand("idgen", "IdGen.next against a running zmesh-idgen");
   idgen->add_option("--endpoint", endpoint);
   idgen->add_option("--count", count, "ids per call");
@@ -163,6 +268,11 @@ int main(int argc, char** argv) {
     sub->add_option("--seconds", seconds);
   }
   CLI11_PARSE(app, argc, argv);
+  if (clientKind == "raw" && serverKind != "raw") {
+    // The rpc server would answer a repeated request id from its record.
+    std::fprintf(stderr, "--client raw needs --server raw\n");
+    return 2;
+  }
 
   // The server side gets a context (and so a libzmq I/O thread) of its own, as
   // it has when it runs as its own process; sharing one I/O thread between
@@ -213,18 +323,24 @@ int main(int argc, char** argv) {
     p.setCount(count);
     load.params = rpc::toFrame(m);
   }
-  // No socket monitor per connection: a load generator has no reconnects to
-  // handle, and redis-benchmark polls one socket per client too.
-  rpc::ConnectionOptions connectionOptions;
-  connectionOptions.monitor = false;
-  for (int i = 0; i < connections; ++i)
-    load.connections.push_back(
-        std::make_unique<rpc::Connection>(context, endpoint, connectionOptions));
-  // Warm up (connect, first allocations) before measuring.
-  drive(load, 1, 100 * connections, 5);
-  auto result = drive(load, window, requests, seconds);
+  Result result;
   std::string name =
-      app.got_subcommand("echo") ? "echo-" + serverKind + "-" + transport : "idgen-next";
+      app.got_subcommand("idgen") ? "idgen-next" : "echo-" + serverKind + "-" + transport;
+  if (clientKind == "raw") {
+    result = driveRaw(context, endpoint, connections, load.params, window, seconds);
+    name += "-rawclient";
+  } else {
+    // No socket monitor per connection: a load generator has no reconnects to
+    // handle, and redis-benchmark polls one socket per client too.
+    rpc::ConnectionOptions connectionOptions;
+    connectionOptions.monitor = false;
+    for (int i = 0; i < connections; ++i)
+      load.connections.push_back(
+          std::make_unique<rpc::Connection>(context, endpoint, connectionOptions));
+    // Warm up (connect, first allocations) before measuring.
+    drive(load, 1, 100 * connections, 5);
+    result = drive(load, window, requests, seconds);
+  }
   report(name.c_str(), result, connections, window);
   if (app.got_subcommand("idgen"))
     std::printf("ids_per_s=%.0f\n", result.done * count / result.seconds);

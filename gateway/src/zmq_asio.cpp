@@ -18,20 +18,6 @@ namespace {
 // turn; the rest continues in a posted handler (no new edge would come for it).
 constexpr int kMaxRoundsPerTurn = 16;
 
-int socketFd(void* socket) {
-  int fd = -1;
-  size_t size = sizeof(fd);
-  if (zmq_getsockopt(socket, ZMQ_FD, &fd, &size) != 0) throw zmq::error_t();
-  return fd;
-}
-
-int socketEvents(void* socket) {
-  int events = 0;
-  size_t size = sizeof(events);
-  if (zmq_getsockopt(socket, ZMQ_EVENTS, &events, &size) != 0) throw zmq::error_t();
-  return events;
-}
-
 }  // namespace
 
 AsioConnection::AsioConnection(asio::io_context& io, zmq::context_t& context, std::string endpoint,
@@ -40,10 +26,7 @@ AsioConnection::AsioConnection(asio::io_context& io, zmq::context_t& context, st
       connection_(context, std::move(endpoint), options),
       timer_(io),
       alive_(std::make_shared<AsioConnection*>(this)) {
-  for (auto& item : connection_.pollItems()) {
-    watches_.push_back(std::make_unique<Watch>(io, socketFd(item.socket)));
-    sockets_.push_back(item.socket);
-  }
+  for (int fd : connection_.fds()) watches_.push_back(std::make_unique<Watch>(io, fd));
   arm();
 }
 
@@ -88,11 +71,7 @@ void AsioConnection::pump() {
   sendPending();
   for (int round = 0;; ++round) {
     connection_.process();
-    // The DEALER first (replies, and room to send while calls wait for it), then the monitor.
-    bool pending = socketEvents(sockets_[0]) & connection_.dealerEvents();
-    for (size_t i = 1; i < sockets_.size() && !pending; ++i)
-      pending = socketEvents(sockets_[i]) & ZMQ_POLLIN;
-    if (!pending) break;
+    if (!connection_.hasWork()) break;
     if (round + 1 == kMaxRoundsPerTurn) {
       schedulePump();
       return;

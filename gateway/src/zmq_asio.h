@@ -57,7 +57,6 @@ class AsioConnection {
   // pump: one wake-up of libzmq's I/O thread (and one TCP write) for many.
   std::vector<Pending> pending_;
   std::vector<std::unique_ptr<Watch>> watches_;
-  std::vector<void*> sockets_;  // as pollItems() lists them: the DEALER, then the monitor
   Timer timer_;
   bool timerArmed_ = false;
   rpc::Clock::time_point timerAt_;

@@ -181,6 +181,18 @@ std::vector<zmq::pollitem_t> Connection::pollItems() {
   return {{dealer_.handle(), 0, dealerEvents(), 0}, {monitor_.handle(), 0, ZMQ_POLLIN, 0}};
 }
 
+std::vector<int> Connection::fds() {
+  std::vector<int> fds{dealer_.get(zmq::sockopt::fd)};
+  if (options_.monitor) fds.push_back(monitor_.get(zmq::sockopt::fd));
+  return fds;
+}
+
+bool Connection::hasWork() {
+  // The DEALER first (replies, and room to send while calls wait for it), then the monitor.
+  if (dealer_.get(zmq::sockopt::events) & dealerEvents()) return true;
+  return options_.monitor && (monitor_.get(zmq::sockopt::events) & ZMQ_POLLIN);
+}
+
 std::optional<Clock::time_point> Connection::nextTimer() const {
   if (timers_.empty()) return std::nullopt;
   return timers_.begin()->first;

@@ -1,5 +1,7 @@
 // rpc/ end to end: a real zmesh-testsvc process on a free loopback port.
+#include <poll.h>
 #include <signal.h>
+#include <sys/epoll.h>
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -197,6 +199,77 @@ TEST_CASE("echo round trip and many calls in flight", "[rpc]") {
     REQUIRE(std::string(r.results<TestService::EchoResults>().getText().cStr()) ==
             std::to_string(i));
   }
+}
+
+TEST_CASE("a Connection driven only through edge-triggered epoll on its fds finishes every call",
+          "[rpc][fd]") {
+  TestServer server;
+  zmq::context_t context;
+  rpc::Connection connection(context, server.endpoint);  // monitor on: two fds
+  int epoll = ::epoll_create1(EPOLL_CLOEXEC);
+  REQUIRE(epoll >= 0);
+  auto fds = connection.fds();
+  REQUIRE(fds.size() == 2);
+  for (int fd : fds) {
+    epoll_event e{};
+    e.events = EPOLLIN | EPOLLET;  // the strictest reading of ZMQ_FD's edges
+    REQUIRE(::epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &e) == 0);
+  }
+  // Calls are made from reply callbacks, inside process(), so sends and
+  // receives interleave on the DEALER as they do in the gateway.
+  constexpr int kCalls = 5000, kWindow = 8;
+  int started = 0, ok = 0, failed = 0;
+  std::function<void()> issue = [&] {
+    if (started == kCalls) return;
+    ++started;
+    connection.call(kTest, method("echo"), echoParams(std::to_string(started)), timeout(10s),
+                    [&](rpc::Reply r) {
+                      (r.status.ok() ? ok : failed)++;
+                      issue();
+                    });
+  };
+  for (int i = 0; i < kWindow; ++i) issue();
+  int stalls = 0;
+  auto give_up = std::chrono::steady_clock::now() + 30s;
+  while (ok + failed < kCalls && std::chrono::steady_clock::now() < give_up) {
+    do connection.process();
+    while (connection.hasWork());
+    epoll_event ready[2];
+    // A missed edge shows as a second with calls in flight and no wake-up.
+    if (::epoll_wait(epoll, ready, 2, 1000) == 0 && connection.inFlight() > 0) ++stalls;
+  }
+  ::close(epoll);
+  CHECK(stalls == 0);
+  CHECK(failed == 0);
+  REQUIRE(ok == kCalls);
+  CHECK_FALSE(connection.hasWork());
+}
+
+TEST_CASE("hasWork() sees a reply whose fd edge a send consumed", "[rpc][fd]") {
+  TestServer server;
+  zmq::context_t context;
+  rpc::ConnectionOptions options;
+  options.monitor = false;
+  std::vector<std::string> replies;  // outlives the connection, whose destructor fails calls
+  rpc::Connection connection(context, server.endpoint, options);
+  int fd = connection.fds().at(0);
+  auto readable = [fd] {
+    pollfd p{fd, POLLIN, 0};
+    return ::poll(&p, 1, 0) == 1;
+  };
+  auto record = [&](rpc::Reply r) {
+    replies.push_back(r.status.ok() ? r.results<TestService::EchoResults>().getText().cStr()
+                                    : r.status.message);
+  };
+  connection.call(kTest, method("echo"), echoParams("first"), timeout(5s), record);
+  REQUIRE(eventually([&] { return readable(); }, 5s));  // its reply waits at the socket
+  std::this_thread::sleep_for(10ms);  // past libzmq's command throttle, so a send reads commands
+  connection.call(kTest, method("echo"), echoParams("second"), timeout(5s), record);
+  INFO("fd readable after the send: " << readable());
+  REQUIRE(connection.hasWork());
+  connection.process();
+  REQUIRE(replies.size() >= 1);
+  CHECK(replies[0] == "first");
 }
 
 TEST_CASE("unknown interface and method answer UNIMPLEMENTED", "[rpc]") {

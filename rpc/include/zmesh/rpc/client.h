@@ -119,6 +119,13 @@ class Connection {
   void process();
   // When process() must run again at the latest, if nothing becomes readable.
   std::optional<Clock::time_point> nextTimer() const;
+  // For a loop that waits on fds (epoll, asio) instead of pollItems(): ZMQ_FD
+  // of each socket in pollItems()' order. They signal edges, and a send or
+  // receive can consume one, so after a wake-up run process() again while
+  // hasWork() before waiting again (DESIGN.md §3).
+  std::vector<int> fds();
+  // Re-reads ZMQ_EVENTS: whether process() has something to do now.
+  bool hasWork();
 
   size_t inFlight() const { return calls_.size(); }
   // What to wait for on the DEALER (pollItems()' first item): POLLIN, and
