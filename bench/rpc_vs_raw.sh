@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# zmesh RPC (capnp dispatch, deferred-reply loop) vs a bare libzmq ROUTER echo,
-# both in-process servers (each with a libzmq context of its own), the same
-# client code, alternating runs; each figure is the median of ROUNDS runs.
+# zmesh RPC (rpc::Connection calling rpc::Server's capnp dispatch) vs bare
+# libzmq (DEALERs sending the same two frames to a ROUTER echo), both servers
+# in-process with a libzmq context (and I/O thread) of their own, the same
+# epoll loop on the client side, alternating runs; each figure is the median
+# of ROUNDS runs.
 #
 #   bench/rpc_vs_raw.sh [build-dir]
 set -euo pipefail
@@ -12,18 +14,18 @@ rounds=${ROUNDS:-3}
 source bench/lib.sh
 need bc
 
-# runs <args...>: ROUNDS alternating runs of each server; their result lines
+# runs <args...>: ROUNDS alternating runs of each kind; their result lines
 # go to $tmp/raw and $tmp/rpc.
 runs() {
   : > "$tmp/raw"; : > "$tmp/rpc"
   for _ in $(seq "$rounds"); do
-    for server in raw rpc; do
-      "$bin/zmesh-bench" echo --server "$server" --seconds "$seconds" "$@" 2>/dev/null |
-        grep '^echo' >> "$tmp/$server"
+    for kind in raw rpc; do
+      "$bin/zmesh-bench" echo --server "$kind" --client "$kind" --seconds "$seconds" "$@" 2>/dev/null |
+        grep '^echo' >> "$tmp/$kind"
     done
   done
 }
-median() {  # $1: server, $2: key
+median() {  # $1: kind (raw|rpc), $2: key
   tr ' ' '\n' < "$tmp/$1" | awk -F= -v k="$2" '$1 == k { print $2 }' | sort -g |
     awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
 }

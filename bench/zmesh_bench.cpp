@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstdio>
 #include <optional>
+#include <stdexcept>
 #include <system_error>
 #include <thread>
 #include <zmq_addon.hpp>
@@ -157,15 +158,27 @@ Result driveRaw(zmq::context_t& context, const std::string& endpoint, int connec
   for (int i = 0; i < connections; ++i) {
     dealers.emplace_back(context, zmq::socket_type::dealer);
     dealers.back().set(zmq::sockopt::linger, 0);
+    dealers.back().set(zmq::sockopt::rcvtimeo, 5000);  // bounds the warm-up below
     dealers.back().connect(endpoint);
   }
-  auto send = [&](zmq::socket_t& d) {
+  bool recordLatency = connections == 1 && window == 1;
+  std::vector<Clock::time_point> sentAt(dealers.size());
+  auto send = [&](uint32_t i) {
     zmq::message_t hf, pf;
     hf.copy(header);
     pf.copy(params);
-    d.send(hf, zmq::send_flags::sndmore);
-    d.send(pf, zmq::send_flags::none);
+    if (recordLatency) sentAt[i] = Clock::now();
+    dealers[i].send(hf, zmq::send_flags::sndmore);
+    dealers[i].send(pf, zmq::send_flags::none);
   };
+  std::vector<zmq::message_t> frames;
+  // Warm up (connect, first allocations) with one round trip per connection.
+  for (uint32_t i = 0; i < dealers.size(); ++i) {
+    send(i);
+    frames.clear();
+    if (!zmq::recv_multipart(dealers[i], std::back_inserter(frames)))
+      throw std::runtime_error("no echo from " + endpoint);
+  }
   Epoll epoll(dealers.size());
   for (uint32_t i = 0; i < dealers.size(); ++i) epoll.add(dealers[i].get(zmq::sockopt::fd), i);
   Result r;
@@ -173,18 +186,21 @@ Result driveRaw(zmq::context_t& context, const std::string& endpoint, int connec
   uint64_t inFlight = 0;
   auto begin = Clock::now();
   auto end = begin + std::chrono::duration<double>(seconds);
-  std::vector<zmq::message_t> frames;
   // Receives until EAGAIN, sending one request per reply while the time lasts,
   // and again while ZMQ_EVENTS says readable (a send can take the fd's edge).
-  auto serve = [&](zmq::socket_t& d) {
+  auto serve = [&](uint32_t i) {
+    auto& d = dealers[i];
     do {
       while (true) {
         frames.clear();
         if (!zmq::recv_multipart(d, std::back_inserter(frames), zmq::recv_flags::dontwait)) break;
         ++r.done;
         --inFlight;
+        if (recordLatency)
+          r.latenciesUs.push_back(
+              std::chrono::duration<double, std::micro>(Clock::now() - sentAt[i]).count());
         if (sending && Clock::now() < end) {
-          send(d);
+          send(i);
           ++inFlight;
         } else {
           sending = false;
@@ -192,11 +208,11 @@ Result driveRaw(zmq::context_t& context, const std::string& endpoint, int connec
       }
     } while (d.get(zmq::sockopt::events) & ZMQ_POLLIN);
   };
-  for (auto& d : dealers)
-    for (int i = 0; i < window; ++i, ++inFlight) send(d);
-  for (auto& d : dealers) serve(d);
+  for (uint32_t i = 0; i < dealers.size(); ++i)
+    for (int w = 0; w < window; ++w, ++inFlight) send(i);
+  for (uint32_t i = 0; i < dealers.size(); ++i) serve(i);
   while (inFlight > 0 && Clock::now() < end + std::chrono::seconds(10))
-    for (uint32_t i : epoll.wait(100)) serve(dealers[i]);
+    for (uint32_t i : epoll.wait(100)) serve(i);
   r.failed = inFlight;
   r.seconds = std::chrono::duration<double>(Clock::now() - begin).count();
   return r;
