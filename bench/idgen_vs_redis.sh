@@ -43,14 +43,14 @@ redis_rps() {  # $1: pipeline
 zmesh_rps() {  # $1: window per connection, $2: count
   "$bin/zmesh-bench" idgen --endpoint "tcp://127.0.0.1:$idgen_port" --connections 50 --window "$1" \
     --count "$2" --requests "$requests" --seconds 60 --namespace "b$RANDOM" |
-    awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^calls_per_s=/) { sub("calls_per_s=", "", $i); print $i } }'
+    field calls_per_s
 }
 
 # The floor under any RPC layer on libzmq, same shape: bare DEALERs against a
 # bare ROUTER echo (its own context and I/O thread), no application work.
 floor_rps() {  # $1: window per connection
   "$bin/zmesh-bench" echo --server raw --client raw --connections 50 --window "$1" --seconds 3 |
-    awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^calls_per_s=/) { sub("calls_per_s=", "", $i); print $i } }'
+    field calls_per_s
 }
 
 echo "| run | Redis INCR req/s | raw libzmq floor req/s | zmesh next req/s | zmesh ÷ Redis | floor ÷ Redis |"

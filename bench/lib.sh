@@ -24,3 +24,7 @@ free_ports() {  # $@: loopback ports the benchmark listens on
     fi
   done
 }
+
+field() {  # $1: key; prints the value of each "key=value" word on stdin (zmesh-bench output)
+  tr ' ' '\n' | awk -F= -v k="$1" '$1 == k { print $2 }'
+}

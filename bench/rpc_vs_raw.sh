@@ -26,7 +26,7 @@ runs() {
   done
 }
 median() {  # $1: kind (raw|rpc), $2: key
-  tr ' ' '\n' < "$tmp/$1" | awk -F= -v k="$2" '$1 == k { print $2 }' | sort -g |
+  field "$2" < "$tmp/$1" | sort -g |
     awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
 }
 

@@ -1,11 +1,10 @@
 // zmesh-bench: load generators for bench/*.sh. Prints one line of results per
 // run, "key=value" pairs, for the scripts to put side by side with the peer's.
 //
-//   zmesh-bench echo --transport tcp|ipc --server raw|rpc [--client raw] --connections 1 --window
-//   64
-//   --seconds 3
-//   zmesh-bench idgen --endpoint tcp://127.0.0.1:7110 --connections 50 --window 1 --count 1
-//   --requests 200000
+//   zmesh-bench echo --transport tcp|ipc --server raw|rpc [--client raw]
+//       --connections 1 --window 64 --seconds 3
+//   zmesh-bench idgen --endpoint tcp://127.0.0.1:7110 --connections 50
+//       --window 1 --count 1 --requests 200000
 #include <sys/epoll.h>
 #include <unistd.h>
 
