@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # zmesh RPC (rpc::Connection calling rpc::Server's capnp dispatch) vs bare
-# libzmq (DEALERs sending the same two frames to a ROUTER echo), both servers
+# libzmq (DEALERs sending the same request frame to a ROUTER echo), both servers
 # in-process with a libzmq context (and I/O thread) of their own, the same
 # epoll loop on the client side, alternating runs; each figure is the median
 # of ROUNDS runs.

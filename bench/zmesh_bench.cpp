@@ -13,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <optional>
 #include <stdexcept>
 #include <system_error>
@@ -142,9 +143,10 @@ Result drive(Load& load, int window, uint64_t requests, double seconds) {
   return r;
 }
 
-// The floor under any RPC layer on libzmq: bare DEALERs sending the frames a
-// zmesh call sends (an RpcHeader, the params) to the bare ROUTER echo, with the
-// same epoll loop and the same window, and no matching, deadlines or decoding.
+// The floor under any RPC layer on libzmq: bare DEALERs sending the frame a
+// zmesh call sends (an RpcHeader, then the params) to the bare ROUTER echo,
+// with the same epoll loop and the same window, and no matching, deadlines or
+// decoding.
 Result driveRaw(zmq::context_t& context, const std::string& endpoint, int connections,
                 zmq::message_t& params, int window, double seconds) {
   capnp::MallocMessageBuilder m(16);
@@ -153,6 +155,9 @@ Result driveRaw(zmq::context_t& context, const std::string& endpoint, int connec
   h.setInterfaceId(capnp::typeId<test::TestService>());
   h.setBudgetMs(10000);
   zmq::message_t header = rpc::toFrame(m);
+  zmq::message_t request(header.size() + params.size());
+  std::memcpy(request.data(), header.data(), header.size());
+  std::memcpy(static_cast<char*>(request.data()) + header.size(), params.data(), params.size());
   std::vector<zmq::socket_t> dealers;
   for (int i = 0; i < connections; ++i) {
     dealers.emplace_back(context, zmq::socket_type::dealer);
@@ -163,12 +168,10 @@ Result driveRaw(zmq::context_t& context, const std::string& endpoint, int connec
   bool recordLatency = connections == 1 && window == 1;
   std::vector<Clock::time_point> sentAt(dealers.size());
   auto send = [&](uint32_t i) {
-    zmq::message_t hf, pf;
-    hf.copy(header);
-    pf.copy(params);
+    zmq::message_t copy;
+    copy.copy(request);
     if (recordLatency) sentAt[i] = Clock::now();
-    dealers[i].send(hf, zmq::send_flags::sndmore);
-    dealers[i].send(pf, zmq::send_flags::none);
+    dealers[i].send(copy, zmq::send_flags::none);
   };
   std::vector<zmq::message_t> frames;
   // Warm up (connect, first allocations) with one round trip per connection.
@@ -245,8 +248,8 @@ void rawEchoServer(zmq::context_t& context, const std::string& endpoint, std::at
       frames.clear();
       if (!zmq::recv_multipart(router, std::back_inserter(frames), zmq::recv_flags::dontwait))
         break;
-      // Reply with [identity][header][body]: the client reads the header it sent
-      // as an OK reply (same request id, status 0).
+      // Reply with what came: the client reads the header it sent as an OK
+      // reply (same request id, status 0) and the params as the results.
       zmq::send_multipart(router, frames, zmq::send_flags::dontwait);
     }
   }

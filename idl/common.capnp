@@ -25,7 +25,8 @@ enum StatusCode {
 }
 
 struct RpcHeader {
-  # First frame of every request and reply (after the ROUTER envelope).
+  # Opens the one frame of every request and reply (after the ROUTER
+  # envelope); the params or results message follows it in the same frame.
   requestId @0 :UInt64;
   # Chosen by the client, unique per connection; a retry reuses it.
   interfaceId @1 :UInt64;

@@ -30,12 +30,6 @@ long millisUntil(Clock::time_point t, Clock::time_point now) {
   return ms > INT_MAX ? INT_MAX : static_cast<long>(ms);
 }
 
-zmq::message_t copyOf(const zmq::message_t& m) {
-  zmq::message_t c;
-  c.copy(const_cast<zmq::message_t&>(m));
-  return c;
-}
-
 }  // namespace
 
 FrameMessage& Reply::emptyMessage_() {
@@ -147,15 +141,14 @@ bool Connection::send(Call& call, Clock::time_point now) {
   h.retryable = call.options.retryable;
   h.traceId = call.options.traceId;
   h.idempotencyKey = call.options.idempotencyKey;
-  auto header = wire::encodeRequest(h);
-  if (!dealer_.send(header, zmq::send_flags::sndmore | zmq::send_flags::dontwait)) {
+  auto request = wire::encodeRequest(h, call.params);
+  if (!dealer_.send(request, zmq::send_flags::dontwait)) {
     // Back-pressure: hold it until POLLOUT or the deadline; never block.
     ++counters_.backPressured;
     return false;
   }
-  dealer_.send(call.options.retryable ? copyOf(call.params) : std::move(call.params),
-               zmq::send_flags::dontwait);
   call.sent = true;
+  if (!call.options.retryable) call.params = zmq::message_t();  // never sent again
   if (call.options.retryable)
     setTimer(call, std::min(call.deadline, now + call.options.attemptTimeout));
   return true;
@@ -218,14 +211,16 @@ void Connection::drainReplies() {
     frames.clear();
     if (!zmq::recv_multipart(dealer_, std::back_inserter(frames), zmq::recv_flags::dontwait))
       return;
-    if (frames.size() != 2 || frames[0].size() > wire::kMaxHeaderBytes) {
+    if (frames.size() != 1) {
       ++counters_.malformedReplies;
       continue;
     }
     uint64_t requestId;
     Status status;
+    size_t resultsAt;
     try {
       wire::HeaderFrame header(frames[0]);
+      resultsAt = header.bodyOffset();
       auto h = header.get();
       requestId = h.getRequestId();
       status.code = h.getStatus();
@@ -241,7 +236,7 @@ void Connection::drainReplies() {
     std::optional<FrameMessage> results;
     if (status.ok()) {
       try {
-        results.emplace(readFrame(frames[1], replyOptions_));
+        results.emplace(readFrame(frames[0], replyOptions_, resultsAt));
       } catch (const FrameError& e) {
         ++counters_.malformedReplies;
         status = {StatusCode::INTERNAL,

@@ -1,5 +1,6 @@
 #include "zmesh/rpc/frame.h"
 
+#include <bit>
 #include <cstring>
 #include <new>
 
@@ -24,9 +25,12 @@ void FrameMessage::Release::operator()(Storage* storage) const {
   ::operator delete(storage);
 }
 
-FrameMessage readFrame(const zmq::message_t& frame, const capnp::ReaderOptions& options) {
-  if (frame.size() == 0) return emptyMessage();
-  return FrameMessage(frame.data(), frame.size(), options);
+FrameMessage readFrame(const zmq::message_t& frame, const capnp::ReaderOptions& options,
+                       size_t offset) {
+  if (offset > frame.size()) throw FrameError("message offset past the frame's end");
+  if (offset == frame.size()) return emptyMessage();
+  return FrameMessage(static_cast<const char*>(frame.data()) + offset, frame.size() - offset,
+                      options);
 }
 
 capnp::ReaderOptions readerOptionsFor(size_t maxBytes) {
@@ -36,23 +40,35 @@ capnp::ReaderOptions readerOptionsFor(size_t maxBytes) {
   return options;
 }
 
-zmq::message_t toFrame(capnp::MessageBuilder& message) {
-  auto segments = message.getSegmentsForOutput();
-  if (segments.size() == 1 && segments[0].size() == 0) return zmq::message_t();
-  zmq::message_t frame(capnp::computeSerializedSizeInWords(segments) * sizeof(capnp::word));
-  kj::ArrayPtr<capnp::word> out(static_cast<capnp::word*>(frame.data()),
-                                frame.size() / sizeof(capnp::word));
-  // messageToFlatArray allocates; writing the segment table ourselves avoids a copy.
-  auto table = out.slice(0, (segments.size() + 2) / 2);
-  auto* t = reinterpret_cast<uint32_t*>(table.begin());
-  t[0] = static_cast<uint32_t>(segments.size() - 1);
-  for (size_t i = 0; i < segments.size(); ++i) t[i + 1] = static_cast<uint32_t>(segments[i].size());
-  if (segments.size() % 2 == 0) t[segments.size() + 1] = 0;
-  auto* pos = table.end();
-  for (auto seg : segments) {
+FlatMessage::FlatMessage(capnp::MessageBuilder& message)
+    : segments_(message.getSegmentsForOutput()) {
+  if (segments_.size() == 1 && segments_[0].size() == 0) return;  // nothing in it
+  bytes_ = capnp::computeSerializedSizeInWords(segments_) * sizeof(capnp::word);
+}
+
+void FlatMessage::writeTo(void* out) const {
+  if (bytes_ == 0) return;
+  // The segment table (count - 1, then each size, padded to a whole word) in
+  // capnp's little-endian, then the segments.
+  static_assert(std::endian::native == std::endian::little);
+  auto* pos = static_cast<unsigned char*>(out);
+  auto put = [&](uint32_t v) {
+    std::memcpy(pos, &v, sizeof(v));
+    pos += sizeof(v);
+  };
+  put(static_cast<uint32_t>(segments_.size() - 1));
+  for (auto seg : segments_) put(static_cast<uint32_t>(seg.size()));
+  if (segments_.size() % 2 == 0) put(0);
+  for (auto seg : segments_) {
     std::memcpy(pos, seg.begin(), seg.size() * sizeof(capnp::word));
-    pos += seg.size();
+    pos += seg.size() * sizeof(capnp::word);
   }
+}
+
+zmq::message_t toFrame(capnp::MessageBuilder& message) {
+  FlatMessage flat(message);
+  zmq::message_t frame(flat.bytes());
+  flat.writeTo(frame.data());
   return frame;
 }
 

@@ -62,11 +62,12 @@ class CallHook final : public capnp::CallContextHook, public kj::Refcounted {
   }
   kj::Own<capnp::CallContextHook> addRef() override { return kj::addRef(*this); }
 
-  zmq::message_t takeResults() {
+  // What the method built, if anything.
+  capnp::MessageBuilder* results() {
     KJ_IF_MAYBE (r, results_) {
-      return toFrame(*r);
+      return r;
     }
-    return zmq::message_t();
+    return nullptr;
   }
 
  private:
@@ -128,14 +129,14 @@ struct Server::Impl {
     bool answered = false;
   };
 
-  struct Retained {  // a retryable call, in flight (no frames yet) or answered
+  struct Retained {  // a retryable call, in flight (no reply yet) or answered
     bool answered = false;
     TimePoint expires = kj::origin<TimePoint>();
-    zmq::message_t header, body;
+    zmq::message_t reply;
   };
 
   struct Pending {  // a reply that met EAGAIN
-    zmq::message_t header, body;
+    zmq::message_t reply;
     TimePoint deadline;
   };
   struct PeerQueue {
@@ -192,7 +193,7 @@ struct Server::Impl {
   void handle(std::vector<zmq::message_t>& frames) {
     auto& c = self.counters_;
     ++c.requests;
-    if (frames.size() != 3 || frames[1].size() == 0 || frames[1].size() > wire::kMaxHeaderBytes) {
+    if (frames.size() != 2) {  // [peer][request]
       ++c.malformed;
       return;
     }
@@ -213,7 +214,7 @@ struct Server::Impl {
       deliver(peer,
               wire::encodeReply(requestId, StatusCode::UNAVAILABLE,
                                 self.options_.name + " is stopping"),
-              zmq::message_t(), timer.now() + 1 * kj::SECONDS);
+              timer.now() + 1 * kj::SECONDS);
       return;
     }
     uint32_t budget = header.getBudgetMs() ? header.getBudgetMs() : self.options_.defaultBudgetMs;
@@ -226,7 +227,7 @@ struct Server::Impl {
       if (it != retained.end()) {
         if (it->second.answered) {
           ++c.duplicateReplayed;
-          deliver(peer, copyOf(it->second.header), copyOf(it->second.body), deadline);
+          deliver(peer, copyOf(it->second.reply), deadline);
         } else {
           ++c.duplicateInFlight;  // the first attempt's reply will answer it
         }
@@ -236,14 +237,15 @@ struct Server::Impl {
 
     auto early = [&](StatusCode code, std::string message, uint64_t& counter) {
       ++counter;
-      auto h = wire::encodeReply(requestId, code, message);
-      if (retryable) retain(key, h, zmq::message_t());
-      deliver(peer, kj::mv(h), zmq::message_t(), deadline);
+      auto r = wire::encodeReply(requestId, code, message);
+      if (retryable) retain(key, r);
+      deliver(peer, kj::mv(r), deadline);
     };
-    if (frames[2].size() > self.options_.maxRequestBytes)
+    const zmq::message_t& request = frames[1];
+    size_t paramBytes = request.size() - headerFrame->bodyOffset();
+    if (paramBytes > self.options_.maxRequestBytes)
       return early(StatusCode::INVALID_ARGUMENT,
-                   "request of " + std::to_string(frames[2].size()) +
-                       " bytes exceeds the limit of " +
+                   "request of " + std::to_string(paramBytes) + " bytes exceeds the limit of " +
                        std::to_string(self.options_.maxRequestBytes) + " bytes",
                    c.oversize);
     uint64_t interfaceId = header.getInterfaceId();
@@ -256,7 +258,7 @@ struct Server::Impl {
     }
     std::optional<FrameMessage> params;
     try {
-      params.emplace(readFrame(frames[2], paramOptions));
+      params.emplace(readFrame(request, paramOptions, headerFrame->bodyOffset()));
     } catch (const FrameError& e) {
       return early(StatusCode::INVALID_ARGUMENT, std::string("params: ") + e.what(),
                    c.invalidParams);
@@ -316,20 +318,18 @@ struct Server::Impl {
 
   void reply(const Caller& caller, CallHook& hook, const Status& status) {
     auto& c = self.counters_;
-    zmq::message_t body;
-    if (status.ok()) {
-      body = hook.takeResults();
-    } else if (status.code == StatusCode::INTERNAL) {
+    if (status.code == StatusCode::INTERNAL) {
       ++c.internalErrors;
       spdlog::error("{}: internal error (request {}, trace '{}'): {}", self.options_.name,
                     caller.requestId, caller.traceId, status.message);
-    } else {
+    } else if (!status.ok()) {
       ++c.failed;
     }
-    auto header = wire::encodeReply(caller.requestId, status.code, status.message);
-    if (caller.retryable) retain(retryKey(caller.peer, caller.requestId), header, body);
+    auto r = wire::encodeReply(caller.requestId, status.code, status.message,
+                               status.ok() ? hook.results() : nullptr);
+    if (caller.retryable) retain(retryKey(caller.peer, caller.requestId), r);
     ++c.replies;
-    deliver(caller.peer, kj::mv(header), kj::mv(body), caller.deadline);
+    deliver(caller.peer, kj::mv(r), caller.deadline);
   }
 
   // Erases answered calls; called between loop turns, never from a continuation.
@@ -365,12 +365,11 @@ struct Server::Impl {
     calls.erase(it);
   }
 
-  void retain(const std::string& key, const zmq::message_t& header, const zmq::message_t& body) {
+  void retain(const std::string& key, const zmq::message_t& reply) {
     Retained& r = retained[key];
     r.answered = true;
     r.expires = timer.now() + self.options_.retryWindowMs * kj::MILLISECONDS;
-    r.header = copyOf(header);
-    r.body = copyOf(body);
+    r.reply = copyOf(reply);
     retainedOrder.emplace_back(r.expires, key);
   }
 
@@ -386,7 +385,7 @@ struct Server::Impl {
     }
   }
 
-  Sent trySend(std::string_view peer, zmq::message_t& header, zmq::message_t& body) {
+  Sent trySend(std::string_view peer, zmq::message_t& reply) {
     zmq::message_t identity(peer.data(), peer.size());
     try {
       if (!router.send(identity, zmq::send_flags::sndmore | zmq::send_flags::dontwait))
@@ -396,17 +395,15 @@ struct Server::Impl {
       throw;
     }
     // Once the envelope is accepted the rest of the message goes to the same pipe.
-    router.send(header, zmq::send_flags::sndmore | zmq::send_flags::dontwait);
-    router.send(body, zmq::send_flags::dontwait);
+    router.send(reply, zmq::send_flags::dontwait);
     return Sent::ok;
   }
 
-  void deliver(std::string_view peer, zmq::message_t header, zmq::message_t body,
-               TimePoint deadline) {
+  void deliver(std::string_view peer, zmq::message_t reply, TimePoint deadline) {
     // Mostly empty: then the peer's name is neither hashed nor copied.
     auto queue = peers.empty() ? peers.end() : peers.find(std::string(peer));
     if (queue == peers.end()) {
-      switch (trySend(peer, header, body)) {
+      switch (trySend(peer, reply)) {
         case Sent::ok:
           return;
         case Sent::unroutable:
@@ -423,7 +420,7 @@ struct Server::Impl {
       ++self.counters_.repliesDroppedQueueFull;
     } else {
       ++self.counters_.repliesQueued;
-      q.replies.push_back({kj::mv(header), kj::mv(body), deadline});
+      q.replies.push_back({kj::mv(reply), deadline});
     }
     arm(queue->first, q);
   }
@@ -449,7 +446,7 @@ struct Server::Impl {
         q.replies.pop_front();
         continue;
       }
-      Sent s = trySend(peer, p.header, p.body);
+      Sent s = trySend(peer, p.reply);
       if (s == Sent::wouldBlock) break;
       if (s == Sent::unroutable) ++self.counters_.repliesUnroutable;
       q.replies.pop_front();

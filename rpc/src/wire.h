@@ -1,4 +1,9 @@
-// Request and reply headers: the first frame after the routing envelope.
+// Requests and replies on the wire. Each is one frame after the routing
+// envelope: an RpcHeader message, then the params or results message (nothing
+// for none), each in capnp's flat framing, so the header's segment table says
+// where the body begins. One frame, not two: libzmq's cost per frame, paid on
+// the application and I/O threads of both ends, is of the order of a small
+// call's whole decoding.
 #pragma once
 
 #include <cstdint>
@@ -27,22 +32,30 @@ struct RequestHeader {
   std::string_view idempotencyKey;
 };
 
-zmq::message_t encodeRequest(const RequestHeader& h);
+// The request frame: the header, then `params` (a serialised message, or empty).
+zmq::message_t encodeRequest(const RequestHeader& h, const zmq::message_t& params);
 
-// A received header, read from an aligned copy on the stack: no heap
-// allocation for the frame every request and every reply carry.
+// The reply frame: a header with the status, then the results (none when null).
+zmq::message_t encodeReply(uint64_t requestId, StatusCode code, std::string_view message,
+                           capnp::MessageBuilder* results = nullptr);
+
+// The header at the front of a received frame, read from an aligned copy on
+// the stack: no heap allocation for what every request and reply carry.
 class HeaderFrame {
  public:
-  // Throws FrameError for an empty, oversized or malformed header.
+  // Throws FrameError for a header that is missing, cut short, over
+  // kMaxHeaderBytes or malformed.
   explicit HeaderFrame(const zmq::message_t& frame);
   HeaderFrame(const HeaderFrame&) = delete;
   HeaderFrame& operator=(const HeaderFrame&) = delete;
   idl::RpcHeader::Reader get();
+  // Where the params or results begin in the frame, in bytes (readFrame's offset).
+  size_t bodyOffset() const { return bodyOffset_; }
 
  private:
   alignas(capnp::word) capnp::word words_[kMaxHeaderBytes / sizeof(capnp::word)];
   kj::Maybe<capnp::FlatArrayMessageReader> reader_;
+  size_t bodyOffset_ = 0;
 };
-zmq::message_t encodeReply(uint64_t requestId, StatusCode code, std::string_view message);
 
 }  // namespace zmesh::rpc::wire

@@ -141,7 +141,7 @@ class Connection {
     uint64_t requestId;
     uint64_t interfaceId;
     uint16_t methodId;
-    zmq::message_t params;  // kept for resends
+    zmq::message_t params;  // until sent; kept for resends when retryable
     CallOptions options;
     Clock::time_point deadline;
     Clock::time_point timerAt;  // deadline, or the next resend if sooner

@@ -69,13 +69,29 @@ capnp::FlatArrayMessageReader& openMessage(kj::ArrayPtr<const capnp::word> words
   }
 }
 
-// Reads a frame eagerly (the whole message is traversed once, so a malformed
-// message is rejected here rather than half-way through a method).
-FrameMessage readFrame(const zmq::message_t& frame, const capnp::ReaderOptions& options);
+// Reads the message in `frame` from byte `offset` to the end, eagerly (the
+// whole message is traversed once, so a malformed message is rejected here
+// rather than half-way through a method). Nothing there is the empty message.
+FrameMessage readFrame(const zmq::message_t& frame, const capnp::ReaderOptions& options,
+                       size_t offset = 0);
 
 // Reader limits for messages of at most `maxBytes`: traversal budget allows the
 // eager check plus one full read by the application.
 capnp::ReaderOptions readerOptionsFor(size_t maxBytes);
+
+// A builder's flat serialisation (segment table, then the segments), written
+// straight where it goes: messageToFlatArray would allocate and copy once more.
+// A builder with nothing in it serialises to nothing (see emptyMessage()).
+class FlatMessage {
+ public:
+  explicit FlatMessage(capnp::MessageBuilder& message);
+  size_t bytes() const { return bytes_; }
+  void writeTo(void* out) const;  // exactly bytes() bytes, 8-byte aligned or not
+
+ private:
+  kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>> segments_;
+  size_t bytes_ = 0;
+};
 
 // Serialises a builder into one frame.
 zmq::message_t toFrame(capnp::MessageBuilder& message);
