@@ -124,7 +124,8 @@ void Connection::call(uint64_t interfaceId, uint16_t methodId, zmq::message_t pa
   c.timerAt = c.deadline;
   c.done = std::move(done);
   ++counters_.calls;
-  timers_.emplace(c.timerAt, c.requestId);
+  // Calls with one timeout come in deadline order: the hint makes this O(1).
+  c.timer = timers_.emplace_hint(timers_.end(), c.timerAt, c.requestId);
   if (!blocked_.empty()) {
     blocked_.push_back(c.requestId);  // keep order behind earlier blocked calls
     return;
@@ -155,16 +156,19 @@ bool Connection::send(Call& call, Clock::time_point now) {
 }
 
 void Connection::setTimer(Call& call, Clock::time_point at) {
-  timers_.erase({call.timerAt, call.requestId});
+  timers_.erase(call.timer);
   call.timerAt = at;
-  timers_.emplace(at, call.requestId);
+  call.timer = timers_.emplace_hint(timers_.end(), at, call.requestId);
 }
 
 void Connection::finish(uint64_t requestId, Reply reply) {
   auto it = calls_.find(requestId);
-  if (it == calls_.end()) return;
+  if (it != calls_.end()) finish(it, std::move(reply));
+}
+
+void Connection::finish(Calls::iterator it, Reply reply) {
   auto done = std::move(it->second.done);
-  timers_.erase({it->second.timerAt, requestId});
+  timers_.erase(it->second.timer);
   calls_.erase(it);
   done(std::move(reply));
 }
@@ -229,7 +233,8 @@ void Connection::drainReplies() {
       ++counters_.malformedReplies;
       continue;
     }
-    if (calls_.find(requestId) == calls_.end()) {
+    auto call = calls_.find(requestId);
+    if (call == calls_.end()) {
       ++counters_.lateReplies;
       continue;
     }
@@ -243,7 +248,7 @@ void Connection::drainReplies() {
                   std::string("malformed reply from ") + endpoint_ + ": " + e.what()};
       }
     }
-    finish(requestId, Reply(std::move(status), std::move(results)));
+    finish(call, Reply(std::move(status), std::move(results)));
   }
 }
 

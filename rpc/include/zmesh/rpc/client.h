@@ -137,6 +137,8 @@ class Connection {
   const std::string& endpoint() const { return endpoint_; }
 
  private:
+  // (deadline or resend, request id), soonest first.
+  using Timers = std::pmr::set<std::pair<Clock::time_point, uint64_t>>;
   struct Call {
     uint64_t requestId;
     uint64_t interfaceId;
@@ -145,11 +147,14 @@ class Connection {
     CallOptions options;
     Clock::time_point deadline;
     Clock::time_point timerAt;  // deadline, or the next resend if sooner
+    Timers::iterator timer;     // its entry in timers_
     bool sent = false;
     ReplyCallback done;
   };
+  using Calls = std::pmr::unordered_map<uint64_t, Call>;
   bool send(Call& call, Clock::time_point now);  // false: no room (EAGAIN)
   void finish(uint64_t requestId, Reply reply);
+  void finish(Calls::iterator it, Reply reply);
   void drainReplies();
   void drainMonitor();
   void runTimers(Clock::time_point now);
@@ -162,9 +167,8 @@ class Connection {
   uint64_t nextRequestId_;
   // Every call adds and removes an entry in both: their nodes are recycled.
   std::pmr::unsynchronized_pool_resource pool_;
-  std::pmr::unordered_map<uint64_t, Call> calls_{&pool_};
-  std::pmr::set<std::pair<Clock::time_point, uint64_t>> timers_{
-      &pool_};                          // (deadline or resend, id)
+  Calls calls_{&pool_};
+  Timers timers_{&pool_};
   std::vector<uint64_t> blocked_;       // waiting for room to send, in order
   std::vector<zmq::message_t> frames_;  // a received message, reused
   ConnectionCounters counters_;
