@@ -13,7 +13,6 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
-#include <cstring>
 #include <optional>
 #include <stdexcept>
 #include <system_error>
@@ -21,7 +20,7 @@
 #include <zmq_addon.hpp>
 
 #include "testsvc.capnp.h"
-#include "zmesh/idl/common.capnp.h"
+#include "wire.h"
 #include "zmesh/idl/idgen.capnp.h"
 #include "zmesh/rpc/client.h"
 #include "zmesh/rpc/server.h"
@@ -149,15 +148,11 @@ Result drive(Load& load, int window, uint64_t requests, double seconds) {
 // decoding.
 Result driveRaw(zmq::context_t& context, const std::string& endpoint, int connections,
                 zmq::message_t& params, int window, double seconds) {
-  capnp::MallocMessageBuilder m(16);
-  auto h = m.initRoot<idl::RpcHeader>();
-  h.setRequestId(1);
-  h.setInterfaceId(capnp::typeId<test::TestService>());
-  h.setBudgetMs(10000);
-  zmq::message_t header = rpc::toFrame(m);
-  zmq::message_t request(header.size() + params.size());
-  std::memcpy(request.data(), header.data(), header.size());
-  std::memcpy(static_cast<char*>(request.data()) + header.size(), params.data(), params.size());
+  rpc::wire::RequestHeader h;
+  h.requestId = 1;
+  h.interfaceId = capnp::typeId<test::TestService>();
+  h.budgetMs = 10000;
+  zmq::message_t request = rpc::wire::encodeRequest(h, params);
   std::vector<zmq::socket_t> dealers;
   for (int i = 0; i < connections; ++i) {
     dealers.emplace_back(context, zmq::socket_type::dealer);

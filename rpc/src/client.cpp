@@ -149,9 +149,10 @@ bool Connection::send(Call& call, Clock::time_point now) {
     return false;
   }
   call.sent = true;
-  if (!call.options.retryable) call.params = zmq::message_t();  // never sent again
   if (call.options.retryable)
     setTimer(call, std::min(call.deadline, now + call.options.attemptTimeout));
+  else
+    call.params = zmq::message_t();  // never sent again
   return true;
 }
 

@@ -29,6 +29,13 @@ zmq::message_t withRoomBehind(capnp::MessageBuilder& header, size_t bodyBytes) {
   return frame;
 }
 
+// A copy of a pre-encoded header, with `bodyBytes` of room left behind it.
+zmq::message_t withRoomBehind(const zmq::message_t& header, size_t bodyBytes) {
+  zmq::message_t frame(header.size() + bodyBytes);
+  std::memcpy(frame.data(), header.data(), header.size());
+  return frame;
+}
+
 zmq::message_t buildReply(uint64_t requestId, StatusCode code, std::string_view text,
                           size_t bodyBytes) {
   capnp::word scratch[kScratchWords] = {};
@@ -108,8 +115,7 @@ class OkReply {
         requestId_(bytes_, buildReply(~uint64_t{0}, StatusCode::OK, {}, 0), 8, "requestId") {}
 
   zmq::message_t encode(uint64_t requestId, size_t bodyBytes) const {
-    zmq::message_t out(bytes_.size() + bodyBytes);
-    std::memcpy(out.data(), bytes_.data(), bytes_.size());
+    auto out = withRoomBehind(bytes_, bodyBytes);
     requestId_.put(out.data(), requestId);
     return out;
   }
@@ -136,8 +142,7 @@ class PlainRequest {
   }
 
   zmq::message_t encode(const RequestHeader& h, size_t bodyBytes) const {
-    zmq::message_t out(bytes_.size() + bodyBytes);
-    std::memcpy(out.data(), bytes_.data(), bytes_.size());
+    auto out = withRoomBehind(bytes_, bodyBytes);
     requestId_.put(out.data(), h.requestId);
     interfaceId_.put(out.data(), h.interfaceId);
     methodId_.put(out.data(), h.methodId);
