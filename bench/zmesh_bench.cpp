@@ -362,6 +362,8 @@ int main(int argc, char** argv) {
   stop = true;
   if (rpcServer) rpcServer->requestStop();
   if (serverThread.joinable()) serverThread.join();
+  // libzmq leaves an ipc endpoint's socket file behind when its context ends.
+  if (endpoint.starts_with("ipc://")) ::unlink(endpoint.c_str() + 6);
   // How much each wake-up of the server's loop served (read once it stopped).
   if (requestsPerWakeup) std::printf("server requests_per_wakeup=%.1f\n", *requestsPerWakeup);
   return result.failed == 0 ? 0 : 1;
