@@ -19,16 +19,17 @@ int main(int argc, char** argv) {
   app.add_option("--fsync", fsync, "always|everysec|no (overrides idgen.fsync)");
   app.add_option("--worker-id", workerId, "Snowflake worker id 0-1023 (overrides idgen.worker_id)");
   app.add_option("--block-size", blockSize,
-                 "ids per durable reservation (overrides idgen.block_size)");
+                 "ids per durable reservation, and the least a block shrinks to "
+                 "(overrides idgen.block_size)");
   CLI11_PARSE(app, argc, argv);
   try {
     rpc::setupLogging("idgen", flags.logLevel, flags.logFile);
     auto config = rpc::MeshConfig::load(flags.config);
     auto s = config.section("idgen");
-    s.rejectUnknown({"enabled", "endpoint", "data_dir", "fsync", "block_size", "worker_id",
-                     "epoch_ms", "max_backward", "bound_ahead", "epoch_warn_days",
-                     "rewrite_after_bytes", "max_request_bytes", "default_deadline", "retry_window",
-                     "stop_grace", "send_hwm", "recv_hwm"});
+    s.rejectUnknown({"enabled", "endpoint", "data_dir", "fsync", "block_size", "max_block_size",
+                     "block_duration", "worker_id", "epoch_ms", "max_backward", "bound_ahead",
+                     "epoch_warn_days", "rewrite_after_bytes", "max_request_bytes",
+                     "default_deadline", "retry_window", "stop_grace", "send_hwm", "recv_hwm"});
     idgen::IdGenOptions options;
     options.dataDir = memory ? "" : dataDir.value_or(s.string("data_dir", "var/idgen"));
     try {
@@ -37,6 +38,10 @@ int main(int argc, char** argv) {
       s.fail("fsync", e.what());
     }
     options.book.blockSize = blockSize.value_or(s.integer("block_size", 1000, 1, 1'000'000'000));
+    options.book.maxBlockSize =
+        s.integer("max_block_size", std::max<int64_t>(options.book.blockSize, 1'000'000),
+                  options.book.blockSize, 1'000'000'000);
+    options.book.blockDuration = s.duration("block_duration", std::chrono::seconds(1));
     options.snowflake.workerId =
         workerId.value_or(s.integer("worker_id", 0, 0, idgen::kMaxWorkerId));
     if (workerId && (*workerId < 0 || *workerId > idgen::kMaxWorkerId))
@@ -56,6 +61,9 @@ int main(int argc, char** argv) {
     host.settings.emplace_back("data_dir", options.dataDir.empty() ? "(memory)" : options.dataDir);
     host.settings.emplace_back("fsync", std::string(storage::toString(options.fsync)));
     host.settings.emplace_back("block_size", std::to_string(options.book.blockSize));
+    host.settings.emplace_back("max_block_size", std::to_string(options.book.maxBlockSize));
+    host.settings.emplace_back("block_duration",
+                               std::to_string(options.book.blockDuration.count()) + "ms");
     host.settings.emplace_back("worker_id", std::to_string(options.snowflake.workerId));
     host.settings.emplace_back("epoch_ms", std::to_string(options.snowflake.epochMs));
     rpc::ServiceHost service(std::move(host));

@@ -60,6 +60,7 @@ IdGenService::IdGenService(rpc::Server& server, rpc::Publisher* publisher, stora
     add("idgen.namespaces", b.namespaces);
     add("idgen.ids_issued", b.idsIssued);
     add("idgen.waiting", b.waitingTickets);
+    add("idgen.waited", b.ticketsWaited);
     add("idgen.reservations", b.reservationsIssued);
     add("idgen.reservations_in_flight", b.reservationsInFlight);
     add("idgen.blocks_published", blocksPublished_);
@@ -190,7 +191,10 @@ kj::Promise<void> IdGenService::next(NextContext context) {
 }
 
 void IdGenService::reserveBlocks() {
-  for (auto& r : book_.takeReservations()) {
+  // The loop's monotonic clock: only how long blocks last is measured with it.
+  auto now = std::chrono::milliseconds((server_.timer().now() - kj::origin<kj::TimePoint>()) /
+                                       kj::MILLISECONDS);
+  for (auto& r : book_.takeReservations(now)) {
     if (!journal_) {
       server_.post([this, r] { onReserved(r); });
       continue;

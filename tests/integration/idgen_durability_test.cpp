@@ -337,6 +337,8 @@ TEST_CASE("idgen: 50 rounds of kill -9 under load lose no id order and repeat no
         << "data_dir = \"" << dir.path() << "/idgen\"\n"
         << "fsync = \"everysec\"\n"
         << "block_size = 50\n"  // a reservation every few calls
+        // Blocks grow under this load (block_duration's default) but stay small.
+        << "max_block_size = 400\n"
         << "worker_id = 11\n"
         // After a restart Snowflake waits for the clock to pass the persisted
         // bound; a short one keeps it available for most of each round.
@@ -382,7 +384,9 @@ TEST_CASE("idgen on FaultInjectionEnv: crashes drop unsynced writes, the clock i
   idgen::IdGenOptions options;
   options.dataDir = "/data/idgen";
   options.fsync = storage::FsyncPolicy::everysec;
-  options.book.blockSize = 50;
+  options.book.blockSize = 50;  // a reservation every few calls
+  options.book.maxBlockSize = 400;
+  options.book.blockDuration = std::chrono::seconds(1);  // growing, as the service does
   options.snowflake.workerId = 3;
   options.snowflake.maxBackwardMs = 5;
   options.snowflake.boundAheadMs = 100;

@@ -54,7 +54,10 @@ struct MeshFile {
         << "endpoint = \"" << endpoint << "\"\n"
         << "data_dir = \"" << dataDir << "\"\n"
         << "fsync = \"everysec\"\n"
-        << "block_size = " << kBlockSize << "\n"
+        << "block_size = " << kBlockSize
+        << "\n"
+        // Long enough that every block of a test lasts less: each next one doubles.
+        << "block_duration = \"1m\"\n"
         << "worker_id = " << kWorker << "\n"
         << "epoch_ms = " << kEpochMs << "\n"
         << "stop_grace = \"1s\"\n";
@@ -314,8 +317,9 @@ TEST_CASE("idgen publishes idgen.block with namespace, from and limit", "[idgen]
   CHECK(seen[0].first == fresh);
   CHECK(seen[0].second == std::pair<uint64_t, uint64_t>{1, 1 + 1 + kBlockSize});
   CHECK(seen[1].first == ns);
+  // Its first block lasted less than block_duration, so the second is twice as large.
   CHECK(seen[1].second ==
-        std::pair<uint64_t, uint64_t>{1 + 5 + kBlockSize, 1 + 5 + 2 * kBlockSize});
+        std::pair<uint64_t, uint64_t>{1 + 5 + kBlockSize, 1 + 5 + 3 * kBlockSize});
   CHECK(subscriber.gaps() == 0);
 
   auto stats = client.admin.stats();
@@ -365,6 +369,7 @@ TEST_CASE("idgen Admin stats count ids, namespaces, reservations and journal wor
   CHECK(c.at("idgen.namespaces") == 2);
   CHECK(c.at("idgen.reservations") >= 2);
   CHECK(c.at("idgen.waiting") == 0);
+  CHECK(c.at("idgen.waited") == 2);  // each namespace's first call waits for its first block
   CHECK(c.at("idgen.blocks_published") == 0);  // --broker none
   CHECK(c.at("snowflake.ids_issued") == 7);
   CHECK(c.at("snowflake.durable_bound_ms") > unixMs() - 60000);
@@ -377,4 +382,38 @@ TEST_CASE("idgen Admin stats count ids, namespaces, reservations and journal wor
   std::map<std::string, std::string> config(info.config.begin(), info.config.end());
   CHECK(config["worker_id"] == std::to_string(kWorker));
   CHECK(config["data_dir"] == mesh.dataDir);
+  CHECK(config["block_size"] == std::to_string(kBlockSize));
+  CHECK(config["max_block_size"] == "1000000");
+  CHECK(config["block_duration"] == "60000ms");
+}
+
+TEST_CASE("idgen refuses a block configuration that cannot work, naming the key", "[idgen]") {
+  struct Case {
+    std::string line, says;
+  };
+  const Case cases[] = {
+      {"max_block_size = " + std::to_string(kBlockSize - 1),
+       "idgen.max_block_size: expected an integer from " + std::to_string(kBlockSize)},
+      {"block_duration = \"soon\"", "idgen.block_duration: expected a duration"},
+      {"block_duration = -5", "idgen.block_duration"},
+  };
+  for (const auto& c : cases) {
+    MeshFile mesh;
+    // The case's line replaces the mesh file's own of that key, at the end of [idgen].
+    std::string key = c.line.substr(0, c.line.find(' '));
+    std::istringstream in(readText(mesh.path));
+    std::ofstream out(mesh.path);
+    for (std::string line; std::getline(in, line);)
+      if (line.rfind(key + " ", 0) != 0) out << line << "\n";
+    out << c.line << "\n";
+    out.close();
+    auto process = startIdgen(mesh, "idgen");
+    auto status = waitExit(process, 10s);
+    auto log = readText(mesh.log("idgen"));
+    INFO(c.line << "\n" << log);
+    REQUIRE(status);
+    CHECK(WIFEXITED(*status));
+    CHECK(WEXITSTATUS(*status) == 2);
+    CHECK_THAT(log, Contains(c.says));
+  }
 }

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <stdexcept>
+#include <utility>
 
 namespace zmesh::idgen {
 namespace {
@@ -63,6 +64,14 @@ std::optional<Failure> SequenceBookOptions::validate() const {
     return invalid("blockSize " + std::to_string(blockSize) + " is out of range; must be 1.." +
                    std::to_string(kMaxBlockSize));
   }
+  if (maxBlockSize < blockSize || maxBlockSize > kMaxBlockSize) {
+    return invalid("maxBlockSize " + std::to_string(maxBlockSize) + " is out of range; must be " +
+                   std::to_string(blockSize) + " (blockSize).." + std::to_string(kMaxBlockSize));
+  }
+  if (blockDuration.count() < 0) {
+    return invalid("blockDuration " + std::to_string(blockDuration.count()) +
+                   " ms is negative; 0 keeps blocks at blockSize");
+  }
   // Written so that NaN fails too.
   if (!(prefetchFraction >= 0.0 && prefetchFraction <= 1.0)) {
     return invalid("prefetchFraction " + std::to_string(prefetchFraction) +
@@ -74,9 +83,6 @@ std::optional<Failure> SequenceBookOptions::validate() const {
 
 SequenceBook::SequenceBook(SequenceBookOptions options) : options_(options) {
   if (auto failure = options_.validate()) throw std::invalid_argument(failure->message);
-  // remaining < fraction * blockSize  <=>  remaining < ceil(fraction * blockSize) for integers.
-  prefetchBelow_ = static_cast<uint64_t>(
-      std::ceil(options_.prefetchFraction * static_cast<double>(options_.blockSize)));
 }
 
 SequenceBook::Outcome SequenceBook::request(uint64_t ticket, std::string_view ns, uint32_t count) {
@@ -92,7 +98,7 @@ SequenceBook::Outcome SequenceBook::request(uint64_t ticket, std::string_view ns
                      "too many namespaces: the limit of " + std::to_string(options_.maxNamespaces) +
                          " is reached; namespace '" + std::string(ns) + "' not created"};
     }
-    it = table_.emplace(std::string(ns), Sequence{}).first;
+    it = table_.emplace(std::string(ns), fresh()).first;
   }
   Entry& entry = *it;
   Sequence& seq = entry.second;
@@ -113,21 +119,22 @@ SequenceBook::Outcome SequenceBook::request(uint64_t ticket, std::string_view ns
   }
   seq.waiters.push_back(Waiter{ticket, count});
   seq.waitingIds += count;
+  ++ticketsWaited_;
   waiting_.emplace(ticket, &entry);
   markIfLow(entry);
   return Pending{};
 }
 
-std::vector<Reservation> SequenceBook::takeReservations() {
+std::vector<Reservation> SequenceBook::takeReservations(std::chrono::milliseconds now) {
   std::vector<Reservation> out;
   for (Entry* entry : dirty_) {
     Sequence& seq = entry->second;
     seq.queued = false;
     if (!needsReservation(seq)) continue;
+    resize(seq, now);
     // Cover every waiting id, then one block more so the next requests are served from memory.
     const uint64_t base = std::max(seq.limit, seq.next + seq.waitingIds);
-    const uint64_t newLimit =
-        base > kMaxLimit - options_.blockSize ? kMaxLimit : base + options_.blockSize;
+    const uint64_t newLimit = base > kMaxLimit - seq.block ? kMaxLimit : base + seq.block;
     seq.inFlightLimit = newLimit;
     ++inFlight_;
     ++reservationsIssued_;
@@ -196,7 +203,7 @@ std::optional<Failure> SequenceBook::restore(std::string_view ns, uint64_t limit
                    "' is invalid; limits start at 1");
   }
   auto it = table_.find(ns);
-  if (it == table_.end()) it = table_.emplace(std::string(ns), Sequence{}).first;
+  if (it == table_.end()) it = table_.emplace(std::string(ns), fresh()).first;
   Sequence& seq = it->second;
   seq.limit = std::max(seq.limit, limit);
   // Ids between the last issued one and the limit may have been handed out before the crash
@@ -220,12 +227,40 @@ std::optional<SequenceState> SequenceBook::inspect(std::string_view ns) const {
   auto it = table_.find(ns);
   if (it == table_.end()) return std::nullopt;
   const Sequence& seq = it->second;
-  return SequenceState{seq.next, seq.limit, seq.inFlightLimit, seq.waiters.size(), seq.waitingIds};
+  return SequenceState{seq.next,  seq.limit,          seq.inFlightLimit,
+                       seq.block, seq.waiters.size(), seq.waitingIds};
 }
 
 SequenceBookStats SequenceBook::stats() const {
-  return SequenceBookStats{table_.size(),       waiting_.size(),     inFlight_,
-                           reservationsIssued_, reservationsFailed_, idsIssued_};
+  return SequenceBookStats{table_.size(),       waiting_.size(), inFlight_,     reservationsIssued_,
+                           reservationsFailed_, idsIssued_,      ticketsWaited_};
+}
+
+SequenceBook::Sequence SequenceBook::fresh() const {
+  Sequence seq;
+  setBlock(seq, options_.blockSize);
+  return seq;
+}
+
+void SequenceBook::setBlock(Sequence& seq, uint64_t block) const {
+  seq.block = block;
+  // remaining < fraction * block  <=>  remaining < ceil(fraction * block) for integers.
+  seq.prefetchBelow =
+      static_cast<uint64_t>(std::ceil(options_.prefetchFraction * static_cast<double>(block)));
+}
+
+// The time between two reservations is how long a block lasted (from one prefetch point to
+// the next): double the block when that was short, halve it when it was long.
+void SequenceBook::resize(Sequence& seq, std::chrono::milliseconds now) const {
+  const auto target = options_.blockDuration;
+  const auto last = std::exchange(seq.reservedAt, now);
+  if (!last) return;  // a first block; blockDuration 0 never grows one, so never shrinks one
+  const auto lasted = now - *last;
+  if (lasted < target && seq.block < options_.maxBlockSize) {
+    setBlock(seq, std::min(seq.block * 2, options_.maxBlockSize));
+  } else if (lasted > 2 * target && seq.block > options_.blockSize) {
+    setBlock(seq, std::max(seq.block / 2, options_.blockSize));
+  }
 }
 
 IdRange SequenceBook::issue(Sequence& seq, uint32_t count) {
@@ -255,7 +290,7 @@ void SequenceBook::markIfLow(Entry& entry) {
 
 bool SequenceBook::needsReservation(const Sequence& seq) const {
   if (seq.inFlightLimit != 0 || seq.limit == kMaxLimit) return false;
-  return !seq.waiters.empty() || seq.limit - seq.next < prefetchBelow_;
+  return !seq.waiters.empty() || seq.limit - seq.next < seq.prefetchBelow;
 }
 
 }  // namespace zmesh::idgen

@@ -14,12 +14,20 @@
 //   reservationFailed()  the record could not be written: the waiting tickets fail.
 // Call takeReservations() after every request(), cancel(), reserved() and reservationFailed().
 //
+// Block size adapts to demand as Leaf's dynamic step does: when a namespace's blocks last
+// less than blockDuration, each next one is twice as large (up to maxBlockSize); when they
+// last more than twice that, half as large (down to blockSize). So a busy namespace reserves
+// (and fsyncs) a few times a second at most and its prefetch has time to finish before the
+// block runs out, while a quiet one keeps small blocks and skips few ids after a crash. The
+// caller passes the time to takeReservations(); the book reads no clock itself.
+//
 // Ordering: per namespace, tickets are answered in the order request() saw them, so calls that
 // do not overlap in time get increasing ids. Namespaces are independent.
 //
 // Thread-safety: none; the owner (the service's loop thread) serialises all calls.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -62,12 +70,17 @@ struct Reservation {
 };
 
 struct SequenceBookOptions {
-  uint64_t blockSize = 1000;      // Ids one reservation adds beyond the demand waiting for it.
-  double prefetchFraction = 0.5;  // Reserve ahead once fewer than this * blockSize ids remain.
+  // Ids one reservation adds beyond the demand waiting for it: a namespace's first block, and
+  // the smallest.
+  uint64_t blockSize = 1000;
+  uint64_t maxBlockSize = 1'000'000;  // The largest a block grows to.
+  // A block should last at least this long; 0 keeps every block at blockSize.
+  std::chrono::milliseconds blockDuration{0};
+  double prefetchFraction = 0.5;  // Reserve ahead once fewer than this * the block remain.
   size_t maxNamespaces = 100000;  // request() refuses to create more (restore() never refuses).
 
-  // nullopt when usable: 1 <= blockSize <= 10^9, 0 <= prefetchFraction <= 1,
-  // maxNamespaces >= 1.
+  // nullopt when usable: 1 <= blockSize <= maxBlockSize <= 10^9, blockDuration >= 0,
+  // 0 <= prefetchFraction <= 1, maxNamespaces >= 1.
   std::optional<Failure> validate() const;
 };
 
@@ -78,6 +91,7 @@ struct SequenceBookStats {
   uint64_t reservationsIssued = 0;  // Handed out by takeReservations().
   uint64_t reservationsFailed = 0;
   uint64_t idsIssued = 0;
+  uint64_t ticketsWaited = 0;  // Requests that had to wait for a reservation to be durable.
 };
 
 // What the book holds for one namespace (for stats, `inspect` and tests).
@@ -85,6 +99,7 @@ struct SequenceState {
   uint64_t next = 0;           // Next id to hand out.
   uint64_t limit = 0;          // Durable bound, exclusive.
   uint64_t inFlightLimit = 0;  // Limit being made durable; 0 when none.
+  uint64_t blockSize = 0;      // What the namespace's next reservation adds.
   size_t waitingTickets = 0;
   uint64_t waitingIds = 0;
 };
@@ -114,7 +129,8 @@ class SequenceBook {
 
   // Records to make durable, at most one in flight per namespace. Each new limit covers all
   // demand waiting at this moment plus one block; with nothing waiting it is one block more.
-  std::vector<Reservation> takeReservations();
+  // `now` is monotonic time, used only to size blocks (blockDuration).
+  std::vector<Reservation> takeReservations(std::chrono::milliseconds now = {});
 
   // The reservation of `ns` up to `newLimit` is durable: raises the limit and returns the
   // waiting tickets it serves, oldest first. Unknown namespaces are ignored (returns {}).
@@ -155,7 +171,10 @@ class SequenceBook {
     uint64_t next = 1;
     uint64_t limit = 1;  // Nothing durable yet: the first request waits for a reservation.
     uint64_t inFlightLimit = 0;
-    uint64_t waitingIds = 0;  // Sum of waiters' counts.
+    uint64_t block = 0;          // Current block size; set by the book when it creates this.
+    uint64_t prefetchBelow = 0;  // ceil(prefetchFraction * block).
+    std::optional<std::chrono::milliseconds> reservedAt;  // When the last reservation was taken.
+    uint64_t waitingIds = 0;                              // Sum of waiters' counts.
     std::deque<Waiter> waiters;
     bool queued = false;  // Listed in dirty_.
   };
@@ -167,13 +186,15 @@ class SequenceBook {
   using Table = std::unordered_map<std::string, Sequence, NameHash, std::equal_to<>>;
   using Entry = Table::value_type;
 
+  Sequence fresh() const;
+  void resize(Sequence& seq, std::chrono::milliseconds now) const;
+  void setBlock(Sequence& seq, uint64_t block) const;
   IdRange issue(Sequence& seq, uint32_t count);
   Served serveWaiters(Sequence& seq);
   void markIfLow(Entry& entry);
   bool needsReservation(const Sequence& seq) const;
 
   SequenceBookOptions options_;
-  uint64_t prefetchBelow_;  // ceil(prefetchFraction * blockSize).
   Table table_;
   std::unordered_map<uint64_t, Entry*> waiting_;  // ticket -> its namespace.
   std::vector<Entry*> dirty_;  // Namespaces that may need a reservation; deduplicated by queued.
@@ -181,6 +202,7 @@ class SequenceBook {
   uint64_t reservationsIssued_ = 0;
   uint64_t reservationsFailed_ = 0;
   uint64_t idsIssued_ = 0;
+  uint64_t ticketsWaited_ = 0;
 };
 
 }  // namespace zmesh::idgen

@@ -102,6 +102,10 @@ TEST_CASE("SequenceBook: options are validated", "[sequence]") {
   CHECK(
       SequenceBookOptions{.prefetchFraction = std::numeric_limits<double>::quiet_NaN()}.validate());
   CHECK(SequenceBookOptions{.maxNamespaces = 0}.validate());
+  CHECK(SequenceBookOptions{.blockSize = 10, .maxBlockSize = 9}.validate());
+  CHECK_FALSE(SequenceBookOptions{.blockSize = 10, .maxBlockSize = 10}.validate());
+  CHECK(SequenceBookOptions{.maxBlockSize = 1'000'000'001}.validate());
+  CHECK(SequenceBookOptions{.blockDuration = std::chrono::milliseconds(-1)}.validate());
   CHECK_FALSE(SequenceBookOptions{.blockSize = 1, .prefetchFraction = 1.0}.validate());
   CHECK_THROWS_AS(SequenceBook(SequenceBookOptions{.blockSize = 0}), std::invalid_argument);
 }
@@ -197,6 +201,126 @@ TEST_CASE("SequenceBook: prefetch fraction and block size options", "[sequence]"
     CHECK(range(book.request(3, "s", 1)) == IdRange{3, 1});
     CHECK(book.takeReservations().size() == 1);  // 1 remains.
   }
+}
+
+TEST_CASE("SequenceBook: blocks grow while they last less than blockDuration, shrink after",
+          "[sequence]") {
+  using std::chrono::milliseconds;
+  SequenceBook book(SequenceBookOptions{.blockSize = 10,
+                                        .maxBlockSize = 70,  // not a doubling of 10
+                                        .blockDuration = milliseconds(1000),
+                                        .prefetchFraction = 0.5});
+  uint64_t ticket = 0;
+  // Uses the block up to its prefetch point at `now`; returns the reservation it took.
+  auto drainAt = [&](milliseconds now) {
+    auto s = *book.inspect("s");
+    const uint64_t remaining = s.limit - s.next;
+    const uint64_t take = remaining - (s.blockSize + 1) / 2 + 1;  // leaves ceil(block/2) - 1
+    CHECK(range(book.request(++ticket, "s", static_cast<uint32_t>(take))).count == take);
+    auto reservations = book.takeReservations(now);
+    REQUIRE(reservations.size() == 1);
+    book.reserved("s", reservations[0].limit);
+    return reservations[0];
+  };
+
+  pending(book.request(++ticket, "s", 1));
+  auto first = book.takeReservations(milliseconds(0));
+  REQUIRE(first.size() == 1);
+  CHECK(first[0].limit == 1 + 1 + 10);  // a namespace starts at blockSize
+  book.reserved("s", first[0].limit);
+  CHECK(book.inspect("s")->blockSize == 10);
+
+  // Each block lasted 100 ms < 1 s: the next is twice as large, up to maxBlockSize.
+  uint64_t expected[] = {20, 40, 70, 70};
+  milliseconds now(0);
+  for (uint64_t block : expected) {
+    now += milliseconds(100);
+    auto r = drainAt(now);
+    INFO("at " << now.count() << " ms");
+    CHECK(r.limit - r.from == block);
+    CHECK(book.inspect("s")->blockSize == block);
+  }
+  // Lasting between blockDuration and twice it: kept.
+  now += milliseconds(1500);
+  auto kept = drainAt(now);
+  CHECK(kept.limit - kept.from == 70);
+  // Lasting more than twice blockDuration: halved, down to blockSize.
+  for (uint64_t block : {35, 17, 10, 10}) {
+    now += milliseconds(2001);
+    auto r = drainAt(now);
+    CHECK(r.limit - r.from == block);
+  }
+  // Exactly blockDuration is not less than it, exactly twice not more than twice: kept.
+  now += milliseconds(100);
+  auto grown = drainAt(now);
+  CHECK(grown.limit - grown.from == 20);
+  for (int lasted : {1000, 2000}) {
+    now += milliseconds(lasted);
+    kept = drainAt(now);
+    INFO("lasted " << lasted << " ms");
+    CHECK(kept.limit - kept.from == 20);
+  }
+}
+
+TEST_CASE("SequenceBook: the prefetch point follows the block's current size", "[sequence]") {
+  using std::chrono::milliseconds;
+  SequenceBook book(SequenceBookOptions{.blockSize = 10,
+                                        .maxBlockSize = 1000,
+                                        .blockDuration = milliseconds(1000),
+                                        .prefetchFraction = 0.5});
+  pending(book.request(1, "s", 1));
+  auto r = book.takeReservations(milliseconds(0));
+  book.reserved("s", r[0].limit);                          // limit 12, next 2, block 10
+  CHECK(range(book.request(2, "s", 6)) == IdRange{2, 6});  // 4 remain < 5: prefetch
+  r = book.takeReservations(milliseconds(10));
+  REQUIRE(r.size() == 1);
+  CHECK(r[0] == Reservation{"s", 12, 32});  // grown to 20
+  book.reserved("s", 32);                   // next 8: 24 remain
+  // Prefetch now waits for fewer than 10 (half of 20) to remain, not 5.
+  CHECK(range(book.request(3, "s", 14)) == IdRange{8, 14});  // 10 remain
+  CHECK(book.takeReservations(milliseconds(20)).empty());
+  CHECK(range(book.request(4, "s", 1)) == IdRange{22, 1});  // 9 remain
+  r = book.takeReservations(milliseconds(30));
+  REQUIRE(r.size() == 1);
+  CHECK(r[0] == Reservation{"s", 32, 72});  // grown to 40
+}
+
+TEST_CASE("SequenceBook: blockDuration 0 keeps every block at blockSize", "[sequence]") {
+  using std::chrono::milliseconds;
+  SequenceBook book(SequenceBookOptions{.blockSize = 10, .maxBlockSize = 1000});
+  pending(book.request(1, "s", 1));
+  reserveOnce(book, "s");
+  for (int i = 0; i < 5; ++i) {
+    pending(book.request(
+        2 + i, "s", static_cast<uint32_t>(book.inspect("s")->limit - book.inspect("s")->next + 1)));
+    auto r = book.takeReservations(milliseconds(i));  // no time passes between blocks
+    REQUIRE(r.size() == 1);
+    CHECK(r[0].limit - r[0].from == 1 + 10);  // the one waiting id plus one block
+    book.reserved("s", r[0].limit);
+  }
+  CHECK(book.inspect("s")->blockSize == 10);
+}
+
+TEST_CASE("SequenceBook: a namespace's block size is its own", "[sequence]") {
+  using std::chrono::milliseconds;
+  SequenceBook book(SequenceBookOptions{
+      .blockSize = 10, .maxBlockSize = 1000, .blockDuration = milliseconds(1000)});
+  for (const char* ns : {"busy", "quiet"}) {
+    pending(book.request(ns[0], ns, 1));
+    auto r = book.takeReservations(milliseconds(0));
+    REQUIRE(r.size() == 1);
+    book.reserved(ns, r[0].limit);
+  }
+  for (int i = 1; i <= 3; ++i) {
+    pending(book.request(
+        100 + i, "busy",
+        static_cast<uint32_t>(book.inspect("busy")->limit - book.inspect("busy")->next + 1)));
+    auto r = book.takeReservations(milliseconds(i));
+    REQUIRE(r.size() == 1);
+    book.reserved("busy", r[0].limit);
+  }
+  CHECK(book.inspect("busy")->blockSize == 80);
+  CHECK(book.inspect("quiet")->blockSize == 10);
 }
 
 TEST_CASE("SequenceBook: waiters are served in FIFO order across a reservation", "[sequence]") {
@@ -489,8 +613,14 @@ TEST_CASE("SequenceBook: randomized: no id issued twice across reservations, fai
   std::vector<Record> log;
   size_t syncedPrefix = 0;  // log[0..syncedPrefix) is durable.
 
-  SequenceBookOptions options{.blockSize = 7, .prefetchFraction = 0.5};
+  // Blocks grow and shrink as the simulated clock runs fast or slow.
+  SequenceBookOptions options{.blockSize = 7,
+                              .maxBlockSize = 60,
+                              .blockDuration = std::chrono::milliseconds(50),
+                              .prefetchFraction = 0.5};
   auto book = std::make_unique<SequenceBook>(options);
+  std::chrono::milliseconds now(0);
+  std::set<uint64_t> blockSizes;
   std::map<std::string, uint64_t> lastIssued;  // Per namespace, over every incarnation.
   std::map<std::string, uint64_t> durable;     // Last synced record per namespace.
   std::map<std::string, std::set<uint64_t>> seen;
@@ -512,8 +642,12 @@ TEST_CASE("SequenceBook: randomized: no id issued twice across reservations, fai
     ticketNs.erase(ticket);
   };
   auto takeAll = [&] {
-    for (auto& r : book->takeReservations()) {
+    for (auto& r : book->takeReservations(now)) {
       REQUIRE(r.limit > r.from);
+      const uint64_t block = book->inspect(r.ns)->blockSize;
+      REQUIRE(block >= options.blockSize);
+      REQUIRE(block <= options.maxBlockSize);
+      blockSizes.insert(block);
       log.push_back(Record{r.ns, r.limit, Record::pendingSync});
     }
   };
@@ -526,6 +660,8 @@ TEST_CASE("SequenceBook: randomized: no id issued twice across reservations, fai
   };
 
   for (int step = 0; step < 40000; ++step) {
+    // Mostly busy, with quiet spells long enough to shrink the blocks again.
+    now += std::chrono::milliseconds(pick(50) == 0 ? 500 + pick(1000) : pick(3));
     const uint64_t dice = pick(100);
     if (dice < 55) {
       const std::string& ns = names[pick(names.size())];
@@ -605,4 +741,7 @@ TEST_CASE("SequenceBook: randomized: no id issued twice across reservations, fai
   CHECK(crashes > 100);
   CHECK(failures > 100);
   CHECK(issuedTotal > 20000);
+  // Blocks grew to the largest size and shrank from it (60 halves to 30) on the way.
+  CHECK(blockSizes.count(60) == 1);
+  CHECK(blockSizes.count(30) == 1);
 }
