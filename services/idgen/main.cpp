@@ -37,10 +37,17 @@ int main(int argc, char** argv) {
     } catch (const std::invalid_argument& e) {
       s.fail("fsync", e.what());
     }
+    if (blockSize && (*blockSize < 1 || *blockSize > 1'000'000'000))
+      throw rpc::ConfigError("--block-size: expected 1 to 1000000000, got " +
+                             std::to_string(*blockSize));
     options.book.blockSize = blockSize.value_or(s.integer("block_size", 1000, 1, 1'000'000'000));
-    options.book.maxBlockSize =
-        s.integer("max_block_size", std::max<int64_t>(options.book.blockSize, 1'000'000),
-                  options.book.blockSize, 1'000'000'000);
+    options.book.maxBlockSize = s.integer(
+        "max_block_size", std::max<int64_t>(options.book.blockSize, 1'000'000), 1, 1'000'000'000);
+    if (options.book.maxBlockSize < options.book.blockSize)
+      s.fail("max_block_size", std::to_string(options.book.maxBlockSize) + " is below " +
+                                   (blockSize ? "--block-size " : "block_size ") +
+                                   std::to_string(options.book.blockSize));
+    // The core's default is fixed blocks; a service grows them unless told not to.
     options.book.blockDuration = s.duration("block_duration", std::chrono::seconds(1));
     options.snowflake.workerId =
         workerId.value_or(s.integer("worker_id", 0, 0, idgen::kMaxWorkerId));

@@ -10,6 +10,17 @@ namespace {
 
 constexpr const char* kJournalName = "idgen";
 
+// How long blocks last is measured on the loop's monotonic clock (advanced every turn).
+SequenceBookOptions withLoopClock(SequenceBookOptions options, kj::Timer& timer) {
+  if (!options.clock) {
+    options.clock = [&timer] {
+      return std::chrono::milliseconds((timer.now() - kj::origin<kj::TimePoint>()) /
+                                       kj::MILLISECONDS);
+    };
+  }
+  return options;
+}
+
 kj::Exception toException(const Failure& f) {
   switch (f.code) {
     case Fail::invalidArgument:
@@ -50,7 +61,7 @@ IdGenService::IdGenService(rpc::Server& server, rpc::Publisher* publisher, stora
       env_(env),
       options_(std::move(options)),
       clock_(std::move(clock)),
-      book_(options_.book),
+      book_(withLoopClock(options_.book, server.timer())),
       flake_(options_.snowflake) {
   recover();
   server_.stats().add([this](std::vector<rpc::CounterValue>& out) {
@@ -191,10 +202,7 @@ kj::Promise<void> IdGenService::next(NextContext context) {
 }
 
 void IdGenService::reserveBlocks() {
-  // The loop's monotonic clock: only how long blocks last is measured with it.
-  auto now = std::chrono::milliseconds((server_.timer().now() - kj::origin<kj::TimePoint>()) /
-                                       kj::MILLISECONDS);
-  for (auto& r : book_.takeReservations(now)) {
+  for (auto& r : book_.takeReservations()) {
     if (!journal_) {
       server_.post([this, r] { onReserved(r); });
       continue;

@@ -390,12 +390,19 @@ TEST_CASE("idgen Admin stats count ids, namespaces, reservations and journal wor
 TEST_CASE("idgen refuses a block configuration that cannot work, naming the key", "[idgen]") {
   struct Case {
     std::string line, says;
+    std::vector<std::string> flags = {};
   };
   const Case cases[] = {
       {"max_block_size = " + std::to_string(kBlockSize - 1),
-       "idgen.max_block_size: expected an integer from " + std::to_string(kBlockSize)},
+       "idgen.max_block_size: " + std::to_string(kBlockSize - 1) + " is below block_size " +
+           std::to_string(kBlockSize)},
+      {"max_block_size = 500",
+       "idgen.max_block_size: 500 is below --block-size 501",
+       {"--block-size", "501"}},
+      {"max_block_size = 0", "idgen.max_block_size: expected an integer from 1"},
       {"block_duration = \"soon\"", "idgen.block_duration: expected a duration"},
-      {"block_duration = -5", "idgen.block_duration"},
+      {"block_duration = -5", "idgen.block_duration: expected a duration"},
+      {"block_size = 10", "--block-size: expected 1 to 1000000000, got 0", {"--block-size", "0"}},
   };
   for (const auto& c : cases) {
     MeshFile mesh;
@@ -407,7 +414,7 @@ TEST_CASE("idgen refuses a block configuration that cannot work, naming the key"
       if (line.rfind(key + " ", 0) != 0) out << line << "\n";
     out << c.line << "\n";
     out.close();
-    auto process = startIdgen(mesh, "idgen");
+    auto process = startIdgen(mesh, "idgen", false, c.flags);
     auto status = waitExit(process, 10s);
     auto log = readText(mesh.log("idgen"));
     INFO(c.line << "\n" << log);

@@ -72,6 +72,10 @@ std::optional<Failure> SequenceBookOptions::validate() const {
     return invalid("blockDuration " + std::to_string(blockDuration.count()) +
                    " ms is negative; 0 keeps blocks at blockSize");
   }
+  if (blockDuration.count() > 0 && !clock) {
+    return invalid("blockDuration " + std::to_string(blockDuration.count()) +
+                   " ms needs a clock to measure how long blocks last");
+  }
   // Written so that NaN fails too.
   if (!(prefetchFraction >= 0.0 && prefetchFraction <= 1.0)) {
     return invalid("prefetchFraction " + std::to_string(prefetchFraction) +
@@ -125,13 +129,13 @@ SequenceBook::Outcome SequenceBook::request(uint64_t ticket, std::string_view ns
   return Pending{};
 }
 
-std::vector<Reservation> SequenceBook::takeReservations(std::chrono::milliseconds now) {
+std::vector<Reservation> SequenceBook::takeReservations() {
   std::vector<Reservation> out;
   for (Entry* entry : dirty_) {
     Sequence& seq = entry->second;
     seq.queued = false;
     if (!needsReservation(seq)) continue;
-    resize(seq, now);
+    resize(seq);
     // Cover every waiting id, then one block more so the next requests are served from memory.
     const uint64_t base = std::max(seq.limit, seq.next + seq.waitingIds);
     const uint64_t newLimit = base > kMaxLimit - seq.block ? kMaxLimit : base + seq.block;
@@ -151,6 +155,7 @@ SequenceBook::Served SequenceBook::reserved(std::string_view ns, uint64_t newLim
   if (seq.inFlightLimit != 0) {
     seq.inFlightLimit = 0;
     --inFlight_;
+    seq.durableAt = now();
   }
   // A durable limit is never lowered: ids below the current one may already be out.
   seq.limit = std::max(seq.limit, newLimit);
@@ -169,6 +174,10 @@ SequenceBook::Failed SequenceBook::reservationFailed(std::string_view ns,
     --inFlight_;
     ++reservationsFailed_;
   }
+  // Retries against a failing disk come fast; they must not grow the block (and with it
+  // what a crash skips). Start again as a new namespace does.
+  setBlock(seq, options_.blockSize);
+  seq.durableAt.reset();
   Failed failed;
   failed.reserve(seq.waiters.size());
   for (const Waiter& waiter : seq.waiters) {
@@ -249,16 +258,20 @@ void SequenceBook::setBlock(Sequence& seq, uint64_t block) const {
       static_cast<uint64_t>(std::ceil(options_.prefetchFraction * static_cast<double>(block)));
 }
 
-// The time between two reservations is how long a block lasted (from one prefetch point to
-// the next): double the block when that was short, halve it when it was long.
-void SequenceBook::resize(Sequence& seq, std::chrono::milliseconds now) const {
+std::optional<std::chrono::milliseconds> SequenceBook::now() const {
+  if (options_.blockDuration.count() == 0) return std::nullopt;
+  return options_.clock();
+}
+
+// Called as a reservation is taken: the block lasted from the previous reservation becoming
+// durable until now.
+void SequenceBook::resize(Sequence& seq) const {
+  if (!seq.durableAt) return;  // a first block, or blockDuration 0
   const auto target = options_.blockDuration;
-  const auto last = std::exchange(seq.reservedAt, now);
-  if (!last) return;  // a first block; blockDuration 0 never grows one, so never shrinks one
-  const auto lasted = now - *last;
-  if (lasted < target && seq.block < options_.maxBlockSize) {
+  const auto lasted = *now() - *seq.durableAt;
+  if (lasted < target) {
     setBlock(seq, std::min(seq.block * 2, options_.maxBlockSize));
-  } else if (lasted > 2 * target && seq.block > options_.blockSize) {
+  } else if (lasted - target > target) {  // lasted > 2 * target, without overflow
     setBlock(seq, std::max(seq.block / 2, options_.blockSize));
   }
 }

@@ -14,12 +14,15 @@
 //   reservationFailed()  the record could not be written: the waiting tickets fail.
 // Call takeReservations() after every request(), cancel(), reserved() and reservationFailed().
 //
-// Block size adapts to demand as Leaf's dynamic step does: when a namespace's blocks last
-// less than blockDuration, each next one is twice as large (up to maxBlockSize); when they
-// last more than twice that, half as large (down to blockSize). So a busy namespace reserves
-// (and fsyncs) a few times a second at most and its prefetch has time to finish before the
-// block runs out, while a quiet one keeps small blocks and skips few ids after a crash. The
-// caller passes the time to takeReservations(); the book reads no clock itself.
+// Block size adapts to demand as Leaf's dynamic step does. A block "lasts" from the moment
+// the previous reservation became durable to the moment the next one is taken. Lasting less
+// than blockDuration makes the next block twice as large (up to maxBlockSize); lasting more
+// than twice blockDuration makes it half as large (down to blockSize). So a busy namespace
+// reserves (and fsyncs) about once per blockDuration until its blocks reach maxBlockSize, and
+// its prefetch has that long to become durable; a slow fsync shortens the measured time and
+// so grows the block. A namespace whose demand falls halves its block once per reservation.
+// A failed reservation, a restart and a new namespace start again at blockSize. Time comes
+// from the injected options.clock.
 //
 // Ordering: per namespace, tickets are answered in the order request() saw them, so calls that
 // do not overlap in time get increasing ids. Namespaces are independent.
@@ -76,11 +79,14 @@ struct SequenceBookOptions {
   uint64_t maxBlockSize = 1'000'000;  // The largest a block grows to.
   // A block should last at least this long; 0 keeps every block at blockSize.
   std::chrono::milliseconds blockDuration{0};
+  // Monotonic time, read when a reservation is taken or becomes durable; needed only when
+  // blockDuration > 0.
+  std::function<std::chrono::milliseconds()> clock = nullptr;
   double prefetchFraction = 0.5;  // Reserve ahead once fewer than this * the block remain.
   size_t maxNamespaces = 100000;  // request() refuses to create more (restore() never refuses).
 
-  // nullopt when usable: 1 <= blockSize <= maxBlockSize <= 10^9, blockDuration >= 0,
-  // 0 <= prefetchFraction <= 1, maxNamespaces >= 1.
+  // nullopt when usable: 1 <= blockSize <= maxBlockSize <= 10^9, blockDuration >= 0 and a
+  // clock when it is > 0, 0 <= prefetchFraction <= 1, maxNamespaces >= 1.
   std::optional<Failure> validate() const;
 };
 
@@ -99,7 +105,7 @@ struct SequenceState {
   uint64_t next = 0;           // Next id to hand out.
   uint64_t limit = 0;          // Durable bound, exclusive.
   uint64_t inFlightLimit = 0;  // Limit being made durable; 0 when none.
-  uint64_t blockSize = 0;      // What the namespace's next reservation adds.
+  uint64_t blockSize = 0;      // The current block size (the next reservation may resize it).
   size_t waitingTickets = 0;
   uint64_t waitingIds = 0;
 };
@@ -129,8 +135,7 @@ class SequenceBook {
 
   // Records to make durable, at most one in flight per namespace. Each new limit covers all
   // demand waiting at this moment plus one block; with nothing waiting it is one block more.
-  // `now` is monotonic time, used only to size blocks (blockDuration).
-  std::vector<Reservation> takeReservations(std::chrono::milliseconds now = {});
+  std::vector<Reservation> takeReservations();
 
   // The reservation of `ns` up to `newLimit` is durable: raises the limit and returns the
   // waiting tickets it serves, oldest first. Unknown namespaces are ignored (returns {}).
@@ -173,8 +178,9 @@ class SequenceBook {
     uint64_t inFlightLimit = 0;
     uint64_t block = 0;          // Current block size; set by the book when it creates this.
     uint64_t prefetchBelow = 0;  // ceil(prefetchFraction * block).
-    std::optional<std::chrono::milliseconds> reservedAt;  // When the last reservation was taken.
-    uint64_t waitingIds = 0;                              // Sum of waiters' counts.
+    // When the last reservation became durable; none before the first or after a failure.
+    std::optional<std::chrono::milliseconds> durableAt;
+    uint64_t waitingIds = 0;  // Sum of waiters' counts.
     std::deque<Waiter> waiters;
     bool queued = false;  // Listed in dirty_.
   };
@@ -187,7 +193,8 @@ class SequenceBook {
   using Entry = Table::value_type;
 
   Sequence fresh() const;
-  void resize(Sequence& seq, std::chrono::milliseconds now) const;
+  void resize(Sequence& seq) const;
+  std::optional<std::chrono::milliseconds> now() const;
   void setBlock(Sequence& seq, uint64_t block) const;
   IdRange issue(Sequence& seq, uint32_t count);
   Served serveWaiters(Sequence& seq);
