@@ -2,9 +2,24 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <optional>
+#include <string>
 
 #include "service.h"
 #include "zmesh/rpc/host.h"
+
+namespace {
+
+// A number given as a flag, checked as ConfigSection::integer checks the file's keys.
+std::optional<int64_t> checkedFlag(const char* flag, std::optional<int64_t> value, int64_t min,
+                                   int64_t max) {
+  if (value && (*value < min || *value > max))
+    throw zmesh::rpc::ConfigError(std::string(flag) + ": expected " + std::to_string(min) + " to " +
+                                  std::to_string(max) + ", got " + std::to_string(*value));
+  return value;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   using namespace zmesh;
@@ -37,22 +52,20 @@ int main(int argc, char** argv) {
     } catch (const std::invalid_argument& e) {
       s.fail("fsync", e.what());
     }
-    if (blockSize && (*blockSize < 1 || *blockSize > 1'000'000'000))
-      throw rpc::ConfigError("--block-size: expected 1 to 1000000000, got " +
-                             std::to_string(*blockSize));
-    options.book.blockSize = blockSize.value_or(s.integer("block_size", 1000, 1, 1'000'000'000));
+    const int64_t maxBlock = idgen::kMaxBlockSize;
+    options.book.blockSize = checkedFlag("--block-size", blockSize, 1, maxBlock)
+                                 .value_or(s.integer("block_size", 1000, 1, maxBlock));
     options.book.maxBlockSize = s.integer(
-        "max_block_size", std::max<int64_t>(options.book.blockSize, 1'000'000), 1, 1'000'000'000);
+        "max_block_size", std::max<int64_t>(options.book.blockSize, 1'000'000), 1, maxBlock);
     if (options.book.maxBlockSize < options.book.blockSize)
       s.fail("max_block_size", std::to_string(options.book.maxBlockSize) + " is below " +
                                    (blockSize ? "--block-size " : "block_size ") +
                                    std::to_string(options.book.blockSize));
     // The core's default is fixed blocks; a service grows them unless told not to.
     options.book.blockDuration = s.duration("block_duration", std::chrono::seconds(1));
+    const int64_t fileWorkerId = s.integer("worker_id", 0, 0, idgen::kMaxWorkerId);
     options.snowflake.workerId =
-        workerId.value_or(s.integer("worker_id", 0, 0, idgen::kMaxWorkerId));
-    if (workerId && (*workerId < 0 || *workerId > idgen::kMaxWorkerId))
-      throw rpc::ConfigError("--worker-id: expected 0 to 1023, got " + std::to_string(*workerId));
+        checkedFlag("--worker-id", workerId, 0, idgen::kMaxWorkerId).value_or(fileWorkerId);
     options.snowflake.epochMs = s.integer("epoch_ms", idgen::kDefaultEpochMs, 0, INT64_MAX / 2);
     options.snowflake.maxBackwardMs =
         s.duration("max_backward", std::chrono::milliseconds(5)).count();

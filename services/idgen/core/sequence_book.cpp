@@ -10,7 +10,6 @@ namespace zmesh::idgen {
 namespace {
 
 constexpr uint64_t kMaxLimit = std::numeric_limits<uint64_t>::max();
-constexpr uint64_t kMaxBlockSize = 1'000'000'000;
 constexpr std::string_view kAllowed = "A-Z a-z 0-9 . _ : -";
 
 bool allowedChar(char c) {

@@ -72,6 +72,8 @@ struct Reservation {
   friend bool operator==(const Reservation&, const Reservation&) = default;
 };
 
+inline constexpr uint64_t kMaxBlockSize = 1'000'000'000;
+
 struct SequenceBookOptions {
   // Ids one reservation adds beyond the demand waiting for it: a namespace's first block, and
   // the smallest.

@@ -209,12 +209,12 @@ TEST_CASE("SequenceBook: prefetch fraction and block size options", "[sequence]"
   }
 }
 
-// A book whose blocks adapt, on a clock the test moves.
-class AdaptiveBook {
+// A book on a clock the test moves.
+class ClockedBook {
  public:
-  explicit AdaptiveBook(SequenceBookOptions options) : book(withClock(options)) {}
-  AdaptiveBook(const AdaptiveBook&) = delete;  // the clock refers to this object
-  AdaptiveBook& operator=(const AdaptiveBook&) = delete;
+  explicit ClockedBook(SequenceBookOptions options) : book(withClock(options)) {}
+  ClockedBook(const ClockedBook&) = delete;  // the clock refers to this object
+  ClockedBook& operator=(const ClockedBook&) = delete;
 
   std::chrono::milliseconds now{0};
   SequenceBook book;
@@ -228,19 +228,27 @@ class AdaptiveBook {
     const uint64_t prefetchAt = (s.blockSize + 1) / 2;  // ceil(0.5 * block): reserve below it
     const uint64_t take = s.limit - s.next - prefetchAt + 1;
     CHECK(range(book.request(++ticket, ns, static_cast<uint32_t>(take))).count == take);
-    auto reservations = book.takeReservations();
-    REQUIRE(reservations.size() == 1);
-    book.reserved(ns, reservations[0].limit);
-    return reservations[0];
+    return takeDurable(ns);
   }
   // Asks for every id left in the block of `ns` and `beyond` more, so the call waits;
   // returns the reservation that takes (not yet durable).
   Reservation waitFor(uint64_t beyond, const std::string& ns = "s") {
     auto s = book.inspect(ns).value_or(SequenceState{.next = 1, .limit = 1});
     pending(book.request(++ticket, ns, static_cast<uint32_t>(s.limit - s.next + beyond)));
+    return takeOne(ns);
+  }
+  // The one reservation expected, of `ns`.
+  Reservation takeOne(const std::string& ns = "s") {
     auto reservations = book.takeReservations();
     REQUIRE(reservations.size() == 1);
+    REQUIRE(reservations[0].ns == ns);
     return reservations[0];
+  }
+  // The one reservation expected, made durable now.
+  Reservation takeDurable(const std::string& ns = "s") {
+    auto r = takeOne(ns);
+    book.reserved(ns, r.limit);
+    return r;
   }
   // The first request of `ns` waits for its first block, made durable now.
   void start(const std::string& ns = "s") {
@@ -268,7 +276,7 @@ uint64_t width(const Reservation& r) { return r.limit - r.from; }
 TEST_CASE("SequenceBook: blocks grow while they last less than blockDuration, shrink after",
           "[sequence]") {
   using std::chrono::milliseconds;
-  AdaptiveBook a(adaptive(10, 70));  // 70: not a doubling of 10
+  ClockedBook a(adaptive(10, 70));  // 70: not a doubling of 10
   a.start();
   CHECK(a.book.inspect("s")->blockSize == 10);
 
@@ -290,7 +298,7 @@ TEST_CASE("SequenceBook: blocks grow while they last less than blockDuration, sh
 
 TEST_CASE("SequenceBook: the prefetch point follows the block's current size", "[sequence]") {
   using std::chrono::milliseconds;
-  AdaptiveBook a(adaptive(10, 1000));
+  ClockedBook a(adaptive(10, 1000));
   // Leaves exactly `remaining` ids (no reservation yet), then takes one more (reservation).
   auto reservesBelow = [&a](uint64_t remaining) {
     auto s = *a.book.inspect("s");
@@ -299,10 +307,7 @@ TEST_CASE("SequenceBook: the prefetch point follows the block's current size", "
     CHECK(range(a.book.request(++a.ticket, "s", fill)).count == fill);
     CHECK(a.book.takeReservations().empty());
     CHECK(range(a.book.request(++a.ticket, "s", 1)).count == 1);
-    auto r = a.book.takeReservations();
-    REQUIRE(r.size() == 1);
-    a.book.reserved("s", r[0].limit);
-    return r[0];
+    return a.takeDurable();
   };
   a.start();
   CHECK(width(a.drainAfter(milliseconds(10))) == 20);  // grown: reserve below 10 left
@@ -314,24 +319,23 @@ TEST_CASE("SequenceBook: the prefetch point follows the block's current size", "
 TEST_CASE("SequenceBook: a slow reservation does not shrink the block: time runs from durable",
           "[sequence]") {
   using std::chrono::milliseconds;
-  AdaptiveBook a(adaptive(10, 1000));
+  ClockedBook a(adaptive(10, 1000));
   a.start();
   CHECK(width(a.drainAfter(milliseconds(100))) == 20);
   // The next reservation takes 2.5 s to become durable (a stalled disk).
   auto s = *a.book.inspect("s");
   CHECK(range(a.book.request(100, "s", static_cast<uint32_t>(s.limit - s.next - 9))).count > 0);
-  auto r = a.book.takeReservations();
-  REQUIRE(r.size() == 1);
-  CHECK(width(r[0]) == 40);
+  auto r = a.takeOne();
+  CHECK(width(r) == 40);
   a.now += milliseconds(2500);
-  a.book.reserved("s", r[0].limit);
+  a.book.reserved("s", r.limit);
   // Used up 100 ms after it became durable: short, so the block grows.
   CHECK(width(a.drainAfter(milliseconds(100))) == 80);
 }
 
 TEST_CASE("SequenceBook: waiting demand is covered, then one grown block more", "[sequence]") {
   using std::chrono::milliseconds;
-  AdaptiveBook a(adaptive(10, 1000));
+  ClockedBook a(adaptive(10, 1000));
   a.start();
   CHECK(width(a.drainAfter(milliseconds(100))) == 20);
   a.now += milliseconds(100);
@@ -341,7 +345,7 @@ TEST_CASE("SequenceBook: waiting demand is covered, then one grown block more", 
 
 TEST_CASE("SequenceBook: a failed reservation starts the block again at blockSize", "[sequence]") {
   using std::chrono::milliseconds;
-  AdaptiveBook a(adaptive(10, 1000));
+  ClockedBook a(adaptive(10, 1000));
   a.start();
   for (uint64_t block : {20, 40}) CHECK(width(a.drainAfter(milliseconds(10))) == block);
   // Fast retries against a failing disk: each fails; none may grow the block.
@@ -361,27 +365,22 @@ TEST_CASE("SequenceBook: a failed reservation starts the block again at blockSiz
 
 TEST_CASE("SequenceBook: a restored namespace starts again at blockSize", "[sequence]") {
   using std::chrono::milliseconds;
-  AdaptiveBook a(adaptive(10, 1000));
+  ClockedBook a(adaptive(10, 1000));
   a.start();
   for (uint64_t block : {20, 40, 80}) CHECK(width(a.drainAfter(milliseconds(10))) == block);
-  AdaptiveBook restarted(adaptive(10, 1000));
+  ClockedBook restarted(adaptive(10, 1000));
   REQUIRE_FALSE(restarted.book.restore("s", a.book.snapshot().front().second));
   CHECK(restarted.book.inspect("s")->blockSize == 10);
-  pending(restarted.book.request(1, "s", 1));
-  auto r = restarted.book.takeReservations();
-  REQUIRE(r.size() == 1);
-  CHECK(width(r[0]) == 1 + 10);
+  CHECK(width(restarted.waitFor(1)) == 1 + 10);
 }
 
 TEST_CASE("SequenceBook: a grown block stops at the end of the id space", "[sequence]") {
   using std::chrono::milliseconds;
-  AdaptiveBook a(adaptive(10, 1000));
+  ClockedBook a(adaptive(10, 1000));
   REQUIRE_FALSE(a.book.restore("s", kMax - 60));
-  pending(a.book.request(++a.ticket, "s", 1));
-  auto r = a.book.takeReservations();
-  REQUIRE(r.size() == 1);
-  CHECK(r[0].limit == kMax - 60 + 1 + 10);
-  a.book.reserved("s", r[0].limit);
+  auto r = a.waitFor(1);
+  CHECK(r.limit == kMax - 60 + 1 + 10);
+  a.book.reserved("s", r.limit);
   CHECK(a.drainAfter(milliseconds(1)).limit == kMax - 49 + 20);
   auto last = a.drainAfter(milliseconds(1));  // would be 40 more: past the end
   CHECK(last.from == kMax - 29);
@@ -390,23 +389,20 @@ TEST_CASE("SequenceBook: a grown block stops at the end of the id space", "[sequ
 }
 
 TEST_CASE("SequenceBook: blockDuration 0 keeps every block at blockSize", "[sequence]") {
-  SequenceBook book(SequenceBookOptions{.blockSize = 10, .maxBlockSize = 1000});
-  pending(book.request(1, "s", 1));
-  reserveOnce(book, "s");
+  ClockedBook a(SequenceBookOptions{.blockSize = 10, .maxBlockSize = 1000});
+  a.start();
   for (int i = 0; i < 5; ++i) {
-    pending(book.request(
-        2 + i, "s", static_cast<uint32_t>(book.inspect("s")->limit - book.inspect("s")->next + 1)));
-    auto r = book.takeReservations();
-    REQUIRE(r.size() == 1);
-    CHECK(width(r[0]) == 1 + 10);  // the one waiting id plus one block
-    book.reserved("s", r[0].limit);
+    a.now += std::chrono::milliseconds(1);  // blocks used up at once would otherwise grow
+    auto r = a.waitFor(1);
+    CHECK(width(r) == 1 + 10);  // the one waiting id plus one block
+    a.book.reserved("s", r.limit);
   }
-  CHECK(book.inspect("s")->blockSize == 10);
+  CHECK(a.book.inspect("s")->blockSize == 10);
 }
 
 TEST_CASE("SequenceBook: a namespace's block size is its own", "[sequence]") {
   using std::chrono::milliseconds;
-  AdaptiveBook a(adaptive(10, 1000));
+  ClockedBook a(adaptive(10, 1000));
   a.start("busy");
   a.start("quiet");
   for (uint64_t block : {20, 40, 80}) CHECK(width(a.drainAfter(milliseconds(1), "busy")) == block);
