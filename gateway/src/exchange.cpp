@@ -67,12 +67,8 @@ void Exchange::call(uint64_t interfaceId, uint16_t methodId, capnp::MessageBuild
   // Idempotency-Key of a route that honours one (the session checked it).
   if (route_.idempotencyKey) options.idempotencyKey = std::string(request_["Idempotency-Key"]);
   options.retryable = request_.method() == http::verb::get;
-  auto self = shared_from_this();
-  send(service->endpoint, interfaceId, methodId, params, options,
-       [self, onResults = std::move(onResults)](rpc::Reply& reply) {
-         if (!reply.status.ok()) return self->fail(reply.status);
-         onResults(reply);
-       });
+  send(service->endpoint, interfaceId, methodId, params, std::move(options), std::move(onResults),
+       true);
 }
 
 void Exchange::callEndpoint(const std::string& endpoint, uint64_t interfaceId, uint16_t methodId,
@@ -82,20 +78,20 @@ void Exchange::callEndpoint(const std::string& endpoint, uint64_t interfaceId, u
   options.timeout = timeout;
   options.traceId = requestId_;
   options.retryable = true;
-  send(endpoint, interfaceId, methodId, params, options, std::move(onReply));
+  send(endpoint, interfaceId, methodId, params, std::move(options), std::move(onReply), false);
 }
 
 void Exchange::send(const std::string& endpoint, uint64_t interfaceId, uint16_t methodId,
-                    capnp::MessageBuilder& params, const rpc::CallOptions& options,
-                    OnReply onReply) {
+                    capnp::MessageBuilder& params, rpc::CallOptions options, OnReply onReply,
+                    bool failOnError) {
   // A reply that cannot be read (or a handler that throws) answers 500; an
   // exchange answered already ignores it.
-  auto self = shared_from_this();
   worker_.connection(endpoint).call(
-      interfaceId, methodId, rpc::toFrame(params), options,
-      [self, onReply = std::move(onReply)](rpc::Reply reply) {
+      interfaceId, methodId, rpc::toFrame(params), std::move(options),
+      [self = shared_from_this(), onReply = std::move(onReply), failOnError](rpc::Reply reply) {
+        if (failOnError && !reply.status.ok()) return self->fail(reply.status);
         try {
-          onReply(reply);
+          onReply(*self, reply);
         } catch (const kj::Exception& e) {
           self->fail(rpc::StatusCode::INTERNAL,
                      "unreadable reply: " + std::string(e.getDescription().cStr()));
@@ -111,7 +107,7 @@ void Exchange::reply(Response response) {
   session_->send(std::move(response));
 }
 
-void Exchange::replyJson(http::status status, const boost::json::value& body) {
+void Exchange::replyJson(http::status status, const boost::json::object& body) {
   reply(jsonResponse(status, body));
 }
 

@@ -8,7 +8,7 @@
 
 #include <capnp/message.h>
 
-#include <boost/json/value.hpp>
+#include <boost/json/object.hpp>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -53,7 +53,9 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   // the request id as trace id, the gateway's deadline and the Idempotency-Key.
   // A failed call is answered here with the mapped status; `onResults` runs
   // only on success (an exception in it answers 500).
-  using OnReply = std::function<void(rpc::Reply&)>;
+  // The exchange is passed in: a handler's callback needs no capture of its
+  // own (and std::function then needs no allocation to hold it).
+  using OnReply = std::function<void(Exchange&, rpc::Reply&)>;
   void call(uint64_t interfaceId, uint16_t methodId, capnp::MessageBuilder& params,
             OnReply onResults);
   // The same toward an explicit endpoint (readiness, metrics), never failing
@@ -63,7 +65,7 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
                     OnReply onReply);
 
   void reply(Response response);
-  void replyJson(http::status status, const boost::json::value& body);
+  void replyJson(http::status status, const boost::json::object& body);
   void fail(rpc::StatusCode code, std::string_view message);
   void fail(const rpc::Status& status);
   void failHttp(http::status status, std::string_view code, std::string_view message);
@@ -73,8 +75,10 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   void startEventStream(std::vector<std::string> topics, std::optional<std::string> lastEventId);
 
  private:
+  // failOnError: a failed call answers the exchange instead of reaching onReply.
   void send(const std::string& endpoint, uint64_t interfaceId, uint16_t methodId,
-            capnp::MessageBuilder& params, const rpc::CallOptions& options, OnReply onReply);
+            capnp::MessageBuilder& params, rpc::CallOptions options, OnReply onReply,
+            bool failOnError);
 
   std::shared_ptr<Session> session_;
   Worker& worker_;

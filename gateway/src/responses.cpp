@@ -41,11 +41,12 @@ http::status httpStatusFor(rpc::StatusCode code) {
 
 Response errorResponse(http::status status, std::string_view code, std::string_view message,
                        std::string_view requestId, std::chrono::milliseconds retryAfter) {
-  boost::json::object error;
+  JsonScratch scratch;
+  boost::json::object error(scratch.storage());
   error["code"] = code;
   error["message"] = message;
   error["request_id"] = requestId;
-  boost::json::object body;
+  boost::json::object body(scratch.storage());
   body["error"] = std::move(error);
   Response response = jsonResponse(status, body);
   if (status == http::status::unauthorized)
@@ -63,7 +64,7 @@ Response errorResponse(const rpc::Status& status, std::string_view requestId,
                        requestId, retryAfter);
 }
 
-Response jsonResponse(http::status status, const boost::json::value& body) {
+Response jsonResponse(http::status status, const boost::json::object& body) {
   return textResponse(status, "application/json", boost::json::serialize(body));
 }
 

@@ -5,7 +5,8 @@
 
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
-#include <boost/json/value.hpp>
+#include <boost/json/monotonic_resource.hpp>
+#include <boost/json/object.hpp>
 #include <chrono>
 #include <string>
 #include <string_view>
@@ -28,7 +29,19 @@ Response errorResponse(http::status status, std::string_view code, std::string_v
 Response errorResponse(const rpc::Status& status, std::string_view requestId,
                        std::chrono::milliseconds retryAfter);
 
-Response jsonResponse(http::status status, const boost::json::value& body);
+// Stack memory for building one JSON answer: with it a body of a few fields
+// costs no heap allocation (the default resource allocates per node). The
+// JSON built on it must not outlive it.
+class JsonScratch {
+ public:
+  boost::json::storage_ptr storage() { return &resource_; }
+
+ private:
+  unsigned char buffer_[1024];
+  boost::json::monotonic_resource resource_{buffer_, sizeof buffer_};
+};
+
+Response jsonResponse(http::status status, const boost::json::object& body);
 Response textResponse(http::status status, std::string_view contentType, std::string body);
 Response emptyResponse(http::status status);  // 204 and the like
 

@@ -191,12 +191,12 @@ void Session::dispatch(Request request) {
   if (!target)
     return failHttp(http::status::bad_request, "INVALID_ARGUMENT",
                     "malformed request target: " + target.error().message());
-  std::vector<std::string> segments;
-  for (auto segment : target->segments()) segments.emplace_back(segment);
+  segments_.clear();
+  for (auto segment : target->segments()) segments_.emplace_back(segment);
   std::vector<std::pair<std::string, std::string>> query;
   for (auto param : target->params()) query.emplace_back(param.key, param.value);
 
-  auto match = gateway_.router().match(request.method(), segments);
+  auto match = gateway_.router().match(request.method(), segments_);
   if (!match.route) {
     if (!match.allowed.empty()) {
       auto response = errorResponse(http::status::method_not_allowed, "METHOD_NOT_ALLOWED",

@@ -78,6 +78,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string method_;
   std::string_view routeName_ = "unmatched";  // a Route's pattern: the router outlives us
   std::string requestId_;
+  std::vector<std::string> segments_;  // of the path, decoded; kept for its capacity
   Clock::time_point started_;
   std::optional<std::pair<std::string, std::string>> idempotency_;  // (scope, key) to complete
   Response response_;                                               // being written

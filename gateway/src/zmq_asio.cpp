@@ -41,18 +41,20 @@ AsioConnection::~AsioConnection() {
 }
 
 void AsioConnection::call(uint64_t interfaceId, uint16_t methodId, zmq::message_t params,
-                          const rpc::CallOptions& options, rpc::ReplyCallback done) {
-  pending_.push_back({interfaceId, methodId, std::move(params), options, std::move(done)});
+                          rpc::CallOptions options, rpc::ReplyCallback done) {
+  pending_.push_back(
+      {interfaceId, methodId, std::move(params), std::move(options), std::move(done)});
   schedulePump();
 }
 
 void AsioConnection::sendPending() {
   // A failure the connection answers at once (bad options, fail-fast) runs
   // `done` here, inside pump(), never inside call(): the caller may not be ready.
-  auto batch = std::move(pending_);
-  pending_.clear();
-  for (auto& p : batch)
-    connection_.call(p.interfaceId, p.methodId, std::move(p.params), p.options, std::move(p.done));
+  sending_.swap(pending_);  // a call made from a `done` below waits for the next pump
+  for (auto& p : sending_)
+    connection_.call(p.interfaceId, p.methodId, std::move(p.params), std::move(p.options),
+                     std::move(p.done));
+  sending_.clear();
 }
 
 void AsioConnection::schedulePump() {

@@ -31,7 +31,7 @@ class AsioConnection {
 
   // `done` runs later on this io_context's thread (never inside call()).
   void call(uint64_t interfaceId, uint16_t methodId, zmq::message_t params,
-            const rpc::CallOptions& options, rpc::ReplyCallback done);
+            rpc::CallOptions options, rpc::ReplyCallback done);
 
   const rpc::ConnectionCounters& counters() const { return connection_.counters(); }
   const std::string& endpoint() const { return connection_.endpoint(); }
@@ -56,6 +56,7 @@ class AsioConnection {
   // Calls made during this turn of the io_context, sent together by the next
   // pump: one wake-up of libzmq's I/O thread (and one TCP write) for many.
   std::vector<Pending> pending_;
+  std::vector<Pending> sending_;  // pending_'s previous buffer, kept for its capacity
   std::vector<std::unique_ptr<Watch>> watches_;
   Timer timer_;
   bool timerArmed_ = false;

@@ -90,7 +90,7 @@ Connection::~Connection() {
 }
 
 void Connection::call(uint64_t interfaceId, uint16_t methodId, zmq::message_t params,
-                      const CallOptions& options, ReplyCallback done) {
+                      CallOptions options, ReplyCallback done) {
   // The server drops a header it cannot read, which would leave the caller to
   // its timeout: refuse now what could never be answered.
   if (options.traceId.size() + options.idempotencyKey.size() > wire::kMaxHeaderBytes / 2) {
@@ -119,8 +119,8 @@ void Connection::call(uint64_t interfaceId, uint16_t methodId, zmq::message_t pa
   c.interfaceId = interfaceId;
   c.methodId = methodId;
   c.params = std::move(params);
-  c.options = options;
   c.deadline = now + options.timeout;
+  c.options = std::move(options);
   c.timerAt = c.deadline;
   c.done = std::move(done);
   ++counters_.calls;
@@ -414,8 +414,8 @@ void ClientThread::run() {
               std::make_unique<Connection>(context_, endpoints_[connections.size()], options_));
       }
       for (auto& s : batch)
-        connections[s.index]->call(s.interfaceId, s.methodId, std::move(s.params), s.options,
-                                   std::move(s.done));
+        connections[s.index]->call(s.interfaceId, s.methodId, std::move(s.params),
+                                   std::move(s.options), std::move(s.done));
       batch.clear();
       if (stopping) break;
     }

@@ -22,19 +22,19 @@ constexpr unsigned kParamsWords = 32;
 void next(const std::shared_ptr<Exchange>& ex) {
   auto count = ex->queryInteger("count", 1, 1, kMaxCount);
   if (!count) return;
-  std::string ns(ex->param("namespace"));
   capnp::MallocMessageBuilder params(kParamsWords);
   auto p = params.initRoot<IdGen::NextParams>();
-  p.setNamespace(ns);
+  p.setNamespace(std::string(ex->param("namespace")));
   p.setCount(static_cast<uint32_t>(*count));
   static const uint16_t kNext = method("next");
-  ex->call(idgenInterface(), kNext, params, [ex, ns](rpc::Reply& reply) {
+  ex->call(idgenInterface(), kNext, params, [](Exchange& ex, rpc::Reply& reply) {
     auto r = reply.results<IdGen::NextResults>();
-    boost::json::object body;
-    body["namespace"] = ns;
+    JsonScratch scratch;
+    boost::json::object body(scratch.storage());
+    body["namespace"] = ex.param("namespace");
     body["first"] = std::to_string(r.getFirst());
     body["count"] = r.getCount();
-    ex->replyJson(http::status::ok, body);
+    ex.replyJson(http::status::ok, body);
   });
 }
 
@@ -44,13 +44,14 @@ void snowflake(const std::shared_ptr<Exchange>& ex) {
   capnp::MallocMessageBuilder params(kParamsWords);
   params.initRoot<IdGen::SnowflakeParams>().setCount(static_cast<uint32_t>(*count));
   static const uint16_t kSnowflake = method("snowflake");
-  ex->call(idgenInterface(), kSnowflake, params, [ex](rpc::Reply& reply) {
-    boost::json::array ids;
+  ex->call(idgenInterface(), kSnowflake, params, [](Exchange& ex, rpc::Reply& reply) {
+    JsonScratch scratch;
+    boost::json::array ids(scratch.storage());
     for (auto id : reply.results<IdGen::SnowflakeResults>().getIds())
       ids.emplace_back(std::to_string(id));
-    boost::json::object body;
+    boost::json::object body(scratch.storage());
     body["ids"] = std::move(ids);
-    ex->replyJson(http::status::ok, body);
+    ex.replyJson(http::status::ok, body);
   });
 }
 
@@ -65,14 +66,15 @@ void decode(const std::shared_ptr<Exchange>& ex) {
   capnp::MallocMessageBuilder params(kParamsWords);
   params.initRoot<IdGen::DecodeParams>().setId(id);
   static const uint16_t kDecode = method("decode");
-  ex->call(idgenInterface(), kDecode, params, [ex, id](rpc::Reply& reply) {
+  ex->call(idgenInterface(), kDecode, params, [id](Exchange& ex, rpc::Reply& reply) {
     auto r = reply.results<IdGen::DecodeResults>();
-    boost::json::object body;
+    JsonScratch scratch;
+    boost::json::object body(scratch.storage());
     body["id"] = std::to_string(id);
     body["timestamp_ms"] = r.getTimestampMs();
     body["worker"] = r.getWorker();
     body["sequence"] = r.getSequence();
-    ex->replyJson(http::status::ok, body);
+    ex.replyJson(http::status::ok, body);
   });
 }
 

@@ -49,7 +49,7 @@ void askEveryService(
     params.initRoot<Admin::HealthParams>();  // every Admin method takes an empty struct
     ex->callEndpoint(pending->replies[i].first->adminEndpoint, capnp::typeId<Admin>(), methodId,
                      params, gateway.config().readinessTimeout,
-                     [pending, i, finish](rpc::Reply& reply) {
+                     [pending, i, finish](Exchange&, rpc::Reply& reply) {
                        pending->replies[i].second.emplace(std::move(reply));
                        if (--pending->remaining == 0) finish();
                      });

@@ -109,8 +109,8 @@ class Connection {
 
   // Starts a call; `done` runs exactly once, on this thread, from process() (or
   // from the destructor; or at once when the options are invalid). Never blocks.
-  void call(uint64_t interfaceId, uint16_t methodId, zmq::message_t params,
-            const CallOptions& options, ReplyCallback done);
+  void call(uint64_t interfaceId, uint16_t methodId, zmq::message_t params, CallOptions options,
+            ReplyCallback done);
 
   // What to poll: the DEALER (POLLIN, plus POLLOUT while sends wait for room) and
   // the socket monitor (POLLIN). Poll these, then call process().
