@@ -25,6 +25,7 @@ packages=(
   libcli11-dev libtomlplusplus-dev  # flags, config
   libspdlog-dev libfmt-dev          # logs
   libxxhash-dev                     # checksums
+  libjemalloc-dev                   # the services' allocator
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev  # gateway: Beast, Boost.JSON, Boost.URL
   catch2 python3 curl               # tests
 )
