@@ -6,6 +6,10 @@
 #
 #   bench/gateway_vs_webdis.sh [build-dir]      (needs: deploy/setup.sh --bench)
 #
+# A third server, zmesh-http-floor (bench/http_floor.cpp), is zmesh-gateway's
+# architecture with everything but Beast, one DEALER and a ROUTER echo taken
+# out: the most a gateway built this way can do here.
+#
 # Prints a markdown table for bench/RESULTS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,9 +21,13 @@ redis_port=${REDIS_PORT:-17379}
 webdis_port=${WEBDIS_PORT:-17380}
 idgen_port=${IDGEN_PORT:-17110}
 http_port=${HTTP_PORT:-18080}
+floor_port=${FLOOR_PORT:-18180}
+floor_echo_port=${FLOOR_ECHO_PORT:-17120}
+gateway_threads=${GATEWAY_THREADS:-1}  # deploy/local/mesh.toml's setting
 source bench/lib.sh
 need redis-server redis-cli webdis wrk curl bc
-free_ports "$redis_port" "$webdis_port" "$idgen_port" "$http_port" "$((http_port + 1))"
+free_ports "$redis_port" "$webdis_port" "$idgen_port" "$http_port" "$((http_port + 1))" \
+  "$floor_port" "$floor_echo_port"
 
 wait_http() {  # $1: url
   for _ in $(seq 200); do curl -s -o /dev/null "$1" && return; sleep 0.05; done
@@ -39,7 +47,7 @@ for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
 webdis "$tmp/webdis.json" 2>/dev/null & pids+=($!)
 wait_http "http://127.0.0.1:$webdis_port/PING"
 
-# idgen + gateway, with as many HTTP worker threads as webdis has.
+# idgen + gateway.
 cat > "$tmp/mesh.toml" <<TOML
 [idgen]
 endpoint = "tcp://127.0.0.1:$idgen_port"
@@ -48,11 +56,16 @@ fsync = "everysec"
 [gateway]
 listen = "127.0.0.1:$http_port"
 endpoint = "tcp://127.0.0.1:$((http_port + 1))"
-threads = 2
+threads = $gateway_threads
 TOML
 "$bin/zmesh-idgen" --config "$tmp/mesh.toml" --log-level warn 2>"$tmp/idgen.log" & pids+=($!)
 "$bin/zmesh-gateway" --config "$tmp/mesh.toml" --log-level warn 2>"$tmp/gateway.log" & pids+=($!)
 wait_http "http://127.0.0.1:$http_port/healthz"
+
+"$bin/zmesh-http-floor" echo --bind "tcp://127.0.0.1:$floor_echo_port" & pids+=($!)
+"$bin/zmesh-http-floor" gateway --listen "$floor_port" --connect "tcp://127.0.0.1:$floor_echo_port" &
+pids+=($!)
+wait_http "http://127.0.0.1:$floor_port/"
 
 cat > "$tmp/post.lua" <<'LUA'
 wrk.method = "POST"
@@ -71,14 +84,17 @@ to_ms() {  # wrk prints 850.00us / 1.20ms / 1.01s
   awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000; printf "%.2f", n }'
 }
 
-# The last column splits the gateway's cost: GET /healthz is the same HTTP
-# work with no call to a service behind it.
-echo "| round | webdis INCR req/s | p99 ms | gateway ids req/s | p99 ms | req/s ratio | gateway /healthz req/s |"
-echo "|---|---:|---:|---:|---:|---:|---:|"
+# The last columns split the gateway's cost: GET /healthz is the same HTTP
+# work with no call to a service behind it; the floor is the call with no
+# gateway work around it.
+echo "| round | webdis INCR req/s | p99 ms | gateway ids req/s | p99 ms | req/s ratio | gateway /healthz req/s | floor req/s | floor / webdis |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 for round in $(seq "$rounds"); do
   read -r w_rps w_p99 < <(run_wrk "http://127.0.0.1:$webdis_port/INCR/bench")
   read -r g_rps g_p99 < <(run_wrk -s "$tmp/post.lua" "http://127.0.0.1:$http_port/v1/ids/bench?count=1")
   read -r h_rps _ < <(run_wrk "http://127.0.0.1:$http_port/healthz")
-  printf "| %s | %.0f | %s | %.0f | %s | %.2f | %.0f |\n" "$round" "$w_rps" "$(to_ms "$w_p99")" "$g_rps" \
-    "$(to_ms "$g_p99")" "$(echo "$g_rps / $w_rps" | bc -l)" "$h_rps"
+  read -r f_rps _ < <(run_wrk -s "$tmp/post.lua" "http://127.0.0.1:$floor_port/v1/ids/bench?count=1")
+  printf "| %s | %.0f | %s | %.0f | %s | %.2f | %.0f | %.0f | %.2f |\n" "$round" "$w_rps" \
+    "$(to_ms "$w_p99")" "$g_rps" "$(to_ms "$g_p99")" "$(echo "$g_rps / $w_rps" | bc -l)" "$h_rps" \
+    "$f_rps" "$(echo "$f_rps / $w_rps" | bc -l)"
 done
