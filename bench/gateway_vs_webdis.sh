@@ -30,7 +30,8 @@ free_ports "$redis_port" "$webdis_port" "$idgen_port" "$http_port" "$((http_port
   "$floor_port" "$floor_echo_port"
 
 wait_http() {  # $1: url
-  for _ in $(seq 200); do curl -s -o /dev/null "$1" && return; sleep 0.05; done
+  # -m: the floor's first answer waits on its echo; an echo that never came up must not hang us.
+  for _ in $(seq 200); do curl -s -m 1 -o /dev/null "$1" && return; sleep 0.05; done
   echo "$1 did not answer" >&2; exit 1
 }
 

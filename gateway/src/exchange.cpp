@@ -89,8 +89,8 @@ void Exchange::send(const std::string& endpoint, uint64_t interfaceId, uint16_t 
   worker_.connection(endpoint).call(
       interfaceId, methodId, rpc::toFrame(params), std::move(options),
       [self = shared_from_this(), onReply = std::move(onReply), failOnError](rpc::Reply reply) {
-        if (failOnError && !reply.status.ok()) return self->fail(reply.status);
         try {
+          if (failOnError && !reply.status.ok()) return self->fail(reply.status);
           onReply(*self, reply);
         } catch (const kj::Exception& e) {
           self->fail(rpc::StatusCode::INTERNAL,

@@ -51,10 +51,14 @@ void AsioConnection::sendPending() {
   // A failure the connection answers at once (bad options, fail-fast) runs
   // `done` here, inside pump(), never inside call(): the caller may not be ready.
   sending_.swap(pending_);  // a call made from a `done` below waits for the next pump
+  // Emptied however the loop ends: a call moved from must never be sent again.
+  struct Clear {
+    std::vector<Pending>& calls;
+    ~Clear() { calls.clear(); }
+  } clear{sending_};
   for (auto& p : sending_)
     connection_.call(p.interfaceId, p.methodId, std::move(p.params), std::move(p.options),
                      std::move(p.done));
-  sending_.clear();
 }
 
 void AsioConnection::schedulePump() {
