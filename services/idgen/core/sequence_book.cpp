@@ -185,7 +185,7 @@ SequenceBook::Failed SequenceBook::reservationFailed(std::string_view ns,
                                                "could not reserve ids for namespace '" +
                                                    std::string(ns) + "': " + std::string(message)});
   }
-  seq.waiters.clear();
+  seq.waiters = {};
   seq.waitingIds = 0;
   // Not marked for another reservation: retrying at once would spin against a failing disk.
   // The next request() of this namespace asks again.
@@ -200,6 +200,7 @@ bool SequenceBook::cancel(uint64_t ticket) {
                           [ticket](const Waiter& w) { return w.ticket == ticket; });
   seq.waitingIds -= pos->count;
   seq.waiters.erase(pos);
+  if (seq.waiters.empty()) seq.waiters = {};
   waiting_.erase(it);
   return true;
 }
@@ -284,13 +285,16 @@ IdRange SequenceBook::issue(Sequence& seq, uint32_t count) {
 
 SequenceBook::Served SequenceBook::serveWaiters(Sequence& seq) {
   Served served;
-  while (!seq.waiters.empty() && seq.waiters.front().count <= seq.limit - seq.next) {
-    const Waiter waiter = seq.waiters.front();
-    seq.waiters.pop_front();
-    seq.waitingIds -= waiter.count;
-    waiting_.erase(waiter.ticket);
-    served.emplace_back(waiter.ticket, issue(seq, waiter.count));
+  auto waiter = seq.waiters.begin();
+  for (; waiter != seq.waiters.end() && waiter->count <= seq.limit - seq.next; ++waiter) {
+    seq.waitingIds -= waiter->count;
+    waiting_.erase(waiter->ticket);
+    served.emplace_back(waiter->ticket, issue(seq, waiter->count));
   }
+  if (waiter == seq.waiters.end())
+    seq.waiters = {};
+  else
+    seq.waiters.erase(seq.waiters.begin(), waiter);
   return served;
 }
 

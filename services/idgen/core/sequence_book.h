@@ -33,7 +33,6 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <optional>
 #include <string>
@@ -183,7 +182,9 @@ class SequenceBook {
     // When the last reservation became durable; none before the first or after a failure.
     std::optional<std::chrono::milliseconds> durableAt;
     uint64_t waitingIds = 0;  // Sum of waiters' counts.
-    std::deque<Waiter> waiters;
+    // Oldest first. A vector, released when it empties: an idle namespace holds no
+    // allocation for it (an empty std::deque holds ~600 bytes, 7x the rest of a namespace).
+    std::vector<Waiter> waiters;
     bool queued = false;  // Listed in dirty_.
   };
   // Heterogeneous lookup so a string_view finds a std::string key without a copy.
