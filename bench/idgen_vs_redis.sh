@@ -5,12 +5,14 @@
 #
 #   bench/idgen_vs_redis.sh [build-dir]      (needs: deploy/setup.sh --bench)
 #
-# Prints a markdown table for bench/RESULTS.md.
+# Prints markdown tables for bench/RESULTS.md: throughput with each server's
+# CPU per request, then memory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
 bin=$build/bin
 requests=${REQUESTS:-300000}
+keys=${KEYS:-50000}  # for the memory table; zmesh-idgen holds at most 100000 namespaces
 redis_port=${REDIS_PORT:-17379}
 idgen_port=${IDGEN_PORT:-17110}
 source bench/lib.sh
@@ -36,15 +38,15 @@ start_idgen() {  # $1: persistence (off|everysec)
   sleep 0.3
 }
 
-redis_rps() {  # $1: pipeline
-  redis-benchmark -p "$redis_port" -t incr -c 50 -n "$requests" -P "$1" -q | tr '\r' '\n' |
+redis_run() {  # $@: redis-benchmark options; prints req/s
+  redis-benchmark -p "$redis_port" -t incr -c 50 -q "$@" | tr '\r' '\n' |
     awk '/INCR:/ { for (i = 1; i <= NF; i++) if ($(i+1) == "requests") { print $i; exit } }'
 }
-zmesh_rps() {  # $1: window per connection, $2: count
-  "$bin/zmesh-bench" idgen --endpoint "tcp://127.0.0.1:$idgen_port" --connections 50 --window "$1" \
-    --count "$2" --requests "$requests" --seconds 60 --namespace "b$RANDOM" |
-    field calls_per_s
+zmesh_run() {  # $@: zmesh-bench idgen options; its output goes to $tmp/zmesh.out
+  "$bin/zmesh-bench" idgen --endpoint "tcp://127.0.0.1:$idgen_port" --connections 50 \
+    --seconds 60 "$@" > "$tmp/zmesh.out"
 }
+zmesh_field() { field "$1" < "$tmp/zmesh.out"; }
 
 # The floor under any RPC layer on libzmq, same shape: bare DEALERs against a
 # bare ROUTER echo (its own context and I/O thread), no application work.
@@ -53,20 +55,60 @@ floor_rps() {  # $1: window per connection
     field calls_per_s
 }
 
-echo "| run | Redis INCR req/s | raw libzmq floor req/s | zmesh next req/s | zmesh ÷ Redis | floor ÷ Redis |"
-echo "|---|---:|---:|---:|---:|---:|"
+# The last two columns are each server's own CPU (user + system, all its
+# threads) per request it served, from /proc/<pid>/stat around the run.
+echo "| run | Redis INCR req/s | raw libzmq floor req/s | zmesh next req/s | zmesh ÷ Redis | floor ÷ Redis | redis-server CPU µs/req | zmesh-idgen CPU µs/req |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|"
 for persistence in off everysec; do
   for pipeline in 1 16; do
-    start_redis "$persistence"; r=$(redis_rps "$pipeline"); stop_last
+    start_redis "$persistence"
+    t0=$(cpu_ticks "${pids[-1]}")
+    r=$(redis_run -n "$requests" -P "$pipeline")
+    r_cpu=$(us_each $(($(cpu_ticks "${pids[-1]}") - t0)) "$requests")
+    stop_last
     f=$(floor_rps "$pipeline")
-    start_idgen "$persistence"; z=$(zmesh_rps "$pipeline" 1); stop_last
-    printf "| persistence %s, pipeline %s | %.0f | %.0f | %.0f | %.2f | %.2f |\n" "$persistence" "$pipeline" \
-      "$r" "$f" "$z" "$(echo "$z / $r" | bc -l)" "$(echo "$f / $r" | bc -l)"
+    start_idgen "$persistence"
+    t0=$(cpu_ticks "${pids[-1]}")
+    zmesh_run --window "$pipeline" --count 1 --requests "$requests" --namespace "b$RANDOM"
+    z_calls=$(($(zmesh_field calls) + $(zmesh_field warmup_calls)))
+    z_cpu=$(us_each $(($(cpu_ticks "${pids[-1]}") - t0)) "$z_calls")
+    z=$(zmesh_field calls_per_s)
+    stop_last
+    printf "| persistence %s, pipeline %s | %.0f | %.0f | %.0f | %.2f | %.2f | %s | %s |\n" "$persistence" \
+      "$pipeline" "$r" "$f" "$z" "$(echo "$z / $r" | bc -l)" "$(echo "$f / $r" | bc -l)" "$r_cpu" "$z_cpu"
   done
 done
 start_idgen everysec
-line=$("$bin/zmesh-bench" idgen --endpoint "tcp://127.0.0.1:$idgen_port" --connections 50 --window 1 --count 1000 \
-  --requests 100000 --seconds 60 --namespace batch | tail -1)
+zmesh_run --window 1 --count 1000 --requests 100000 --namespace batch
 stop_last
 echo
-echo "Batched next(count=1000), fsync everysec, 50 connections: ${line}"
+echo "Batched next(count=1000), fsync everysec, 50 connections: ids_per_s=$(zmesh_field ids_per_s)"
+
+# Memory, persistence off on both: resident memory at start, after $requests
+# calls on one key, and what each further key costs — from the growth while
+# calls spread over $keys keys (Redis: -r, keys counter:<12 digits>, counted
+# with DBSIZE; zmesh: --namespaces, <name>:<12 digits>, round-robin).
+memory_row() {  # $1: label, $2: Redis value, $3: zmesh value
+  printf "| %s | %s | %s | %.2f |\n" "$1" "$2" "$3" "$(echo "$3 / $2" | bc -l)"
+}
+start_redis off
+r_start=$(rss_kb "${pids[-1]}")
+redis_run -n "$requests" > /dev/null
+r_one=$(rss_kb "${pids[-1]}")
+redis_run -n $((keys * 10)) -r "$keys" > /dev/null
+r_keys=$(($(redis-cli -p "$redis_port" dbsize) - 1))  # less the one key above
+r_per=$(((($(rss_kb "${pids[-1]}") - r_one) * 1024) / r_keys))
+stop_last
+start_idgen off
+z_start=$(rss_kb "${pids[-1]}")
+zmesh_run --window 1 --count 1 --requests "$requests" --namespace m
+z_one=$(rss_kb "${pids[-1]}")
+zmesh_run --window 1 --count 1 --requests $((keys * 3)) --namespace m --namespaces "$keys"
+z_per=$(((($(rss_kb "${pids[-1]}") - z_one) * 1024) / keys))
+stop_last
+echo
+echo "| memory, persistence off | redis-server | zmesh-idgen | zmesh ÷ Redis |"
+echo "|---|---:|---:|---:|"
+memory_row "resident at start, kB" "$r_start" "$z_start"
+memory_row "resident after $requests calls on one key, kB" "$r_one" "$z_one"
+memory_row "bytes a key adds (over $r_keys / $keys keys)" "$r_per" "$z_per"

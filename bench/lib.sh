@@ -28,3 +28,16 @@ free_ports() {  # $@: loopback ports the benchmark listens on
 field() {  # $1: key; prints the value of each "key=value" word on stdin (zmesh-bench output)
   tr ' ' '\n' | awk -F= -v k="$1" '$1 == k { print $2 }'
 }
+
+cpu_ticks() {  # $1: pid; clock ticks of CPU (user + system, every thread) it has used so far
+  # The command name in field 2 may hold spaces: count fields from after it.
+  sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
+}
+
+rss_kb() {  # $1: pid; its resident memory now, in kB
+  awk '$1 == "VmRSS:" { print $2 }' "/proc/$1/status"
+}
+
+us_each() {  # $1: clock ticks, $2: how many things they were spent on; prints µs each
+  printf "%.1f" "$(echo "$1 * 1000000 / $(getconf CLK_TCK) / $2" | bc -l)"
+}

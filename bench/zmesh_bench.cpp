@@ -43,8 +43,9 @@ struct Load {
   std::vector<std::unique_ptr<rpc::Connection>> connections;
   uint64_t interfaceId;
   uint16_t methodId;
-  // Built once and copied per call, as redis-benchmark builds its command once.
-  zmq::message_t params;
+  // Built once and copied per call, as redis-benchmark builds its command once;
+  // calls take them in turn (one a namespace with --namespaces).
+  std::vector<zmq::message_t> params;
 };
 
 struct Result {
@@ -106,9 +107,9 @@ Result drive(Load& load, int window, uint64_t requests, double seconds) {
   } shared{r, recordLatency, issue};
   issue = [&](rpc::Connection& c) {
     if (started >= requests || Clock::now() >= end) return;
-    ++started;
     zmq::message_t params;
-    params.copy(load.params);
+    params.copy(load.params[started % load.params.size()]);
+    ++started;
     auto sent = recordLatency ? Clock::now() : Clock::time_point();
     c.call(load.interfaceId, load.methodId, std::move(params), options,
            [s = &shared, conn = &c, sent](rpc::Reply reply) {
@@ -273,6 +274,12 @@ int main(int argc, char** argv) {
   idgen->add_option("--endpoint", endpoint);
   idgen->add_option("--count", count, "ids per call");
   idgen->add_option("--namespace", ns);
+  size_t namespaces = 1;
+  idgen
+      ->add_option("--namespaces", namespaces,
+                   "calls go round-robin over this many namespaces, <namespace>:000000000000 and "
+                   "on (redis-benchmark -r's key shape)")
+      ->check(CLI::Range(size_t{1}, size_t{10'000'000}));
   for (auto* sub : {echo, idgen}) {
     sub->add_option("--connections", connections)->check(CLI::Range(1, 1000));
     sub->add_option("--window", window, "calls in flight per connection")
@@ -326,21 +333,26 @@ int main(int argc, char** argv) {
     load.methodId = rpc::methodOrdinal(capnp::Schema::from<test::TestService>(), "echo");
     capnp::MallocMessageBuilder m(16);
     m.initRoot<test::TestService::EchoParams>().setText("0123456789abcdef");
-    load.params = rpc::toFrame(m);
+    load.params.push_back(rpc::toFrame(m));
   } else {
     load.interfaceId = capnp::typeId<idl::IdGen>();
     load.methodId = rpc::methodOrdinal(capnp::Schema::from<idl::IdGen>(), "next");
-    capnp::MallocMessageBuilder m(16);
-    auto p = m.initRoot<idl::IdGen::NextParams>();
-    p.setNamespace(ns);
-    p.setCount(count);
-    load.params = rpc::toFrame(m);
+    for (size_t i = 0; i < namespaces; ++i) {
+      capnp::MallocMessageBuilder m(16);
+      auto p = m.initRoot<idl::IdGen::NextParams>();
+      char suffix[24];
+      std::snprintf(suffix, sizeof suffix, ":%012zu", i);
+      p.setNamespace(namespaces == 1 ? ns : ns + suffix);
+      p.setCount(count);
+      load.params.push_back(rpc::toFrame(m));
+    }
   }
   Result result;
+  uint64_t warmupCalls = 0;
   std::string name =
       app.got_subcommand("idgen") ? "idgen-next" : "echo-" + serverKind + "-" + transport;
   if (clientKind == "raw") {
-    result = driveRaw(context, endpoint, connections, load.params, window, seconds);
+    result = driveRaw(context, endpoint, connections, load.params.front(), window, seconds);
     name += "-rawclient";
   } else {
     // No socket monitor per connection: a load generator has no reconnects to
@@ -351,12 +363,15 @@ int main(int argc, char** argv) {
       load.connections.push_back(
           std::make_unique<rpc::Connection>(context, endpoint, connectionOptions));
     // Warm up (connect, first allocations) before measuring.
-    drive(load, 1, 100 * connections, 5);
+    warmupCalls = drive(load, 1, 100 * connections, 5).done;
     result = drive(load, window, requests, seconds);
   }
   report(name.c_str(), result, connections, window);
+  // The warm-up's calls too, for a script that divides the server's CPU time by
+  // every call it served.
   if (app.got_subcommand("idgen"))
-    std::printf("ids_per_s=%.0f\n", result.done * count / result.seconds);
+    std::printf("ids_per_s=%.0f warmup_calls=%llu\n", result.done * count / result.seconds,
+                static_cast<unsigned long long>(warmupCalls));
 
   load.connections.clear();
   stop = true;
