@@ -183,7 +183,8 @@ class SequenceBook {
     std::optional<std::chrono::milliseconds> durableAt;
     uint64_t waitingIds = 0;  // Sum of waiters' counts.
     // Oldest first. A vector, released when it empties: an idle namespace holds no
-    // allocation for it (an empty std::deque holds ~600 bytes, 7x the rest of a namespace).
+    // allocation for it (an empty std::deque holds ~600 bytes, three times the rest of a
+    // namespace).
     std::vector<Waiter> waiters;
     bool queued = false;  // Listed in dirty_.
   };
