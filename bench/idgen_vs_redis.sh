@@ -43,8 +43,12 @@ redis_run() {  # $@: redis-benchmark options; prints req/s
     awk '/INCR:/ { for (i = 1; i <= NF; i++) if ($(i+1) == "requests") { print $i; exit } }'
 }
 zmesh_run() {  # $@: zmesh-bench idgen options; its output goes to $tmp/zmesh.out
-  "$bin/zmesh-bench" idgen --endpoint "tcp://127.0.0.1:$idgen_port" --connections 50 \
-    --seconds 60 "$@" > "$tmp/zmesh.out"
+  if ! "$bin/zmesh-bench" idgen --endpoint "tcp://127.0.0.1:$idgen_port" --connections 50 \
+    --seconds 60 "$@" > "$tmp/zmesh.out"; then
+    echo "zmesh-bench idgen $* had failed calls (or did not run):" >&2
+    cat "$tmp/zmesh.out" >&2
+    exit 1
+  fi
 }
 zmesh_field() { field "$1" < "$tmp/zmesh.out"; }
 
@@ -101,9 +105,10 @@ r_per=$(((($(rss_kb "${pids[-1]}") - r_one) * 1024) / r_keys))
 stop_last
 start_idgen off
 z_start=$(rss_kb "${pids[-1]}")
-zmesh_run --window 1 --count 1 --requests "$requests" --namespace m
+zmesh_run --window 1 --count 1 --requests "$requests" --namespace counter
 z_one=$(rss_kb "${pids[-1]}")
-zmesh_run --window 1 --count 1 --requests $((keys * 3)) --namespace m --namespaces "$keys"
+# Names as long as redis-benchmark's keys: counter:000000012345.
+zmesh_run --window 1 --count 1 --requests $((keys * 3)) --namespace counter --namespaces "$keys"
 z_per=$(((($(rss_kb "${pids[-1]}") - z_one) * 1024) / keys))
 stop_last
 echo

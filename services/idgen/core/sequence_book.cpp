@@ -12,6 +12,12 @@ namespace {
 constexpr uint64_t kMaxLimit = std::numeric_limits<uint64_t>::max();
 constexpr std::string_view kAllowed = "A-Z a-z 0-9 . _ : -";
 
+// Empties `v` and frees its buffer: `v = {}` and clear() keep the capacity.
+template <typename T>
+void release(std::vector<T>& v) {
+  std::vector<T>().swap(v);
+}
+
 bool allowedChar(char c) {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
          c == '_' || c == ':' || c == '-';
@@ -185,7 +191,7 @@ SequenceBook::Failed SequenceBook::reservationFailed(std::string_view ns,
                                                "could not reserve ids for namespace '" +
                                                    std::string(ns) + "': " + std::string(message)});
   }
-  seq.waiters = {};
+  release(seq.waiters);
   seq.waitingIds = 0;
   // Not marked for another reservation: retrying at once would spin against a failing disk.
   // The next request() of this namespace asks again.
@@ -200,7 +206,7 @@ bool SequenceBook::cancel(uint64_t ticket) {
                           [ticket](const Waiter& w) { return w.ticket == ticket; });
   seq.waitingIds -= pos->count;
   seq.waiters.erase(pos);
-  if (seq.waiters.empty()) seq.waiters = {};
+  if (seq.waiters.empty()) release(seq.waiters);
   waiting_.erase(it);
   return true;
 }
@@ -292,7 +298,7 @@ SequenceBook::Served SequenceBook::serveWaiters(Sequence& seq) {
     served.emplace_back(waiter->ticket, issue(seq, waiter->count));
   }
   if (waiter == seq.waiters.end())
-    seq.waiters = {};
+    release(seq.waiters);
   else
     seq.waiters.erase(seq.waiters.begin(), waiter);
   return served;
