@@ -160,7 +160,7 @@ SequenceBook::Served SequenceBook::reserved(std::string_view ns, uint64_t newLim
   if (seq.inFlightLimit != 0) {
     seq.inFlightLimit = 0;
     --inFlight_;
-    seq.durableAt = now();
+    seq.durableAt = now().value_or(kNotDurable);
   }
   // A durable limit is never lowered: ids below the current one may already be out.
   seq.limit = std::max(seq.limit, newLimit);
@@ -182,7 +182,7 @@ SequenceBook::Failed SequenceBook::reservationFailed(std::string_view ns,
   // Retries against a failing disk come fast; they must not grow the block (and with it
   // what a crash skips). Start again as a new namespace does.
   setBlock(seq, options_.blockSize);
-  seq.durableAt.reset();
+  seq.durableAt = kNotDurable;
   Failed failed;
   failed.reserve(seq.waiters.size());
   for (const Waiter& waiter : seq.waiters) {
@@ -252,16 +252,18 @@ SequenceBookStats SequenceBook::stats() const {
 }
 
 SequenceBook::Sequence SequenceBook::fresh() const {
+  static_assert(sizeof(Sequence) <= 80, "a table node must fit jemalloc's 128-byte class");
   Sequence seq;
   setBlock(seq, options_.blockSize);
   return seq;
 }
 
 void SequenceBook::setBlock(Sequence& seq, uint64_t block) const {
-  seq.block = block;
+  static_assert(kMaxBlockSize <= std::numeric_limits<uint32_t>::max());
+  seq.block = static_cast<uint32_t>(block);  // <= maxBlockSize <= kMaxBlockSize (validated)
   // remaining < fraction * block  <=>  remaining < ceil(fraction * block) for integers.
   seq.prefetchBelow =
-      static_cast<uint64_t>(std::ceil(options_.prefetchFraction * static_cast<double>(block)));
+      static_cast<uint32_t>(std::ceil(options_.prefetchFraction * static_cast<double>(block)));
 }
 
 std::optional<std::chrono::milliseconds> SequenceBook::now() const {
@@ -272,13 +274,13 @@ std::optional<std::chrono::milliseconds> SequenceBook::now() const {
 // Called as a reservation is taken: the block lasted from the previous reservation becoming
 // durable until now.
 void SequenceBook::resize(Sequence& seq) const {
-  if (!seq.durableAt) return;  // a first block, or blockDuration 0
+  if (seq.durableAt == kNotDurable) return;  // a first block, or blockDuration 0
   const auto target = options_.blockDuration;
-  const auto lasted = *now() - *seq.durableAt;
+  const auto lasted = *now() - seq.durableAt;
   if (lasted < target) {
-    setBlock(seq, std::min(seq.block * 2, options_.maxBlockSize));
+    setBlock(seq, std::min(uint64_t{seq.block} * 2, options_.maxBlockSize));
   } else if (lasted - target > target) {  // lasted > 2 * target, without overflow
-    setBlock(seq, std::max(seq.block / 2, options_.blockSize));
+    setBlock(seq, std::max(uint64_t{seq.block} / 2, options_.blockSize));
   }
 }
 

@@ -71,7 +71,7 @@ struct Reservation {
   friend bool operator==(const Reservation&, const Reservation&) = default;
 };
 
-inline constexpr uint64_t kMaxBlockSize = 1'000'000'000;
+inline constexpr uint64_t kMaxBlockSize = 1'000'000'000;  // Fits a uint32_t.
 
 struct SequenceBookOptions {
   // Ids one reservation adds beyond the demand waiting for it: a namespace's first block, and
@@ -173,14 +173,18 @@ class SequenceBook {
     uint64_t ticket;
     uint32_t count;
   };
+  // Kept to 80 bytes, so that a table node fits jemalloc's 128-byte size class: a book may
+  // hold maxNamespaces of them.
+  static constexpr std::chrono::milliseconds kNotDurable = std::chrono::milliseconds::min();
   struct Sequence {
     uint64_t next = 1;
     uint64_t limit = 1;  // Nothing durable yet: the first request waits for a reservation.
     uint64_t inFlightLimit = 0;
-    uint64_t block = 0;          // Current block size; set by the book when it creates this.
-    uint64_t prefetchBelow = 0;  // ceil(prefetchFraction * block).
-    // When the last reservation became durable; none before the first or after a failure.
-    std::optional<std::chrono::milliseconds> durableAt;
+    uint32_t block = 0;          // Current block size (<= kMaxBlockSize); set at creation.
+    uint32_t prefetchBelow = 0;  // ceil(prefetchFraction * block).
+    // When the last reservation became durable; kNotDurable before the first, after a
+    // failure, or when blocks do not resize (blockDuration 0).
+    std::chrono::milliseconds durableAt = kNotDurable;
     uint64_t waitingIds = 0;  // Sum of waiters' counts.
     // Oldest first. A vector, released when it empties: an idle namespace holds no
     // allocation for it (an empty std::deque holds ~600 bytes, three times the rest of a
