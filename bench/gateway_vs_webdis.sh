@@ -78,30 +78,19 @@ cat > "$tmp/post.lua" <<'LUA'
 wrk.method = "POST"
 LUA
 
-ticks_of() {  # $@: pids; their CPU clock ticks so far, summed
-  local sum=0 p
-  for p in "$@"; do sum=$((sum + $(cpu_ticks "$p"))); done
-  echo "$sum"
-}
-rss_of() {  # $@: pids; their resident memory now, summed, in kB
-  local sum=0 p
-  for p in "$@"; do sum=$((sum + $(rss_kb "$p"))); done
-  echo "$sum"
-}
-
 # wrk's summary: "N requests in", "Requests/sec: N" and, with --latency,
 # "99% X"; and the CPU the servers behind the URL spent per request.
 run_wrk() {  # $1: the servers' pids ("p1 p2"), then wrk target args
   local servers=$1
   shift
   local t0 rps p99 requests
-  t0=$(ticks_of $servers)
+  t0=$(cpu_ticks $servers)
   wrk -t2 -c50 -d"$duration" --latency "$@" > "$tmp/wrk.out"
   rps=$(awk '/Requests\/sec:/ { print $2 }' "$tmp/wrk.out")
   p99=$(awk '$1 == "99%" { print $2 }' "$tmp/wrk.out")
   requests=$(awk '$2 == "requests" && $3 == "in" { print $1 }' "$tmp/wrk.out")
   if grep -q "Non-2xx" "$tmp/wrk.out"; then echo "non-2xx answers:" >&2; cat "$tmp/wrk.out" >&2; exit 1; fi
-  echo "$rps $p99 $(us_each $(($(ticks_of $servers) - t0)) "$requests")"
+  echo "$rps $p99 $(us_each $(($(cpu_ticks $servers) - t0)) "$requests")"
 }
 to_ms() {  # wrk prints 850.00us / 1.20ms / 1.01s
   awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000; printf "%.2f", n }'
@@ -131,6 +120,6 @@ done
 echo
 echo "| resident memory after the rounds | webdis + Redis | gateway + idgen | ratio |"
 echo "|---|---:|---:|---:|"
-w_rss=$(rss_of $webdis_side)
-g_rss=$(rss_of $zmesh_side)
+w_rss=$(rss_kb $webdis_side)
+g_rss=$(rss_kb $zmesh_side)
 printf "| kB | %s | %s | %.2f |\n" "$w_rss" "$g_rss" "$(echo "$g_rss / $w_rss" | bc -l)"

@@ -29,13 +29,15 @@ field() {  # $1: key; prints the value of each "key=value" word on stdin (zmesh-
   tr ' ' '\n' | awk -F= -v k="$1" '$1 == k { print $2 }'
 }
 
-cpu_ticks() {  # $1: pid; clock ticks of CPU (user + system, every thread) it has used so far
+cpu_ticks() {  # $@: pids; clock ticks of CPU (user + system, every thread) they have used, summed
+  local p
   # The command name in field 2 may hold spaces: count fields from after it.
-  sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
+  for p in "$@"; do sed 's/.*) //' "/proc/$p/stat"; done | awk '{ sum += $12 + $13 } END { print sum }'
 }
 
-rss_kb() {  # $1: pid; its resident memory now, in kB
-  awk '$1 == "VmRSS:" { print $2 }' "/proc/$1/status"
+rss_kb() {  # $@: pids; their resident memory now, summed, in kB
+  local p
+  for p in "$@"; do echo "/proc/$p/status"; done | xargs awk '$1 == "VmRSS:" { sum += $2 } END { print sum }'
 }
 
 us_each() {  # $1: clock ticks, $2: how many things they were spent on; prints µs each
