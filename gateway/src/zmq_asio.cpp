@@ -1,5 +1,7 @@
 #include "zmq_asio.h"
 
+#include <kj/common.h>
+
 #include <boost/asio/post.hpp>
 
 namespace zmesh::gateway {
@@ -52,10 +54,7 @@ void AsioConnection::sendPending() {
   // `done` here, inside pump(), never inside call(): the caller may not be ready.
   sending_.swap(pending_);  // a call made from a `done` below waits for the next pump
   // Emptied however the loop ends: a call moved from must never be sent again.
-  struct Clear {
-    std::vector<Pending>& calls;
-    ~Clear() { calls.clear(); }
-  } clear{sending_};
+  KJ_DEFER(sending_.clear());
   for (auto& p : sending_)
     connection_.call(p.interfaceId, p.methodId, std::move(p.params), std::move(p.options),
                      std::move(p.done));
