@@ -99,7 +99,10 @@ int main(int argc, char** argv) {
     service.server().serve<idl::IdGen>(kj::mv(impl));
     service.setHealth([&idgen] { return idgen.health(); });
     service.onStop([&idgen] { idgen.close(); });
-    return service.run();
+    int code = service.run();
+    // Stopped by a storage failure (DESIGN.md §4): not a clean stop, say so.
+    if (code == 0 && !idgen.health().first) return 1;
+    return code;
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());
     return 2;

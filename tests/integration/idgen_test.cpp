@@ -350,6 +350,33 @@ TEST_CASE("a second zmesh-idgen on the same data directory refuses to start", "[
   CHECK(client.idgen.next("locked", 1).first == 4);
 }
 
+TEST_CASE("idgen stopping on a fatal storage error exits non-zero", "[idgen]") {
+  MeshFile mesh;
+  // A file size limit makes the journal's write fail (EFBIG, with SIGXFSZ
+  // ignored) once the data directory's files reach it.
+  auto process =
+      Process({"/bin/sh", "-c", "trap '' XFSZ; exec /usr/bin/prlimit --fsize=16384 \"$@\"", "sh",
+               bin("zmesh-idgen"), "--config", mesh.path, "--broker", "none"},
+              mesh.log("idgen"));
+  requireHealthy(mesh.endpoint, mesh.log("idgen"));
+  Client client(mesh.endpoint);
+  // Each fresh namespace reserves a block: one journal record.
+  for (int i = 0; i < 5000 && process.running(); ++i) {
+    try {
+      client.idgen.next("namespace-" + std::to_string(i), 1);
+    } catch (const RpcError&) {
+      break;  // stopping or stopped
+    }
+  }
+  auto status = waitExit(process, 10s);
+  auto log = readText(mesh.log("idgen"));
+  INFO(log);
+  REQUIRE(status);
+  CHECK_THAT(log, Contains("storage failed"));
+  CHECK(WIFEXITED(*status));
+  CHECK(WEXITSTATUS(*status) == 1);
+}
+
 TEST_CASE("idgen Admin stats count ids, namespaces, reservations and journal work", "[idgen]") {
   MeshFile mesh;
   auto process = startIdgen(mesh, "idgen");
