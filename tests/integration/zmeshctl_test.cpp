@@ -1,6 +1,9 @@
 // zmeshctl end to end on a temporary mesh file: up (daemonized supervisor),
 // call, status, a killed service restarted by the supervisor, events, bad
-// arguments, down. Every process it leaves behind is stopped by pid.
+// arguments, down; then what the supervisor must never leave behind: services
+// after a kill -9 of it, a second mesh from a concurrent `up`, services after a
+// Ctrl-C, a `down` that finds nothing from another directory. Every process it
+// leaves behind is stopped by pid.
 #include <capnp/compat/json.h>
 #include <capnp/message.h>
 #include <signal.h>
@@ -8,6 +11,7 @@
 #include <sys/wait.h>
 
 #include <catch2/catch.hpp>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <optional>
@@ -43,6 +47,15 @@ bool alive(pid_t pid) {
   return paren == std::string::npos || paren + 2 >= content.size() || content[paren + 2] != 'Z';
 }
 
+// Running one of this build's binaries: a remembered pid that has been reaped
+// may have been reused by now (pid_max can be as low as 32768).
+bool aliveOurs(pid_t pid) {
+  if (!alive(pid)) return false;
+  std::error_code ec;
+  auto exe = std::filesystem::read_symlink("/proc/" + std::to_string(pid) + "/exe", ec);
+  return !ec && exe.parent_path() == std::filesystem::path(bin("zmeshctl")).parent_path();
+}
+
 struct Result {
   int exitCode = -1;   // -1: killed or timed out
   std::string output;  // stdout and stderr together
@@ -55,12 +68,16 @@ struct ServiceState {
   std::string endpoint;
 };
 
+// How the mesh file names its directories: absolute, or relative to the file.
+enum class Paths { absolute, relative };
+
 class TestMesh {
  public:
   TempDir dir;
   std::string path = dir.path() + "/mesh.toml";
   std::string runDir = dir.path() + "/run";
   std::string logDir = dir.path() + "/log";
+  std::string dataDir = dir.path() + "/idgen";
   std::string xsub = tcpEndpoint(freePort());
   std::string xpub = tcpEndpoint(freePort());
   std::string brokerAdmin = tcpEndpoint(freePort());
@@ -68,11 +85,14 @@ class TestMesh {
   std::string gatewayAdmin = tcpEndpoint(freePort());
   int httpPort = freePort();
 
-  TestMesh() {
+  explicit TestMesh(Paths paths = Paths::absolute) {
+    auto named = [&](const std::string& absolute, const char* relative) {
+      return paths == Paths::absolute ? absolute : std::string(relative);
+    };
     std::ofstream out(path);
     out << "[mesh]\n"
-        << "run_dir = \"" << runDir << "\"\n"
-        << "log_dir = \"" << logDir << "\"\n"
+        << "run_dir = \"" << named(runDir, "run") << "\"\n"
+        << "log_dir = \"" << named(logDir, "log") << "\"\n"
         << "restart_backoff = \"100ms\"\n"
         << "stop_grace = \"3s\"\n"
         << "health_timeout = \"20s\"\n"
@@ -82,7 +102,7 @@ class TestMesh {
         << "admin = \"" << brokerAdmin << "\"\n"
         << "\n[idgen]\n"
         << "endpoint = \"" << idgen << "\"\n"
-        << "data_dir = \"" << dir.path() << "/idgen\"\n"
+        << "data_dir = \"" << named(dataDir, "idgen") << "\"\n"
         << "block_size = 100\n"
         << "worker_id = 5\n"
         << "\n[gateway]\n"
@@ -92,10 +112,30 @@ class TestMesh {
 
   // Runs `zmeshctl -c <mesh> args...` to completion.
   Result ctl(std::vector<std::string> args, std::chrono::milliseconds timeout = 30s) {
-    std::string out = dir.path() + "/zmeshctl-" + std::to_string(++runs_) + ".out";
-    std::vector<std::string> argv{bin("zmeshctl"), "-c", path};
+    std::vector<std::string> argv{"-c", path};
     argv.insert(argv.end(), args.begin(), args.end());
-    Process p(argv, out);
+    return run(argv, "", timeout);
+  }
+
+  // Runs `zmeshctl args...` exactly so (no -c added), in `cwd` if given.
+  Result run(std::vector<std::string> args, const std::string& cwd = "",
+             std::chrono::milliseconds timeout = 30s) {
+    return finish(start(std::move(args), cwd), timeout);
+  }
+
+  // Starts `zmeshctl args...` (in `cwd` if given) without waiting for it.
+  std::pair<Process, std::string> start(std::vector<std::string> args,
+                                        const std::string& cwd = "") {
+    std::string out = dir.path() + "/zmeshctl-" + std::to_string(++runs_) + ".out";
+    std::vector<std::string> argv;
+    if (!cwd.empty()) argv = {"/usr/bin/env", "-C", cwd};
+    argv.push_back(bin("zmeshctl"));
+    argv.insert(argv.end(), args.begin(), args.end());
+    return {Process(argv, out), out};
+  }
+
+  Result finish(std::pair<Process, std::string> started, std::chrono::milliseconds timeout = 30s) {
+    auto& [p, out] = started;
     Result r;
     auto deadline = Clock::now() + timeout;
     // The supervisor is not reaped meanwhile: `down` must cope with a parent
@@ -129,8 +169,9 @@ class TestMesh {
   // The test process adopts the daemonized supervisor (PR_SET_CHILD_SUBREAPER)
   // so that it can reap it once it exits instead of leaving a zombie.
   void reapSupervisor() {
-    if (supervisor_ > 0 && ::waitpid(supervisor_, nullptr, WNOHANG) == supervisor_)
-      supervisor_ = -1;
+    if (supervisor_ <= 0) return;
+    pid_t r = ::waitpid(supervisor_, nullptr, WNOHANG);
+    if (r == supervisor_ || (r < 0 && errno == ECHILD)) supervisor_ = -1;
   }
   void adopt(pid_t supervisor) { supervisor_ = supervisor; }
   bool reaped() const { return supervisor_ <= 0; }
@@ -140,6 +181,7 @@ class TestMesh {
     for (auto& [name, s] : state())
       if (s.pid > 0) servicePids_.push_back(s.pid);
   }
+  void remember(pid_t pid) { servicePids_.push_back(pid); }
 
   // Always `down`; then, as a last resort, SIGKILL whatever is still alive.
   ~TestMesh() {
@@ -150,10 +192,10 @@ class TestMesh {
     } catch (const std::exception&) {
       // Fall through to the signals below.
     }
-    if (auto pid = supervisorPid(); pid && alive(*pid)) ::kill(*pid, SIGKILL);
-    if (supervisor_ > 0 && alive(supervisor_)) ::kill(supervisor_, SIGKILL);
+    if (auto pid = supervisorPid(); pid && aliveOurs(*pid)) ::kill(*pid, SIGKILL);
+    if (supervisor_ > 0 && aliveOurs(supervisor_)) ::kill(supervisor_, SIGKILL);
     for (pid_t pid : servicePids_)
-      if (alive(pid)) ::kill(pid, SIGKILL);
+      if (aliveOurs(pid)) ::kill(pid, SIGKILL);
     auto deadline = Clock::now() + 5s;
     while (supervisor_ > 0 && Clock::now() < deadline) {
       reapSupervisor();
@@ -169,6 +211,43 @@ class TestMesh {
   pid_t supervisor_ = -1;
   std::vector<pid_t> servicePids_;
 };
+
+// True once none of `pids` runs, within `timeout`. Reaps what the test adopted
+// meanwhile (orphans of a killed supervisor), so none lingers as a zombie.
+bool allGone(const std::vector<pid_t>& pids, std::chrono::milliseconds timeout) {
+  auto deadline = Clock::now() + timeout;
+  while (true) {
+    while (::waitpid(-1, nullptr, WNOHANG) > 0) {
+    }
+    bool any = false;
+    for (pid_t pid : pids) any = any || alive(pid);
+    if (!any) return true;
+    if (Clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(20ms);
+  }
+}
+
+// `up` in the background; the supervisor adopted by the test. Fails the test
+// with the output and the supervisor's log unless the mesh came up.
+pid_t upAndAdopt(TestMesh& mesh, std::vector<std::string> argv = {}, const std::string& cwd = "") {
+  if (argv.empty()) argv = {"-c", mesh.path, "up"};
+  auto up = mesh.run(argv, cwd);
+  INFO("up:\n" << up.output << "\nsupervisor log:\n" << readText(mesh.logDir + "/zmeshctl.log"));
+  REQUIRE(up.exitCode == 0);
+  REQUIRE_THAT(up.output, Contains("mesh up"));
+  auto supervisor = mesh.supervisorPid();
+  REQUIRE(supervisor);
+  mesh.adopt(*supervisor);
+  mesh.remember();
+  return *supervisor;
+}
+
+std::vector<pid_t> servicePids(const TestMesh& mesh) {
+  std::vector<pid_t> out;
+  for (auto& [name, s] : mesh.state())
+    if (s.pid > 0) out.push_back(s.pid);
+  return out;
+}
 
 // The status line of `service`: SERVICE ENDPOINT PID UPTIME RESTARTS HEALTH...
 std::vector<std::string> statusLine(const std::string& output, const std::string& service) {
@@ -403,4 +482,187 @@ TEST_CASE("zmeshctl up, call, status, restart of a killed service, events, down"
   CHECK_THAT(status.output, Contains("no supervisor running"));
   CHECK(readText(mesh.logDir + "/idgen.log").size() > 0);
   CHECK(readText(mesh.logDir + "/broker.log").size() > 0);
+}
+
+TEST_CASE("zmeshctl: kill -9 of the supervisor leaves no service behind", "[zmeshctl]") {
+  REQUIRE(::prctl(PR_SET_CHILD_SUBREAPER, 1) == 0);
+  TestMesh mesh;
+  pid_t supervisor = upAndAdopt(mesh);
+  auto services = servicePids(mesh);
+  REQUIRE(services.size() == 3);  // broker, idgen, gateway
+
+  REQUIRE(::kill(supervisor, SIGKILL) == 0);
+  CHECK(allGone({supervisor}, 5s));
+  mesh.reapSupervisor();
+  {
+    INFO("services still running 10 s after the supervisor was killed");
+    CHECK(allGone(services, 10s));
+  }
+  // Nothing holds the run directory any more: the next `up` starts a mesh.
+  pid_t next = upAndAdopt(mesh);
+  CHECK(next != supervisor);
+  auto down = mesh.ctl({"down"});
+  INFO(down.output);
+  CHECK(down.exitCode == 0);
+  CHECK(allGone(servicePids(mesh), 10s));
+}
+
+TEST_CASE("a second concurrent zmeshctl up is refused", "[zmeshctl]") {
+  REQUIRE(::prctl(PR_SET_CHILD_SUBREAPER, 1) == 0);
+  TestMesh mesh;
+  // Both at once: neither can see the other's supervisor yet.
+  auto first = mesh.start({"-c", mesh.path, "up"});
+  auto second = mesh.start({"-c", mesh.path, "up"});
+  auto a = mesh.finish(std::move(first));
+  auto b = mesh.finish(std::move(second));
+  if (auto pid = mesh.supervisorPid()) mesh.adopt(*pid);
+  mesh.remember();
+  INFO("first up:\n" << a.output << "\nsecond up:\n" << b.output);
+  auto& started = a.exitCode == 0 ? a : b;
+  auto& refused = a.exitCode == 0 ? b : a;
+  CHECK(started.exitCode == 0);
+  CHECK_THAT(started.output, Contains("mesh up"));
+  CHECK(refused.exitCode == 1);
+  CHECK_THAT(refused.output, Contains("a mesh is already running for " + mesh.runDir));
+  CHECK_THAT(refused.output, !Contains("mesh up"));
+
+  // And one after the other, naming the supervisor that runs.
+  auto again = mesh.ctl({"up"});
+  INFO("third up:\n" << again.output);
+  CHECK(again.exitCode == 1);
+  REQUIRE(mesh.supervisorPid());
+  CHECK_THAT(again.output, Contains("(supervisor pid " + std::to_string(*mesh.supervisorPid())));
+  auto status = mesh.ctl({"status"});
+  INFO(status.output);
+  CHECK(status.exitCode == 0);
+}
+
+TEST_CASE(
+    "zmeshctl: paths in the mesh file are relative to it so up and status and down work from "
+    "anywhere",
+    "[zmeshctl]") {
+  REQUIRE(::prctl(PR_SET_CHILD_SUBREAPER, 1) == 0);
+  TestMesh mesh(Paths::relative);
+  std::string here = mesh.dir.path() + "/here", there = mesh.dir.path() + "/there";
+  std::filesystem::create_directories(here);
+  std::filesystem::create_directories(there);
+  // The mesh file named relative to the current directory, too.
+  upAndAdopt(mesh, {"-c", "../mesh.toml", "up"}, here);
+  CHECK(std::filesystem::exists(mesh.runDir + "/zmesh.state"));
+  CHECK(std::filesystem::exists(mesh.logDir + "/idgen.log"));
+  // The service resolves its data_dir as the supervisor does.
+  auto ids = mesh.ctl({"call", "idgen", "next", "orders", "1"});
+  INFO(ids.output);
+  CHECK(ids.exitCode == 0);
+  CHECK(std::filesystem::exists(mesh.dataDir));
+  CHECK(std::filesystem::is_empty(here));
+
+  auto status = mesh.run({"-c", mesh.path, "status"}, there);
+  INFO("status:\n" << status.output);
+  CHECK(status.exitCode == 0);
+  CHECK_THAT(status.output, !Contains("no supervisor running"));
+  auto idgen = statusLine(status.output, "idgen");
+  REQUIRE(idgen.size() >= 6);
+  CHECK(idgen[2] == std::to_string(mesh.state()["idgen"].pid));
+
+  auto services = servicePids(mesh);
+  auto down = mesh.run({"-c", "../mesh.toml", "down"}, there);
+  INFO("down:\n" << down.output);
+  CHECK(down.exitCode == 0);
+  CHECK_THAT(down.output, Contains("mesh stopped"));
+  CHECK(allGone(services, 5s));
+  CHECK(std::filesystem::is_empty(there));
+}
+
+TEST_CASE("zmeshctl up -c FILE works as zmeshctl -c FILE up does", "[zmeshctl]") {
+  REQUIRE(::prctl(PR_SET_CHILD_SUBREAPER, 1) == 0);
+  TestMesh mesh;
+  upAndAdopt(mesh, {"up", "-c", mesh.path});
+  auto status = mesh.run({"status", "--config", mesh.path});
+  INFO(status.output);
+  CHECK(status.exitCode == 0);
+  auto call = mesh.run({"call", "idgen", "next", "orders", "2", "-c", mesh.path});
+  INFO(call.output);
+  CHECK(call.output == "first: 1\ncount: 2\n");
+  auto services = servicePids(mesh);
+  auto down = mesh.run({"down", "-c", mesh.path});
+  INFO(down.output);
+  CHECK(down.exitCode == 0);
+  CHECK_THAT(down.output, Contains("mesh stopped"));
+  CHECK(allGone(services, 5s));
+}
+
+TEST_CASE(
+    "zmeshctl down without a supervisor stops the services its state file lists and nothing else",
+    "[zmeshctl]") {
+  TestMesh mesh, other;
+  // This mesh's idgen, another mesh's idgen, and a process that got a listed pid.
+  Process ours({bin("zmesh-idgen"), "--config", mesh.path, "--broker", "none"},
+               mesh.dir.path() + "/idgen.out");
+  Process theirs({bin("zmesh-idgen"), "--config", other.path, "--broker", "none"},
+                 other.dir.path() + "/idgen.out");
+  Process stranger({"/bin/sleep", "60"});
+  // The state file goes before these processes do, so that nothing signals
+  // their pids once they are reaped.
+  struct Forget {
+    std::string path;
+    ~Forget() { std::filesystem::remove(path); }
+  } forget{mesh.runDir + "/zmesh.state"};
+  REQUIRE(waitHealthy(mesh.idgen, 10s));
+  REQUIRE(waitHealthy(other.idgen, 10s));
+  std::filesystem::create_directories(mesh.runDir);
+  {
+    std::ofstream state(mesh.runDir + "/zmesh.state");
+    state << "broker " << stranger.pid() << " 0 0 " << mesh.brokerAdmin << "\n"
+          << "idgen " << ours.pid() << " 0 0 " << mesh.idgen << "\n"
+          << "idgen " << theirs.pid() << " 0 0 " << other.idgen << "\n";
+  }
+  auto down = mesh.ctl({"down"});
+  INFO(down.output);
+  CHECK(down.exitCode == 0);
+  CHECK_THAT(down.output, Contains("mesh stopped"));
+  CHECK(ours.wait(5s) == 0);  // stopped cleanly by SIGTERM
+  CHECK(theirs.running());
+  CHECK(stranger.running());
+}
+
+TEST_CASE(
+    "zmeshctl: Ctrl-C on up --foreground stops the services in reverse order as stops and not "
+    "crashes",
+    "[zmeshctl]") {
+  TestMesh mesh;
+  // setsid: zmeshctl leads its own process group, as a shell's foreground job
+  // does; a Ctrl-C is SIGINT to that whole group.
+  std::string out = mesh.dir.path() + "/foreground.out";
+  Process up({"/usr/bin/setsid", bin("zmeshctl"), "-c", mesh.path, "up", "--foreground"}, out);
+  REQUIRE(waitHealthy(mesh.brokerAdmin, 15s));
+  REQUIRE(waitHealthy(mesh.idgen, 15s));
+  REQUIRE(waitHealthy(mesh.gatewayAdmin, 15s));
+  auto state = mesh.state();
+  mesh.remember();
+  REQUIRE(state.size() == 3);
+
+  REQUIRE(::kill(-up.pid(), SIGINT) == 0);
+  int status = up.wait(20s);
+  INFO("zmeshctl:\n" << readText(out));
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK_THAT(readText(out), !Contains("restarting"));
+  std::vector<pid_t> pids;
+  for (auto& [name, s] : state) pids.push_back(s.pid);
+  CHECK(allGone(pids, 5s));
+  // Each service was stopped by the supervisor (SIGTERM), not by the Ctrl-C,
+  // and the last one started (the gateway) stopped first.
+  std::map<std::string, std::string> stoppedAt;
+  for (const char* name : {"broker", "idgen", "gateway"}) {
+    auto log = readText(mesh.logDir + "/" + name + ".log");
+    INFO(name << ".log:\n" << log);
+    CHECK_THAT(log, Contains("signal 15 received") && !Contains("signal 2 received"));
+    auto stopped = log.rfind(std::string(name) + " stopped");
+    REQUIRE(stopped != std::string::npos);
+    auto line = log.rfind('\n', stopped);
+    stoppedAt[name] = log.substr(line == std::string::npos ? 0 : line + 1, 23);  // the timestamp
+  }
+  CHECK(stoppedAt["gateway"] <= stoppedAt["idgen"]);
+  CHECK(stoppedAt["idgen"] <= stoppedAt["broker"]);
 }

@@ -82,11 +82,17 @@ int cmdUp(const std::string& configPath, bool foreground) {
   // Resolve everything before forking: a missing binary is reported here.
   Mesh mesh(rpc::MeshConfig::load(configPath));
   auto services = servicesFrom(mesh, options.configPath);
-  if (auto pid = runningSupervisor(options)) {
-    std::cout << "mesh already running (supervisor pid " << *pid << ")\n";
-    return cmdStatus(configPath);
-  }
   fs::create_directories(options.runDir);
+  // Held until the supervisor exits (the daemon inherits it): a second `up`,
+  // even one started at the same moment, finds it taken.
+  auto lock = RunDirLock::tryAcquire(options);
+  if (!lock) {
+    auto pid = runningSupervisor(options);
+    std::cerr << "zmeshctl: a mesh is already running for " << options.runDir;
+    if (pid) std::cerr << " (supervisor pid " << *pid << ")";
+    std::cerr << "; `zmeshctl status` shows it, `zmeshctl down` stops it\n";
+    return 1;
+  }
   fs::create_directories(options.logDir);
 
   if (foreground) {
@@ -133,20 +139,74 @@ int cmdUp(const std::string& configPath, bool foreground) {
   return cmdStatus(configPath);
 }
 
+namespace {
+
+// SIGTERM to each, then SIGKILL to those still running after `grace`.
+// Returns those still running after that (normally none).
+std::vector<pid_t> stopAll(std::vector<pid_t> pids, std::chrono::milliseconds grace) {
+  for (pid_t pid : pids) ::kill(pid, SIGTERM);
+  auto running = [&pids] {
+    std::erase_if(pids, [](pid_t pid) { return !processRunning(pid); });
+    return !pids.empty();
+  };
+  auto deadline = Clock::now() + grace;
+  while (running() && Clock::now() < deadline) std::this_thread::sleep_for(20ms);
+  for (pid_t pid : pids) ::kill(pid, SIGKILL);
+  deadline = Clock::now() + 2s;
+  while (running() && Clock::now() < deadline) std::this_thread::sleep_for(20ms);
+  return pids;
+}
+
+}  // namespace
+
 int cmdDown(const std::string& configPath) {
   auto options = supervisorOptionsFrom(rpc::MeshConfig::load(configPath), configPath);
-  auto pid = runningSupervisor(options);
-  if (!pid) {
+  auto supervisor = runningSupervisor(options);
+  if (supervisor) {
+    ::kill(*supervisor, SIGTERM);
+    // Children stop one after another, each within the stop grace.
+    auto deadline = Clock::now() + options.stopGrace * 8 + 5s;
+    while (Clock::now() < deadline && processRunning(*supervisor))
+      std::this_thread::sleep_for(20ms);
+    if (processRunning(*supervisor)) {
+      std::cerr << "zmeshctl: supervisor " << *supervisor << " did not stop: SIGKILL\n";
+      ::kill(*supervisor, SIGKILL);
+    }
+  }
+  // Whatever the state file still lists is stopped here: the supervisor was
+  // killed, or did not stop its services. A pid that no longer runs this
+  // mesh's service binary was recycled and is left alone.
+  std::vector<pid_t> services;
+  std::vector<std::string> names;
+  for (auto& s : readState(options)) {
+    if (s.pid <= 0 || !processRunning(s.pid)) continue;
+    std::string binary;
+    try {
+      binary = serviceBinary(s.name);
+    } catch (const std::exception& e) {
+      std::cerr << "zmeshctl: " << s.name << " (pid " << s.pid << ") left alone: " << e.what()
+                << '\n';
+      continue;
+    }
+    if (!runsService(s.pid, binary, options.configPath)) continue;
+    services.push_back(s.pid);
+    names.push_back(s.name + " (pid " + std::to_string(s.pid) + ")");
+  }
+  if (!supervisor && services.empty()) {
     std::cout << "no mesh running for " << options.runDir << "\n";
     return 0;
   }
-  ::kill(*pid, SIGTERM);
-  // Children stop one after another, each within the stop grace.
-  auto deadline = Clock::now() + options.stopGrace * 8 + 5s;
-  while (Clock::now() < deadline && processRunning(*pid)) std::this_thread::sleep_for(20ms);
-  if (processRunning(*pid)) {
-    std::cerr << "zmeshctl: supervisor " << *pid << " did not stop: SIGKILL\n";
-    ::kill(*pid, SIGKILL);
+  if (!services.empty()) {
+    std::cerr << "zmeshctl: stopping what the supervisor left running:";
+    for (auto& n : names) std::cerr << ' ' << n;
+    std::cerr << '\n';
+  }
+  auto left = stopAll(services, options.stopGrace);
+  if (!left.empty()) {
+    std::cerr << "zmeshctl: still running after SIGKILL:";
+    for (pid_t pid : left) std::cerr << " pid " << pid;
+    std::cerr << '\n';
+    return 1;
   }
   std::cout << "mesh stopped\n";
   return 0;

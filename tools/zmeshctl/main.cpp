@@ -15,6 +15,9 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   std::string config = rpc::kDefaultConfig;
   app.add_option("-c,--config", config, "mesh file (TOML)")->capture_default_str();
+  // `zmeshctl up -c FILE` as well as `zmeshctl -c FILE up`: a subcommand hands
+  // the options it does not know (-c) up to this one.
+  app.fallthrough();
 
   auto* up = app.add_subcommand("up", "start every configured service and supervise it");
   bool foreground = false;

@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -12,6 +14,7 @@
 #include <fstream>
 #include <iterator>
 #include <sstream>
+#include <system_error>
 #include <thread>
 
 #include "zmesh/idl/common.capnp.h"
@@ -27,6 +30,11 @@ int64_t unixMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
+}
+
+// `path` as written in the mesh file, relative to the file's directory.
+std::string resolve(const fs::path& base, const std::string& path) {
+  return (base / path).lexically_normal();  // an absolute `path` replaces `base`
 }
 
 std::string findBinary(const std::string& name) {
@@ -64,9 +72,11 @@ SupervisorOptions supervisorOptionsFrom(const rpc::MeshConfig& config,
   auto s = config.section("mesh");
   s.rejectUnknown({"log_dir", "run_dir", "restart_backoff", "stop_grace", "health_timeout"});
   SupervisorOptions o;
-  o.configPath = fs::absolute(configPath);
-  o.runDir = fs::absolute(s.string("run_dir", "var"));
-  o.logDir = fs::absolute(s.string("log_dir", "var/log"));
+  auto absolute = fs::absolute(configPath).lexically_normal();
+  o.configPath = absolute;
+  o.baseDir = absolute.parent_path();
+  o.runDir = resolve(o.baseDir, s.string("run_dir", "var"));
+  o.logDir = resolve(o.baseDir, s.string("log_dir", "var/log"));
   o.restartBackoff = s.duration("restart_backoff", o.restartBackoff);
   o.stopGrace = s.duration("stop_grace", o.stopGrace);
   o.healthTimeout = s.duration("health_timeout", o.healthTimeout);
@@ -80,7 +90,7 @@ std::vector<ServiceSpec> servicesFrom(const Mesh& mesh, const std::string& confi
       continue;  // not built yet (e.g. the gateway before its issue lands)
     ServiceSpec spec;
     spec.name = name;
-    spec.argv = {findBinary("zmesh-" + name), "--config", configPath};
+    spec.argv = {serviceBinary(name), "--config", configPath};
     spec.adminEndpoint = mesh.adminEndpoint(name);
     out.push_back(std::move(spec));
   }
@@ -89,6 +99,46 @@ std::vector<ServiceSpec> servicesFrom(const Mesh& mesh, const std::string& confi
 
 std::string pidFile(const SupervisorOptions& o) { return o.runDir + "/zmesh.pid"; }
 std::string stateFile(const SupervisorOptions& o) { return o.runDir + "/zmesh.state"; }
+std::string lockFile(const SupervisorOptions& o) { return o.runDir + "/zmesh.lock"; }
+
+std::optional<RunDirLock> RunDirLock::tryAcquire(const SupervisorOptions& o) {
+  int fd = ::open(lockFile(o).c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) throw std::system_error(errno, std::generic_category(), lockFile(o));
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int error = errno;
+    ::close(fd);
+    if (error == EWOULDBLOCK) return std::nullopt;
+    throw std::system_error(error, std::generic_category(), "flock " + lockFile(o));
+  }
+  return RunDirLock(fd);
+}
+
+RunDirLock::~RunDirLock() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+std::string serviceBinary(const std::string& service) { return findBinary("zmesh-" + service); }
+
+bool runsService(pid_t pid, const std::string& binary, const std::string& configPath) {
+  std::string proc = "/proc/" + std::to_string(pid);
+  std::error_code ec;
+  std::string exe = fs::read_symlink(proc + "/exe", ec);
+  if (ec) return false;
+  // A binary rebuilt while the service runs shows as "<path> (deleted)".
+  const std::string deleted = " (deleted)";
+  if (exe.size() > deleted.size() && exe.ends_with(deleted))
+    exe.resize(exe.size() - deleted.size());
+  auto expected = fs::weakly_canonical(binary, ec);
+  if (ec || exe != expected.string()) return false;
+  // The same binary may serve another mesh: it must be ours.
+  std::ifstream in(proc + "/cmdline");
+  std::vector<std::string> args;
+  for (std::string arg; std::getline(in, arg, '\0');) args.push_back(arg);
+  for (size_t i = 1; i + 1 < args.size(); ++i)
+    if (args[i] == "--config" && fs::path(args[i + 1]).lexically_normal() == configPath)
+      return true;
+  return false;
+}
 
 std::vector<ServiceState> readState(const SupervisorOptions& o) {
   std::vector<ServiceState> out;
@@ -145,23 +195,27 @@ class Supervisor {
     sigemptyset(&mask);
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
     sigaddset(&mask, SIGCHLD);
     sigprocmask(SIG_BLOCK, &mask, nullptr);
     int sfd = ::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
     fs::create_directories(options_.logDir);
     for (auto& c : children_) start(c);
     writeState();
-    bool stopping = false;
-    while (!stopping) {
+    while (true) {
       zmq_pollitem_t item{nullptr, sfd, ZMQ_POLLIN, 0};
       zmq_poll(&item, 1, 100);
+      bool stopping = false;
       signalfd_siginfo info;
       while (::read(sfd, &info, sizeof(info)) == sizeof(info))
-        if (info.ssi_signo == SIGTERM || info.ssi_signo == SIGINT) stopping = true;
+        if (info.ssi_signo != SIGCHLD) stopping = true;
+      // A child that exits from here on is stopped by us, not crashed: stop()
+      // reaps it, so it is neither announced as a crash nor restarted.
+      if (stopping) break;
       reap();
       auto now = Clock::now();
       for (auto& c : children_) {
-        if (c.pid == 0 && c.restartAt && now >= *c.restartAt && !stopping) start(c);
+        if (c.pid == 0 && c.restartAt && now >= *c.restartAt) start(c);
         if (c.pid != 0 && !c.announcedUp) checkUp(c);
       }
     }
@@ -180,6 +234,8 @@ class Supervisor {
     std::vector<char*> args;
     for (auto& a : c.spec.argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
+    const char* dir = options_.baseDir.c_str();
+    pid_t parent = ::getpid();
     pid_t pid = ::fork();
     if (pid < 0) {
       spdlog::error("supervisor: fork failed for {}: {}", c.spec.name, std::strerror(errno));
@@ -187,17 +243,35 @@ class Supervisor {
       return;
     }
     if (pid == 0) {
+      // Its own process group: a Ctrl-C on the terminal reaches the supervisor
+      // only, which then stops the services in order.
+      ::setpgid(0, 0);
+      // Dies with the supervisor: SIGTERM, so it stops as on `zmeshctl down`.
+      // If the supervisor died before the prctl, the parent is already another.
+      ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+      if (::getppid() != parent) ::_exit(127);
       sigset_t none;
       sigemptyset(&none);
       sigprocmask(SIG_SETMASK, &none, nullptr);
+      int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+      if (null >= 0) ::dup2(null, 0);  // a background group reading the tty would stop
       int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
       if (fd >= 0) {
         ::dup2(fd, 1);
         ::dup2(fd, 2);
       }
+      // Relative paths in the mesh file (a data_dir) resolve against its directory.
+      if (::chdir(dir) != 0) {
+        static const char what[] = "zmeshctl: cannot enter the mesh file's directory\n";
+        (void)!::write(2, what, sizeof(what) - 1);
+        ::_exit(126);
+      }
       ::execv(args[0], args.data());
+      static const char what[] = "zmeshctl: cannot execute the service's binary\n";
+      (void)!::write(2, what, sizeof(what) - 1);
       ::_exit(127);
     }
+    ::setpgid(pid, pid);  // also here, so no signal to the group can precede it
     c.pid = pid;
     c.started = Clock::now();
     c.startedMs = unixMs();
