@@ -1,5 +1,6 @@
 #include "event_buffer.h"
 
+#include <algorithm>
 #include <limits>
 #include <optional>
 #include <stdexcept>
@@ -76,7 +77,7 @@ const BufferedEvent& EventBuffer::append(std::string topic, std::string data) {
 }
 
 EventBuffer::Resume EventBuffer::since(std::string_view lastEventId, const TopicFilter& filter,
-                                       IdError* error) const {
+                                       IdError* error, size_t maxBytes) const {
   if (error != nullptr) *error = IdError::kNone;
   Resume resume;
   const std::optional<StreamId> id = parseStreamId(lastEventId);
@@ -99,9 +100,19 @@ EventBuffer::Resume EventBuffer::since(std::string_view lastEventId, const Topic
     first = static_cast<size_t>(id->position + 1 - oldest);
   }
 
-  for (size_t i = first; i < events_.size(); ++i) {
-    if (filter.matches(events_[i].topic)) resume.events.push_back(events_[i]);
+  // Newest first, so that a cut keeps the newest events.
+  size_t bytes = 0;
+  for (size_t i = events_.size(); i > first; --i) {
+    const BufferedEvent& event = events_[i - 1];
+    if (!filter.matches(event.topic)) continue;
+    bytes += eventBytes(event);
+    if (bytes > maxBytes) {
+      resume.gap = resume.truncated = true;
+      break;
+    }
+    resume.events.push_back(event);
   }
+  std::reverse(resume.events.begin(), resume.events.end());
   return resume;
 }
 

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <limits>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -44,7 +45,8 @@ class EventBuffer {
   const BufferedEvent& append(std::string topic, std::string data);
 
   struct Resume {
-    bool gap = false;  // events after lastEventId were lost (evicted, or another incarnation)
+    bool gap = false;        // events after lastEventId were lost (evicted, or another incarnation)
+    bool truncated = false;  // over maxBytes: only the newest that fit (gap is set too)
     std::vector<BufferedEvent>
         events;  // buffered events after lastEventId matching the filter, oldest first
   };
@@ -53,7 +55,14 @@ class EventBuffer {
   // incarnation, or older than the oldest buffered event, gives gap = true and
   // every buffered event matching the filter. An id ahead of the newest (never
   // issued) also gives a gap. A malformed id sets `error` and returns nothing.
-  Resume since(std::string_view lastEventId, const TopicFilter& filter, IdError* error) const;
+  // At most maxBytes of events (eventBytes each) come back: when more match,
+  // the newest that fit, with gap and truncated set.
+  Resume since(std::string_view lastEventId, const TopicFilter& filter, IdError* error,
+               size_t maxBytes = std::numeric_limits<size_t>::max()) const;
+  // What a replayed event costs against maxBytes (about its SSE frame).
+  static size_t eventBytes(const BufferedEvent& event) {
+    return event.topic.size() + event.id.size() + event.data.size() + 24;
+  }
 
   const std::string& incarnation() const { return incarnation_; }
   size_t size() const { return events_.size(); }

@@ -96,7 +96,17 @@ std::string sanitizeMetricName(std::string_view name) {
   return out;
 }
 
+std::string_view Metrics::methodLabel(std::string_view method) {
+  static constexpr std::array<std::string_view, 9> kKnown = {
+      "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"};
+  for (auto known : kKnown)
+    if (method == known) return known;
+  return "OTHER";
+}
+
 void Metrics::observe(std::string_view method, std::string_view route, int status, double seconds) {
+  method = methodLabel(method);
+  if (status < 100 || status > 599) status = 0;
   // A clock step can give a negative duration; a NaN or infinity would poison
   // the sum for the life of the process. Count such a request as instant.
   if (!std::isfinite(seconds) || seconds < 0) seconds = 0;
@@ -134,7 +144,10 @@ std::vector<std::pair<std::string, int64_t>> Metrics::adminCounters() const {
           {"sse.streams", sseStreams_},
           {"sse.dropped", static_cast<int64_t>(sseDropped_)},
           {"events.received", static_cast<int64_t>(eventsReceived_)},
-          {"events.gaps", static_cast<int64_t>(eventGaps_)}};
+          {"events.gaps", static_cast<int64_t>(eventGaps_)},
+          {"http.connections", connections_},
+          {"http.connections_refused",
+           static_cast<int64_t>(limits_[static_cast<size_t>(Limit::kConnectionsRefused)])}};
 }
 
 void Metrics::requestStarted() {
@@ -156,6 +169,26 @@ void Metrics::sseClosed(bool dropped) {
   std::lock_guard lock(mutex_);
   --sseStreams_;
   if (dropped) ++sseDropped_;
+}
+
+void Metrics::count(Limit limit, uint64_t n) {
+  std::lock_guard lock(mutex_);
+  limits_[static_cast<size_t>(limit)] += n;
+}
+
+void Metrics::connectionOpened() {
+  std::lock_guard lock(mutex_);
+  ++connections_;
+}
+
+void Metrics::connectionClosed() {
+  std::lock_guard lock(mutex_);
+  --connections_;
+}
+
+void Metrics::setIdempotency(const IdempotencySample& sample) {
+  std::lock_guard lock(mutex_);
+  idempotency_ = sample;
 }
 
 void Metrics::eventsReceived(uint64_t n, uint64_t gaps) {
@@ -207,6 +240,45 @@ std::string Metrics::render(const std::vector<ServiceSample>& services,
     family(out, "zmesh_gateway_event_gaps_total", "counter",
            "Gaps (lost events) detected in the events received from the mesh.");
     sample(out, "zmesh_gateway_event_gaps_total", {}, std::to_string(eventGaps_));
+
+    family(out, "zmesh_gateway_connections", "gauge", "Open HTTP connections.");
+    sample(out, "zmesh_gateway_connections", {}, std::to_string(connections_));
+    static constexpr std::array<std::pair<std::string_view, std::string_view>, kLimits> kLimitText =
+        {{
+            {"zmesh_gateway_connections_refused_total",
+             "Connections over max_connections, answered 503 and closed."},
+            {"zmesh_gateway_header_timeouts_total",
+             "Connections closed because a request header took longer than header_timeout."},
+            {"zmesh_gateway_accept_errors_total",
+             "Failed accepts (EMFILE, ENFILE, ...), each retried after a back-off."},
+            {"zmesh_gateway_sse_refused_total",
+             "Event streams over max_sse_streams, answered 503."},
+            {"zmesh_gateway_sse_replay_truncated_total",
+             "Last-Event-ID resumes cut at sse_replay_max_bytes (the stream opens with a gap)."},
+            {"zmesh_gateway_ops_cache_hits_total",
+             "/metrics and /readyz answers taken from a result under ops_cache_max_age old."},
+            {"zmesh_gateway_ops_cache_refreshes_total",
+             "Times /metrics or /readyz asked every service again."},
+        }};
+    for (size_t i = 0; i < kLimits; ++i) {
+      family(out, kLimitText[i].first, "counter", kLimitText[i].second);
+      sample(out, kLimitText[i].first, {}, std::to_string(limits_[i]));
+    }
+    family(out, "zmesh_gateway_idempotency_entries", "gauge",
+           "Idempotency-Key answers kept (and requests running with a key).");
+    sample(out, "zmesh_gateway_idempotency_entries", {}, std::to_string(idempotency_.entries));
+    family(out, "zmesh_gateway_idempotency_bytes", "gauge",
+           "Bytes the idempotency store holds (bounded by idempotency_max_bytes).");
+    sample(out, "zmesh_gateway_idempotency_bytes", {}, std::to_string(idempotency_.bytes));
+    family(out, "zmesh_gateway_idempotency_evictions_total", "counter",
+           "Idempotency entries evicted before their window ended: the store was full.");
+    sample(out, "zmesh_gateway_idempotency_evictions_total", {},
+           std::to_string(idempotency_.evictions));
+    family(out, "zmesh_gateway_idempotency_quota_evictions_total", "counter",
+           "Idempotency entries evicted because their principal was over "
+           "idempotency_principal_max_bytes.");
+    sample(out, "zmesh_gateway_idempotency_quota_evictions_total", {},
+           std::to_string(idempotency_.quotaEvictions));
   }
 
   // Samples of one service may come in several pieces (one per worker): they

@@ -33,20 +33,49 @@ struct ClientSample {
   std::vector<std::pair<std::string, uint64_t>> counters;  // e.g. "calls", "deadline_exceeded"
 };
 
+// What the idempotency store holds, for /metrics (IdempotencyStore::stats()).
+struct IdempotencySample {
+  uint64_t entries = 0;
+  uint64_t bytes = 0;
+  uint64_t evictions = 0;       // the oldest entry went: the store was full (bytes or entries)
+  uint64_t quotaEvictions = 0;  // a principal's oldest entry went: over its share
+};
+
 class Metrics {
  public:
+  // Counters of the gateway's limits; each renders as zmesh_gateway_<name>_total.
+  enum class Limit {
+    kConnectionsRefused,  // connections_refused: over max_connections, answered 503
+    kHeaderTimeouts,      // header_timeouts: closed before a whole header came (header_timeout)
+    kAcceptErrors,        // accept_errors: accept() failed (EMFILE…), retried after a back-off
+    kSseRefused,          // sse_refused: streams over max_sse_streams, answered 503
+    kSseReplayTruncated,  // sse_replay_truncated: a resume cut at sse_replay_max_bytes
+    kOpsCacheHits,        // ops_cache_hits: /metrics or /readyz answered from the cache
+    kOpsCacheRefreshes,   // ops_cache_refreshes: the services asked again
+  };
+  static constexpr size_t kLimits = 7;
+
+  // HTTP methods become labels from a closed set: the methods of RFC 9110 and
+  // PATCH by name, anything else (an invented method) "OTHER".
+  static std::string_view methodLabel(std::string_view method);
+
   // Upper bounds in seconds of the request latency histogram.
   static constexpr std::array<double, 14> kBuckets = {
       0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 
   // route: the route's pattern ("/v1/ids/{namespace}"), never the raw path, so
-  // the label set stays bounded; unmatched requests use "unmatched".
+  // the label set stays bounded; unmatched requests use "unmatched". method
+  // goes through methodLabel(); a status outside 100-599 counts as 0.
   void observe(std::string_view method, std::string_view route, int status, double seconds);
   void requestStarted();
   void requestFinished();
   void sseOpened();
   void sseClosed(bool dropped);  // dropped: a slow client was cut off
   void eventsReceived(uint64_t n, uint64_t gaps);
+  void count(Limit limit, uint64_t n = 1);
+  void connectionOpened();
+  void connectionClosed();
+  void setIdempotency(const IdempotencySample& sample);
 
   // Families:
   //   zmesh_gateway_requests_total{method,route,status}            counter
@@ -54,6 +83,10 @@ class Metrics {
   //   zmesh_gateway_requests_in_flight                             gauge
   //   zmesh_gateway_sse_streams, zmesh_gateway_sse_dropped_total
   //   zmesh_gateway_events_received_total, zmesh_gateway_event_gaps_total
+  //   zmesh_gateway_connections                                    gauge
+  //   zmesh_gateway_<limit>_total                                  one per Limit
+  //   zmesh_gateway_idempotency_entries, _bytes                    gauges
+  //   zmesh_gateway_idempotency_evictions_total, _quota_evictions_total
   //   zmesh_gateway_rpc_<counter>_total{service}                    from ClientSample
   //   zmesh_service_up{service}                                     gauge
   //   zmesh_service_counter{service,name}                           from Admin.stats
@@ -80,6 +113,9 @@ class Metrics {
   uint64_t sseDropped_ = 0;
   uint64_t eventsReceived_ = 0;
   uint64_t eventGaps_ = 0;
+  int64_t connections_ = 0;
+  std::array<uint64_t, kLimits> limits_{};
+  IdempotencySample idempotency_;
 };
 
 }  // namespace zmesh::gateway

@@ -290,3 +290,33 @@ TEST_CASE("EventBuffer: malformed ids", "[event_buffer]") {
     CHECK(positions(result.events) == std::vector<uint64_t>{5});
   }
 }
+
+TEST_CASE("EventBuffer: a resume is bounded in bytes, keeping the newest", "[event_buffer]") {
+  EventBuffer buffer(100, "inc");
+  for (int i = 1; i <= 50; ++i) buffer.append("t.x", std::string(100, 'd'));
+  const size_t each = EventBuffer::eventBytes(buffer.since("inc-49", {}, nullptr).events.at(0));
+  SECTION("under the bound: everything, no gap") {
+    auto r = buffer.since("inc-40", {}, nullptr, 10 * each);
+    CHECK_FALSE(r.gap);
+    CHECK_FALSE(r.truncated);
+    CHECK(positions(r.events) == range(41, 50));
+  }
+  SECTION("over it: the newest that fit, with a gap") {
+    auto r = buffer.since("inc-10", {}, nullptr, 5 * each + each / 2);
+    CHECK(r.gap);
+    CHECK(r.truncated);
+    CHECK(positions(r.events) == range(46, 50));
+  }
+  SECTION("an id from elsewhere is bounded too") {
+    auto r = buffer.since("other-3", {}, nullptr, 3 * each);
+    CHECK(r.gap);
+    CHECK(r.truncated);
+    CHECK(positions(r.events) == range(48, 50));
+  }
+  SECTION("only matching events count") {
+    buffer.append("u.y", "{}");
+    auto r = buffer.since("inc-45", TopicFilter({"u."}), nullptr, each);
+    CHECK_FALSE(r.truncated);
+    CHECK(positions(r.events) == range(51, 51));
+  }
+}

@@ -341,3 +341,71 @@ TEST_CASE("IdempotencyStore: fingerprint", "[idempotency]") {
   CHECK(IdempotencyStore::fingerprint("POST", "/x?a=1", "") !=
         IdempotencyStore::fingerprint("POST", "/x?a=2", ""));
 }
+
+TEST_CASE("IdempotencyStore: bounded in bytes, with a share per principal", "[idempotency]") {
+  FakeClock clock;
+  constexpr size_t kShare = 16 * 1024;
+  IdempotencyStore store(60s, IdempotencyLimits{100000, 64 * 1024, kShare}, clock.fn());
+  const std::string body(1000, 'b');
+
+  SECTION("one principal's flood evicts only its own answers") {
+    REQUIRE(store.begin("bob", "b-1", kFp).outcome == Outcome::kFirst);
+    store.complete("bob", "b-1", response(200, "bob's"));
+    for (int i = 0; i < 500; ++i) {
+      const std::string key = "m-" + std::to_string(i) + std::string(200, 'k');
+      REQUIRE(store.begin("mallory", key, kFp).outcome == Outcome::kFirst);
+      store.complete("mallory", key, response(200, body));
+      CHECK(store.principalBytes("mallory") <= kShare);
+    }
+    CHECK(store.stats().quotaEvictions > 400);
+    CHECK(store.stats().bytes <= 64 * 1024);
+    auto bob = store.begin("bob", "b-1", kFp);
+    CHECK(bob.outcome == Outcome::kReplay);
+    CHECK(bob.response->body == "bob's");
+    // Mallory's newest answer is still there; her oldest are gone.
+    const std::string newest = "m-499" + std::string(200, 'k');
+    CHECK(store.begin("mallory", newest, kFp).outcome == Outcome::kReplay);
+    CHECK(store.begin("mallory", "m-0" + std::string(200, 'k'), kFp).outcome == Outcome::kFirst);
+  }
+  SECTION("many principals together: the store's bound, oldest first") {
+    for (int i = 0; i < 200; ++i) {
+      const std::string scope = "p" + std::to_string(i);
+      REQUIRE(store.begin(scope, "k", kFp).outcome == Outcome::kFirst);
+      store.complete(scope, "k", response(200, body));
+      CHECK(store.stats().bytes <= 64 * 1024);
+    }
+    CHECK(store.stats().evictions > 100);
+    CHECK(store.stats().quotaEvictions == 0);
+    CHECK(store.begin("p199", "k", kFp).outcome == Outcome::kReplay);
+    CHECK(store.begin("p0", "k", kFp).outcome == Outcome::kFirst);
+  }
+  SECTION("the anonymous scope has the whole store, not a share") {
+    for (int i = 0; i < 40; ++i) {
+      REQUIRE(store.begin("", "k" + std::to_string(i), kFp).outcome == Outcome::kFirst);
+      store.complete("", "k" + std::to_string(i), response(200, body));
+    }
+    CHECK(store.principalBytes("") > kShare);
+    CHECK(store.stats().quotaEvictions == 0);
+  }
+  SECTION("an answer over the share is not kept, and evicts nothing") {
+    REQUIRE(store.begin("bob", "small", kFp).outcome == Outcome::kFirst);
+    store.complete("bob", "small", response(200, "ok"));
+    REQUIRE(store.begin("bob", "huge", kFp).outcome == Outcome::kFirst);
+    store.complete("bob", "huge", response(200, std::string(kShare, 'h')));
+    CHECK(store.begin("bob", "huge", kFp).outcome == Outcome::kFirst);
+    CHECK(store.begin("bob", "small", kFp).outcome == Outcome::kReplay);
+  }
+  SECTION("bytes are given back on abandon and on expiry") {
+    REQUIRE(store.begin("bob", "a", kFp).outcome == Outcome::kFirst);
+    CHECK(store.stats().bytes > 0);
+    store.abandon("bob", "a");
+    CHECK(store.stats().bytes == 0);
+    CHECK(store.principalBytes("bob") == 0);
+    REQUIRE(store.begin("bob", "b", kFp).outcome == Outcome::kFirst);
+    store.complete("bob", "b", response(200, body));
+    clock.t += 61s;
+    CHECK(store.begin("alice", "c", kFp).outcome == Outcome::kFirst);
+    CHECK(store.principalBytes("bob") == 0);
+    CHECK(store.stats().entries == 1);
+  }
+}

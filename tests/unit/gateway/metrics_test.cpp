@@ -59,6 +59,55 @@ const char* const kGaugesZero =
     "# TYPE zmesh_gateway_event_gaps_total counter\n"
     "zmesh_gateway_event_gaps_total 0\n";
 
+// The limits' counters and gauges, all zero, as rendered (after the gauges above).
+const char* const kLimitsZero =
+    "# HELP zmesh_gateway_connections Open HTTP connections.\n"
+    "# TYPE zmesh_gateway_connections gauge\n"
+    "zmesh_gateway_connections 0\n"
+    "# HELP zmesh_gateway_connections_refused_total Connections over max_connections, answered 503 "
+    "and closed.\n"
+    "# TYPE zmesh_gateway_connections_refused_total counter\n"
+    "zmesh_gateway_connections_refused_total 0\n"
+    "# HELP zmesh_gateway_header_timeouts_total Connections closed because a request header took "
+    "longer than header_timeout.\n"
+    "# TYPE zmesh_gateway_header_timeouts_total counter\n"
+    "zmesh_gateway_header_timeouts_total 0\n"
+    "# HELP zmesh_gateway_accept_errors_total Failed accepts (EMFILE, ENFILE, ...), each retried "
+    "after a back-off.\n"
+    "# TYPE zmesh_gateway_accept_errors_total counter\n"
+    "zmesh_gateway_accept_errors_total 0\n"
+    "# HELP zmesh_gateway_sse_refused_total Event streams over max_sse_streams, answered 503.\n"
+    "# TYPE zmesh_gateway_sse_refused_total counter\n"
+    "zmesh_gateway_sse_refused_total 0\n"
+    "# HELP zmesh_gateway_sse_replay_truncated_total Last-Event-ID resumes cut at "
+    "sse_replay_max_bytes (the stream opens with a gap).\n"
+    "# TYPE zmesh_gateway_sse_replay_truncated_total counter\n"
+    "zmesh_gateway_sse_replay_truncated_total 0\n"
+    "# HELP zmesh_gateway_ops_cache_hits_total /metrics and /readyz answers taken from a result "
+    "under ops_cache_max_age old.\n"
+    "# TYPE zmesh_gateway_ops_cache_hits_total counter\n"
+    "zmesh_gateway_ops_cache_hits_total 0\n"
+    "# HELP zmesh_gateway_ops_cache_refreshes_total Times /metrics or /readyz asked every service "
+    "again.\n"
+    "# TYPE zmesh_gateway_ops_cache_refreshes_total counter\n"
+    "zmesh_gateway_ops_cache_refreshes_total 0\n"
+    "# HELP zmesh_gateway_idempotency_entries Idempotency-Key answers kept (and requests running "
+    "with a key).\n"
+    "# TYPE zmesh_gateway_idempotency_entries gauge\n"
+    "zmesh_gateway_idempotency_entries 0\n"
+    "# HELP zmesh_gateway_idempotency_bytes Bytes the idempotency store holds (bounded by "
+    "idempotency_max_bytes).\n"
+    "# TYPE zmesh_gateway_idempotency_bytes gauge\n"
+    "zmesh_gateway_idempotency_bytes 0\n"
+    "# HELP zmesh_gateway_idempotency_evictions_total Idempotency entries evicted before their "
+    "window ended: the store was full.\n"
+    "# TYPE zmesh_gateway_idempotency_evictions_total counter\n"
+    "zmesh_gateway_idempotency_evictions_total 0\n"
+    "# HELP zmesh_gateway_idempotency_quota_evictions_total Idempotency entries evicted because "
+    "their principal was over idempotency_principal_max_bytes.\n"
+    "# TYPE zmesh_gateway_idempotency_quota_evictions_total counter\n"
+    "zmesh_gateway_idempotency_quota_evictions_total 0\n";
+
 }  // namespace
 
 TEST_CASE("Metrics: escapeLabelValue", "[metrics]") {
@@ -108,7 +157,7 @@ TEST_CASE("Metrics: an empty scrape", "[metrics]") {
                     "# HELP zmesh_gateway_request_duration_seconds Time to answer HTTP requests, "
                     "by route.\n"
                     "# TYPE zmesh_gateway_request_duration_seconds histogram\n") +
-            kGaugesZero +
+            kGaugesZero + kLimitsZero +
             "# HELP zmesh_service_up Whether the service answered its health check with ok (1) "
             "or not (0).\n"
             "# TYPE zmesh_service_up gauge\n"
@@ -143,7 +192,8 @@ TEST_CASE("Metrics: exact text of a small scenario", "[metrics]") {
       {"broker", false, {}},
   };
 
-  const std::string expected = R"(# HELP zmesh_gateway_requests_total HTTP requests answered.
+  const std::string expected =
+      R"(# HELP zmesh_gateway_requests_total HTTP requests answered.
 # TYPE zmesh_gateway_requests_total counter
 zmesh_gateway_requests_total{method="GET",route="/v1/ids/{namespace}",status="200"} 2
 zmesh_gateway_requests_total{method="POST",route="/v1/ids/{namespace}",status="400"} 1
@@ -199,7 +249,8 @@ zmesh_gateway_events_received_total 7
 # HELP zmesh_gateway_event_gaps_total Gaps (lost events) detected in the events received from the mesh.
 # TYPE zmesh_gateway_event_gaps_total counter
 zmesh_gateway_event_gaps_total 1
-# HELP zmesh_gateway_rpc_calls_total The gateway's RPC client counter toward each service.
+)" + std::string(kLimitsZero) +
+      R"(# HELP zmesh_gateway_rpc_calls_total The gateway's RPC client counter toward each service.
 # TYPE zmesh_gateway_rpc_calls_total counter
 zmesh_gateway_rpc_calls_total{service="broker"} 3
 zmesh_gateway_rpc_calls_total{service="idgen"} 8
@@ -244,7 +295,7 @@ zmesh_service_counter{service="idgen",name="rpc.calls"} 12
         CHECK(declared.contains(name));
       }
     }
-    CHECK(declared.size() == 11);
+    CHECK(declared.size() == 23);
   }
   SECTION("rendering is deterministic, whatever the order things happened in") {
     CHECK(metrics.render(services, clients) == text);
@@ -355,12 +406,12 @@ TEST_CASE("Metrics: gauges and counters", "[metrics]") {
 
 TEST_CASE("Metrics: label values are escaped in the exposition", "[metrics]") {
   Metrics metrics;
-  metrics.observe("GE\"T", "/a\"b\\c\nd", 200, 1);
+  metrics.observe("GET", "/a\"b\\c\nd", 200, 1);
   const std::vector<ServiceSample> services = {{"svc\"1", true, {{"odd\\name\n", 5}}}};
   const std::vector<ClientSample> clients = {{"svc\n2", {{"calls", 1}}}};
   const std::string text = metrics.render(services, clients);
   CHECK(valueOf(text,
-                "zmesh_gateway_requests_total{method=\"GE\\\"T\",route=\"/a\\\"b\\\\c\\nd\","
+                "zmesh_gateway_requests_total{method=\"GET\",route=\"/a\\\"b\\\\c\\nd\","
                 "status=\"200\"}") == "1");
   CHECK(valueOf(text, bucket("/a\\\"b\\\\c\\nd", "1")) == "1");
   CHECK(valueOf(text, "zmesh_service_up{service=\"svc\\\"1\"}") == "1");
@@ -449,4 +500,67 @@ TEST_CASE("Metrics: the same numbers as Admin.stats counters", "[metrics]") {
   CHECK(byName.at("sse.dropped") == 1);
   CHECK(byName.at("events.received") == 5);
   CHECK(byName.at("events.gaps") == 1);
+}
+
+TEST_CASE("Metrics: method labels come from a closed set", "[metrics]") {
+  CHECK(Metrics::methodLabel("GET") == "GET");
+  CHECK(Metrics::methodLabel("PATCH") == "PATCH");
+  CHECK(Metrics::methodLabel("OPTIONS") == "OPTIONS");
+  CHECK(Metrics::methodLabel("get") == "OTHER");
+  CHECK(Metrics::methodLabel("BREW") == "OTHER");
+  CHECK(Metrics::methodLabel("") == "OTHER");
+  CHECK(Metrics::methodLabel("UNKNOWN") == "OTHER");
+}
+
+TEST_CASE("Metrics: a flood of invented methods and statuses adds no series", "[metrics]") {
+  Metrics metrics;
+  for (int i = 0; i < 10000; ++i) {
+    metrics.observe("X" + std::to_string(i), "unmatched", 405, 0.001);
+    metrics.observe("GET", "unmatched", 1000 + i, 0.001);
+  }
+  const std::string text = metrics.render({}, {});
+  size_t series = 0;
+  for (const std::string& line : lines(text))
+    if (line.starts_with("zmesh_gateway_requests_total{")) ++series;
+  CHECK(series == 2);
+  CHECK(valueOf(
+            text,
+            "zmesh_gateway_requests_total{method=\"OTHER\",route=\"unmatched\",status=\"405\"}") ==
+        "10000");
+  CHECK(valueOf(text,
+                "zmesh_gateway_requests_total{method=\"GET\",route=\"unmatched\",status=\"0\"}") ==
+        "10000");
+}
+
+TEST_CASE("Metrics: the limits' counters and gauges", "[metrics]") {
+  Metrics metrics;
+  auto value = [&](const std::string& series) { return valueOf(metrics.render({}, {}), series); };
+  CHECK(value("zmesh_gateway_connections") == "0");
+  metrics.connectionOpened();
+  metrics.connectionOpened();
+  metrics.connectionClosed();
+  CHECK(value("zmesh_gateway_connections") == "1");
+  metrics.count(Metrics::Limit::kConnectionsRefused);
+  metrics.count(Metrics::Limit::kHeaderTimeouts, 2);
+  metrics.count(Metrics::Limit::kAcceptErrors, 3);
+  metrics.count(Metrics::Limit::kSseRefused, 4);
+  metrics.count(Metrics::Limit::kSseReplayTruncated, 5);
+  metrics.count(Metrics::Limit::kOpsCacheHits, 6);
+  metrics.count(Metrics::Limit::kOpsCacheRefreshes, 7);
+  metrics.setIdempotency({8, 9, 10, 11});
+  CHECK(value("zmesh_gateway_connections_refused_total") == "1");
+  CHECK(value("zmesh_gateway_header_timeouts_total") == "2");
+  CHECK(value("zmesh_gateway_accept_errors_total") == "3");
+  CHECK(value("zmesh_gateway_sse_refused_total") == "4");
+  CHECK(value("zmesh_gateway_sse_replay_truncated_total") == "5");
+  CHECK(value("zmesh_gateway_ops_cache_hits_total") == "6");
+  CHECK(value("zmesh_gateway_ops_cache_refreshes_total") == "7");
+  CHECK(value("zmesh_gateway_idempotency_entries") == "8");
+  CHECK(value("zmesh_gateway_idempotency_bytes") == "9");
+  CHECK(value("zmesh_gateway_idempotency_evictions_total") == "10");
+  CHECK(value("zmesh_gateway_idempotency_quota_evictions_total") == "11");
+  auto counters = metrics.adminCounters();
+  std::map<std::string, int64_t> byName(counters.begin(), counters.end());
+  CHECK(byName.at("http.connections") == 1);
+  CHECK(byName.at("http.connections_refused") == 1);
 }
