@@ -7,8 +7,11 @@
 
 namespace zmesh::gateway {
 
-EventHub::EventHub(size_t capacity, std::string incarnation, Metrics& metrics)
-    : metrics_(metrics), buffer_(capacity, std::move(incarnation)) {}
+EventHub::EventHub(size_t capacity, std::string incarnation, Metrics& metrics,
+                   size_t replayMaxBytes)
+    : metrics_(metrics),
+      replayMaxBytes_(replayMaxBytes),
+      buffer_(capacity, std::move(incarnation)) {}
 
 EventHub::~EventHub() { stop(); }
 
@@ -51,7 +54,7 @@ EventHub::Subscribed EventHub::subscribe(boost::asio::io_context& io, TopicFilte
   Subscribed out;
   if (lastEventId) {
     EventBuffer::IdError error = EventBuffer::IdError::kNone;
-    out.resume = buffer_.since(*lastEventId, filter, &error);
+    out.resume = buffer_.since(*lastEventId, filter, &error, replayMaxBytes_);
     if (error != EventBuffer::IdError::kNone) {
       out.malformedId = true;
       return out;

@@ -10,6 +10,7 @@
 #include <boost/asio/io_context.hpp>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -33,7 +34,9 @@ class EventHub {
   // event.topic = the topic that lost events, event.data = JSON with details).
   using Deliver = std::function<void(const std::shared_ptr<const BufferedEvent>& event, bool gap)>;
 
-  EventHub(size_t capacity, std::string incarnation, Metrics& metrics);
+  // replayMaxBytes: the most a Last-Event-ID resume replays (EventBuffer::since).
+  EventHub(size_t capacity, std::string incarnation, Metrics& metrics,
+           size_t replayMaxBytes = std::numeric_limits<size_t>::max());
   ~EventHub();
 
   // Subscribes to every topic of the mesh's broker (a thread of its own).
@@ -67,6 +70,7 @@ class EventHub {
   void fanOut(const std::shared_ptr<const BufferedEvent>& event, bool gap);  // holds mutex_
 
   Metrics& metrics_;
+  size_t replayMaxBytes_;
   std::mutex mutex_;
   EventBuffer buffer_;
   std::map<uint64_t, Stream> streams_;

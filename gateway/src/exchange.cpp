@@ -20,6 +20,14 @@ Exchange::Exchange(std::shared_ptr<Session> session, Worker& worker, Request req
       query_(std::move(query)),
       requestId_(std::move(requestId)) {}
 
+std::string forwardedIdempotencyKey(std::string_view principal, std::string_view key) {
+  if (key.empty() || principal.empty()) return std::string(key);
+  std::string out;
+  out.reserve(principal.size() + 1 + key.size());
+  out.append(principal).append(":").append(key);
+  return out;
+}
+
 std::string_view Exchange::param(std::string_view name) const {
   for (auto& [k, v] : params_)
     if (k == name) return v;
@@ -65,7 +73,8 @@ void Exchange::call(uint64_t interfaceId, uint16_t methodId, capnp::MessageBuild
   options.traceId = requestId_;
   // Reads are safe to resend; writes are not resent. The service sees the
   // Idempotency-Key of a route that honours one (the session checked it).
-  if (route_.idempotencyKey) options.idempotencyKey = std::string(request_["Idempotency-Key"]);
+  if (route_.idempotencyKey)
+    options.idempotencyKey = forwardedIdempotencyKey(principal_, request_["Idempotency-Key"]);
   options.retryable = request_.method() == http::verb::get;
   send(service->endpoint, interfaceId, methodId, params, std::move(options), std::move(onResults),
        true);

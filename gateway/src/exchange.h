@@ -28,6 +28,10 @@ class Worker;
 class Session;
 struct ServiceTarget;
 
+// The Idempotency-Key a service sees: "<principal>:<key>", so two principals'
+// keys never meet in a service's own dedup ("" principal: the key as sent).
+std::string forwardedIdempotencyKey(std::string_view principal, std::string_view key);
+
 class Exchange : public std::enable_shared_from_this<Exchange> {
  public:
   Exchange(std::shared_ptr<Session> session, Worker& worker, Request request, const Route& route,
@@ -38,6 +42,9 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   const Route& route() const { return route_; }
   Worker& worker() { return worker_; }
   const std::string& requestId() const { return requestId_; }
+  // The authenticated principal's name ("" without auth): scopes the
+  // Idempotency-Key forwarded to the service.
+  void setPrincipal(std::string name) { principal_ = std::move(name); }
 
   // A path capture ({namespace}); "" when the route has none by that name.
   std::string_view param(std::string_view name) const;
@@ -87,6 +94,7 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   std::vector<std::pair<std::string, std::string>> params_;
   std::vector<std::pair<std::string, std::string>> query_;
   std::string requestId_;
+  std::string principal_;
   bool answered_ = false;
 };
 

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <boost/asio/post.hpp>
 #include <random>
 
@@ -57,8 +58,14 @@ void Worker::closeConnections() { connections_.clear(); }
 Gateway::Gateway(GatewayConfig config, Mesh& mesh, zmq::context_t& context)
     : config_(std::move(config)),
       context_(context),
-      idempotency_(config_.idempotencyWindow, config_.idempotencyMaxEntries) {
+      idempotency_(config_.idempotencyWindow,
+                   IdempotencyLimits{config_.idempotencyMaxEntries, config_.idempotencyMaxBytes,
+                                     config_.idempotencyPrincipalMaxBytes}) {
   for (auto& token : config_.tokens) auth_.addToken(token.token, token.principal);
+  // A lost fetch (it cannot outlast the readiness timeout by much) is retried.
+  auto fetchTimeout = 2 * config_.readinessTimeout + std::chrono::seconds(1);
+  readiness_ = std::make_unique<SharedResult<Readiness>>(config_.opsCacheMaxAge, fetchTimeout);
+  samples_ = std::make_unique<SharedResult<ServiceSamples>>(config_.opsCacheMaxAge, fetchTimeout);
   addAllRoutes(router_);
   for (auto& name : mesh.services()) {
     if (name == "gateway") continue;
@@ -69,7 +76,8 @@ Gateway::Gateway(GatewayConfig config, Mesh& mesh, zmq::context_t& context)
     target.adminEndpoint = mesh.adminEndpoint(name);
     services_.push_back(std::move(target));
   }
-  events_ = std::make_unique<EventHub>(config_.sseBuffer, newIncarnation(), metrics_);
+  events_ = std::make_unique<EventHub>(config_.sseBuffer, newIncarnation(), metrics_,
+                                       config_.sseReplayMaxBytes);
   if (service("broker")) events_->start(mesh);
 
   for (int i = 0; i < config_.threads; ++i)
@@ -110,21 +118,51 @@ void Gateway::start() {
 void Gateway::accept() {
   auto& worker = *workers_[nextWorker_];
   nextWorker_ = (nextWorker_ + 1) % workers_.size();
-  acceptor_->async_accept(worker.io(),
-                          [this, &worker](boost::system::error_code ec, Socket socket) {
-                            if (ec == asio::error::operation_aborted || !acceptor_->is_open())
-                              return;
-                            if (!ec) {
-                              socket.set_option(tcp::no_delay(true), ec);
-                              asio::post(worker.io(), [&worker, s = std::move(socket)]() mutable {
-                                startSession(worker, std::move(s));
-                              });
-                            } else {
-                              spdlog::warn("accept: {}", ec.message());
-                            }
-                            accept();
-                          });
+  acceptor_->async_accept(
+      worker.io(), [this, &worker](boost::system::error_code ec, Socket socket) {
+        if (ec == asio::error::operation_aborted || !acceptor_->is_open()) return;
+        if (ec) return onAcceptError(ec);
+        acceptBackoff_ = std::chrono::milliseconds(0);
+        socket.set_option(tcp::no_delay(true), ec);
+        // Counted here, on the accepting thread, so a burst cannot overshoot the
+        // limit before the sessions start; the session gives it back.
+        bool refuse = false;
+        if (connections.fetch_add(1) >= static_cast<int64_t>(config_.maxConnections)) {
+          connections.fetch_sub(1);
+          metrics_.count(Metrics::Limit::kConnectionsRefused);
+          // Answering costs a descriptor for a moment; past a few, close at once.
+          if (refusing_.load() >= kMaxRefusing) {
+            socket.close(ec);
+            return accept();
+          }
+          refuse = true;
+          ++refusing_;
+        } else {
+          metrics_.connectionOpened();
+        }
+        asio::post(worker.io(), [&worker, refuse, s = std::move(socket)]() mutable {
+          startSession(worker, std::move(s), refuse);
+        });
+        accept();
+      });
 }
+
+void Gateway::onAcceptError(const boost::system::error_code& ec) {
+  // EMFILE/ENFILE leave the connection in the backlog: retrying at once would
+  // spin. Wait, doubling from 10 ms up to accept_backoff_max.
+  metrics_.count(Metrics::Limit::kAcceptErrors);
+  acceptBackoff_ = acceptBackoff_.count() == 0
+                       ? std::chrono::milliseconds(10)
+                       : std::min(acceptBackoff_ * 2, config_.acceptBackoffMax);
+  spdlog::warn("accept: {}; retrying in {} ms", ec.message(), acceptBackoff_.count());
+  acceptRetry_->expires_after(acceptBackoff_);
+  acceptRetry_->async_wait([this](boost::system::error_code waitEc) {
+    if (waitEc || !acceptor_->is_open()) return;
+    accept();
+  });
+}
+
+void Gateway::refusalDone() { --refusing_; }
 
 void Gateway::stop() {
   if (stopping_.exchange(true)) return;
@@ -152,10 +190,16 @@ void Gateway::stop() {
     });
   for (auto& thread : threads_) thread.join();
   threads_.clear();
+  readiness_->clear();
+  samples_->clear();
 }
 
-void startSession(Worker& worker, Socket socket) {
-  std::make_shared<Session>(worker, std::move(socket))->start();
+void startSession(Worker& worker, Socket socket, bool refuse) {
+  auto session = std::make_shared<Session>(worker, std::move(socket), refuse);
+  if (refuse)
+    session->refuse();
+  else
+    session->start();
 }
 
 }  // namespace zmesh::gateway

@@ -27,6 +27,7 @@
 #include "idempotency.h"
 #include "metrics.h"
 #include "router.h"
+#include "shared_result.h"
 #include "zmq_asio.h"
 
 namespace zmesh {
@@ -43,6 +44,16 @@ struct ServiceTarget {
   std::string endpoint;       // its RPC endpoint
   std::string adminEndpoint;  // where it answers Admin (the broker's differs)
   bool built = true;          // false: configured, but this build has no such service
+};
+
+// What /readyz and /metrics learned from the services (shared for ops_cache_max_age).
+struct Readiness {
+  bool ready = true;     // every built service answered healthy
+  std::string services;  // the JSON array of each service's state
+};
+struct ServiceSamples {
+  std::vector<ServiceSample> services;
+  std::vector<ClientSample> clients;
 };
 
 class Worker {
@@ -88,12 +99,20 @@ class Gateway {
   const ServiceTarget* service(const std::string& name) const;
   std::vector<std::unique_ptr<Worker>>& workers() { return workers_; }
   bool stopping() const { return stopping_.load(); }
+  SharedResult<Readiness>& readiness() { return *readiness_; }
+  SharedResult<ServiceSamples>& samples() { return *samples_; }
+  void refusalDone();  // a refused connection's 503 is written (or failed)
+  static constexpr int64_t kMaxRefusing = 64;
 
   // Sessions in flight; stop() waits for these to reach zero.
   std::atomic<int64_t> activeRequests{0};
+  // Open HTTP connections (max_connections), and SSE streams (max_sse_streams).
+  std::atomic<int64_t> connections{0};
+  std::atomic<int64_t> sseStreams{0};
 
  private:
   void accept();
+  void onAcceptError(const boost::system::error_code& ec);
 
   GatewayConfig config_;
   zmq::context_t& context_;
@@ -108,11 +127,19 @@ class Gateway {
   std::unique_ptr<boost::asio::ip::tcp::acceptor> acceptor_;
   std::unique_ptr<Timer> acceptRetry_;
   size_t nextWorker_ = 0;
+  std::chrono::milliseconds acceptBackoff_{0};  // 0 while accept() succeeds
+  // Refusals being written: over this, a connection past max_connections is
+  // closed without an answer (each refusal holds a descriptor for a moment).
+  std::atomic<int64_t> refusing_{0};
   uint16_t port_ = 0;
   std::atomic<bool> stopping_{false};
+  // Last: their waiters hold sessions, which must go before the workers' io_contexts.
+  std::unique_ptr<SharedResult<Readiness>> readiness_;
+  std::unique_ptr<SharedResult<ServiceSamples>> samples_;
 };
 
 // Starts the HTTP session for an accepted connection (on its worker's thread).
-void startSession(Worker& worker, Socket socket);
+// refuse: answer 503 (over max_connections) and close.
+void startSession(Worker& worker, Socket socket, bool refuse = false);
 
 }  // namespace zmesh::gateway

@@ -1,6 +1,8 @@
 #include "gateway_config.h"
 
+#include <algorithm>
 #include <boost/asio/ip/address.hpp>
+#include <cctype>
 #include <charconv>
 #include <cstdlib>
 
@@ -42,6 +44,9 @@ GatewayConfig gatewayConfigFrom(const rpc::MeshConfig& mesh) {
                    "threads",
                    "request_timeout",
                    "idle_timeout",
+                   "header_timeout",
+                   "max_connections",
+                   "accept_backoff_max",
                    "retry_after",
                    "max_header_bytes",
                    "max_body_bytes",
@@ -49,16 +54,24 @@ GatewayConfig gatewayConfigFrom(const rpc::MeshConfig& mesh) {
                    "max_key_bytes",
                    "idempotency_window",
                    "idempotency_max_entries",
+                   "idempotency_max_bytes",
+                   "idempotency_principal_max_bytes",
                    "sse_buffer",
                    "sse_client_queue",
+                   "max_sse_streams",
+                   "sse_replay_max_bytes",
                    "sse_heartbeat",
                    "readiness_timeout",
+                   "ops_cache_max_age",
                    "stop_grace",
                    "tokens"});
   if (s.has("listen")) parseListen(s.string("listen", ""), c, mesh.source() + ": gateway.listen");
   c.threads = static_cast<int>(s.integer("threads", c.threads, 1, 64));
   c.requestTimeout = s.duration("request_timeout", c.requestTimeout);
   c.idleTimeout = s.duration("idle_timeout", c.idleTimeout);
+  c.headerTimeout = s.duration("header_timeout", c.headerTimeout);
+  c.maxConnections = s.integer("max_connections", c.maxConnections, 1, 1'000'000);
+  c.acceptBackoffMax = s.duration("accept_backoff_max", c.acceptBackoffMax);
   c.retryAfter = s.duration("retry_after", c.retryAfter);
   c.maxHeaderBytes = s.integer("max_header_bytes", c.maxHeaderBytes, 1024, 1 << 20);
   c.maxBodyBytes = s.integer("max_body_bytes", c.maxBodyBytes, 0, 1LL << 30);
@@ -67,12 +80,32 @@ GatewayConfig gatewayConfigFrom(const rpc::MeshConfig& mesh) {
   c.idempotencyWindow = s.duration("idempotency_window", c.idempotencyWindow);
   c.idempotencyMaxEntries =
       s.integer("idempotency_max_entries", c.idempotencyMaxEntries, 1, 100'000'000);
+  c.idempotencyMaxBytes =
+      s.integer("idempotency_max_bytes", c.idempotencyMaxBytes, 64 * 1024, 1LL << 40);
+  c.idempotencyPrincipalMaxBytes = s.integer(
+      "idempotency_principal_max_bytes",
+      std::min(c.idempotencyPrincipalMaxBytes, c.idempotencyMaxBytes), 16 * 1024, 1LL << 40);
   c.sseBuffer = s.integer("sse_buffer", c.sseBuffer, 1, 10'000'000);
   c.sseClientQueue = s.integer("sse_client_queue", c.sseClientQueue, 1, 10'000'000);
+  c.maxSseStreams =
+      s.integer("max_sse_streams", std::min(c.maxSseStreams, c.maxConnections), 0, 1'000'000);
+  c.sseReplayMaxBytes = s.integer("sse_replay_max_bytes", c.sseReplayMaxBytes, 1024, 1LL << 30);
   c.sseHeartbeat = s.duration("sse_heartbeat", c.sseHeartbeat);
   c.readinessTimeout = s.duration("readiness_timeout", c.readinessTimeout);
   c.stopGrace = s.duration("stop_grace", c.stopGrace);
+  c.opsCacheMaxAge = s.duration("ops_cache_max_age", c.opsCacheMaxAge);
   if (c.requestTimeout.count() == 0) s.fail("request_timeout", "must be more than 0");
+  if (c.headerTimeout.count() <= 0) s.fail("header_timeout", "must be more than 0");
+  if (c.headerTimeout > 1h) s.fail("header_timeout", "must be at most 1h");
+  if (c.acceptBackoffMax < 10ms || c.acceptBackoffMax > 60s)
+    s.fail("accept_backoff_max", "must be from 10ms to 60s");
+  if (c.opsCacheMaxAge > 60s) s.fail("ops_cache_max_age", "must be at most 60s");
+  if (c.idempotencyPrincipalMaxBytes > c.idempotencyMaxBytes)
+    s.fail("idempotency_principal_max_bytes",
+           "must be at most idempotency_max_bytes (" + std::to_string(c.idempotencyMaxBytes) + ")");
+  if (c.maxSseStreams > c.maxConnections)
+    s.fail("max_sse_streams",
+           "must be at most max_connections (" + std::to_string(c.maxConnections) + ")");
   if (c.sseHeartbeat.count() == 0) s.fail("sse_heartbeat", "must be more than 0");
 
   auto tokens = s.child("tokens");
@@ -80,6 +113,12 @@ GatewayConfig gatewayConfigFrom(const rpc::MeshConfig& mesh) {
     auto t = tokens.child(name);
     t.rejectUnknown({"token", "token_env", "scopes"});
     TokenConfig token;
+    // The name scopes Idempotency-Keys forwarded as "<name>:<key>": no ':' in it.
+    auto nameOk = !name.empty() && name.size() <= 64 &&
+                  std::all_of(name.begin(), name.end(), [](unsigned char ch) {
+                    return std::isalnum(ch) || ch == '_' || ch == '-' || ch == '.';
+                  });
+    if (!nameOk) s.fail("tokens." + name, "a token's name is 1-64 characters of [A-Za-z0-9_.-]");
     token.principal.name = name;
     if (t.has("token") == t.has("token_env"))
       t.fail("token", "give exactly one of token and token_env");

@@ -24,17 +24,31 @@ struct GatewayConfig {
   int threads = 1;
   std::chrono::milliseconds requestTimeout = 5s;  // a service call's deadline → 504
   std::chrono::milliseconds idleTimeout = 60s;    // keep-alive connection with no request
-  std::chrono::milliseconds retryAfter = 1s;      // Retry-After on 503
-  size_t maxHeaderBytes = 8 * 1024;               // → 431
-  size_t maxBodyBytes = 1024 * 1024;              // → 413
-  size_t maxUriBytes = 2048;                      // → 414
-  size_t maxKeyBytes = 250;                       // any path name (key, lock, namespace) → 400
+  // From a connection's accept, or a keep-alive request's first byte, to the
+  // end of its header: a slow-header (slowloris) client is closed after it.
+  std::chrono::milliseconds headerTimeout = 10s;
+  size_t maxConnections = 1024;  // beyond: 503 + Retry-After, then closed
+  // accept() failing (EMFILE, ENFILE, ENOBUFS): retried after 10 ms, doubling up to this.
+  std::chrono::milliseconds acceptBackoffMax = 1s;
+  std::chrono::milliseconds retryAfter = 1s;  // Retry-After on 503
+  size_t maxHeaderBytes = 8 * 1024;           // → 431
+  size_t maxBodyBytes = 1024 * 1024;          // → 413
+  size_t maxUriBytes = 2048;                  // → 414
+  size_t maxKeyBytes = 250;                   // any path name (key, lock, namespace) → 400
   std::chrono::milliseconds idempotencyWindow = 10min;
   size_t idempotencyMaxEntries = 100000;
-  size_t sseBuffer = 10000;      // events kept for Last-Event-ID
-  size_t sseClientQueue = 1024;  // per stream; a slower client is dropped
+  size_t idempotencyMaxBytes = 64 * 1024 * 1024;           // the whole store
+  size_t idempotencyPrincipalMaxBytes = 16 * 1024 * 1024;  // one principal's share
+  size_t sseBuffer = 10000;                                // events kept for Last-Event-ID
+  size_t sseClientQueue = 1024;                            // per stream; a slower client is dropped
+  size_t maxSseStreams = 256;                              // beyond: 503 + Retry-After
+  // A Last-Event-ID resume replays at most this much (then: event gap).
+  size_t sseReplayMaxBytes = 1024 * 1024;
   std::chrono::milliseconds sseHeartbeat = 15s;
   std::chrono::milliseconds readinessTimeout = 1s;
+  // /metrics and /readyz answer from a result at most this old, so a flood of
+  // them does not become a flood of calls to every service.
+  std::chrono::milliseconds opsCacheMaxAge = 1s;
   std::chrono::milliseconds stopGrace = 5s;
   std::vector<TokenConfig> tokens;  // empty: auth off
 };

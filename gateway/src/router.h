@@ -27,6 +27,9 @@ struct Route {
   std::string service;          // the mesh service behind it; "" for the gateway's own
   bool idempotencyKey = false;  // honours Idempotency-Key (state-changing POST/PUT/DELETE)
   Handler handler;              // empty: the service is not built yet (501)
+  // Takes ?access_token= as the bearer token (only GET /v1/events: browsers'
+  // EventSource cannot set headers, and a token in a URL ends up in logs).
+  bool queryToken = false;
 };
 
 class Router {

@@ -8,6 +8,7 @@
 #include <boost/json.hpp>
 #include <boost/url/parse.hpp>
 #include <random>
+#include <utility>
 
 #include "exchange.h"
 #include "gateway.h"
@@ -63,11 +64,37 @@ std::string sseFrame(std::string_view event, std::string_view id, std::string_vi
 
 }  // namespace
 
-Session::Session(Worker& worker, Socket socket)
+Session::Session(Worker& worker, Socket socket, bool refused)
     : worker_(worker),
       gateway_(worker.gateway()),
       stream_(std::move(socket)),
-      timer_(worker.io()) {}
+      timer_(worker.io()),
+      refused_(refused) {}
+
+Session::~Session() {
+  // The accept handler counted this connection (or this refusal).
+  if (refused_) {
+    gateway_.refusalDone();
+  } else {
+    --gateway_.connections;
+    gateway_.metrics().connectionClosed();
+  }
+}
+
+void Session::refuse() {
+  keepAlive_ = false;
+  requestId_ = newRequestId();
+  auto response =
+      errorResponse(http::status::service_unavailable, "UNAVAILABLE",
+                    "the gateway is at its connection limit (" +
+                        std::to_string(gateway_.config().maxConnections) + "); retry later",
+                    requestId_, gateway_.config().retryAfter);
+  response.set(kRequestIdHeader, requestId_);
+  response.keep_alive(false);
+  response.prepare_payload();
+  write(std::move(response));
+  expireAfter(std::chrono::seconds(1));  // a client that reads nothing holds nothing long
+}
 
 void Session::expireAfter(std::chrono::milliseconds timeout) {
   deadline_ = Clock::now() + timeout;
@@ -91,7 +118,10 @@ void Session::armTimer(Clock::time_point at) {
 void Session::onTimer() {
   timerArmed_ = false;
   if (closed_ || deadline_ == Clock::time_point::max()) return;
-  if (Clock::now() >= deadline_) return close();  // pending reads and writes end aborted
+  if (Clock::now() >= deadline_) {
+    if (readingHeader_) gateway_.metrics().count(Metrics::Limit::kHeaderTimeouts);
+    return close();  // pending reads and writes end aborted
+  }
   armTimer(deadline_);
 }
 
@@ -99,21 +129,65 @@ void Session::start() { readHeader(); }
 
 void Session::readHeader() {
   if (gateway_.stopping()) return close();
+  // A new connection's first request, or one already (partly) received,
+  // is under the header timeout at once; an idle keep-alive connection
+  // is under the idle timeout until its next request begins.
+  if (std::exchange(firstRequest_, false) || buffer_.size() > 0) return readHeaderNow();
+  expireAfter(gateway_.config().idleTimeout);
+  stream_.async_wait(Socket::wait_read, [self = shared_from_this()](beast::error_code ec) {
+    if (ec || self->closed_) return self->close();
+    self->readHeaderNow();
+  });
+}
+
+void Session::readHeaderNow() {
+  if (gateway_.stopping()) return close();
   auto& config = gateway_.config();
   parser_.emplace();
   parser_->header_limit(static_cast<uint32_t>(config.maxHeaderBytes));
   parser_->body_limit(config.maxBodyBytes);
-  expireAfter(config.idleTimeout);
+  readingHeader_ = true;
+  expireAfter(config.headerTimeout);
   http::async_read_header(
       stream_, buffer_, *parser_,
       [self = shared_from_this()](beast::error_code ec, size_t) { self->onHeader(ec); });
 }
 
+namespace {
+
+// The request target's length as far as the start line in `received` shows it
+// ("METHOD SP target SP version"); 0 when there is no target yet.
+size_t targetLength(std::string_view received) {
+  auto lineEnd = received.find("\r\n");
+  auto line = received.substr(0, lineEnd);
+  auto sp = line.find(' ');
+  if (sp == std::string_view::npos) return 0;
+  auto rest = line.substr(sp + 1);
+  auto end = rest.find(' ');
+  return end == std::string_view::npos ? rest.size() : end;
+}
+
+}  // namespace
+
 void Session::onHeader(beast::error_code ec) {
-  if (ec == http::error::header_limit)
+  readingHeader_ = false;
+  if (ec == http::error::header_limit) {
+    // The URI alone may be what is too long: that is 414, not 431. The
+    // parser has the target once it has read the start line; before, the
+    // start line is still the beginning of what was received.
+    size_t length = parser_->get().target().size();
+    if (length == 0) {
+      auto data = buffer_.cdata();
+      length = targetLength(std::string_view(static_cast<const char*>(data.data()), data.size()));
+    }
+    if (length > gateway_.config().maxUriBytes)
+      return reject(http::status::uri_too_long, "URI_TOO_LONG",
+                    "request target is at least " + std::to_string(length) +
+                        " bytes; the limit is " + std::to_string(gateway_.config().maxUriBytes));
     return reject(
         http::status::request_header_fields_too_large, "HEADERS_TOO_LARGE",
         "request headers exceed " + std::to_string(gateway_.config().maxHeaderBytes) + " bytes");
+  }
   if (ec == http::error::body_limit) return onBody(ec);
   if (ec) {
     if (connectionGone(ec)) return close();
@@ -126,6 +200,7 @@ void Session::onHeader(beast::error_code ec) {
                   "request target is " + std::to_string(parser_->get().target().size()) +
                       " bytes; the limit is " + std::to_string(config.maxUriBytes));
   if (parser_->is_done()) return onBody({});
+  expireAfter(config.idleTimeout);  // the body: as long as an idle connection may wait
   http::async_read(stream_, buffer_, *parser_,
                    [self = shared_from_this()](beast::error_code ec, size_t) { self->onBody(ec); });
 }
@@ -219,8 +294,9 @@ void Session::dispatch(Request request) {
     std::optional<std::string_view> authorization, accessToken;
     if (auto it = request.find(http::field::authorization); it != request.end())
       authorization = it->value();
-    for (auto& [k, v] : query)
-      if (k == "access_token") accessToken = v;
+    if (route.queryToken)
+      for (auto& [k, v] : query)
+        if (k == "access_token") accessToken = v;
     auto decision = gateway_.auth().check(authorization, accessToken, *route.scope);
     if (decision.outcome == Authenticator::Outcome::kUnauthenticated)
       return failHttp(http::status::unauthorized, "UNAUTHENTICATED", decision.reason);
@@ -277,6 +353,7 @@ void Session::dispatch(Request request) {
 
   auto exchange = std::make_shared<Exchange>(shared_from_this(), worker_, std::move(request), route,
                                              std::move(match.params), std::move(query), requestId_);
+  if (principal) exchange->setPrincipal(principal->name);
   try {
     route.handler(exchange);
   } catch (const std::exception& e) {
@@ -336,6 +413,7 @@ void Session::close() {
   if (streaming_) {
     gateway_.events().unsubscribe(streamId_);
     gateway_.metrics().sseClosed(false);
+    --gateway_.sseStreams;
     streaming_ = false;
   }
   if (heartbeat_) heartbeat_->cancel();
@@ -349,6 +427,18 @@ void Session::close() {
 
 void Session::startEventStream(std::vector<std::string> topics,
                                std::optional<std::string> lastEventId) {
+  auto& config = gateway_.config();
+  if (closed_)  // the client left while the request was routed: nothing to stream to
+    return send(errorResponse(http::status::service_unavailable, "UNAVAILABLE", "connection closed",
+                              requestId_, config.retryAfter));
+  if (gateway_.sseStreams.fetch_add(1) >= static_cast<int64_t>(config.maxSseStreams)) {
+    --gateway_.sseStreams;
+    gateway_.metrics().count(Metrics::Limit::kSseRefused);
+    return send(errorResponse(http::status::service_unavailable, "UNAVAILABLE",
+                              "the gateway is at its event stream limit (" +
+                                  std::to_string(config.maxSseStreams) + "); retry later",
+                              requestId_, config.retryAfter));
+  }
   std::weak_ptr<Session> weak = shared_from_this();
   auto subscribed = gateway_.events().subscribe(
       worker_.io(), TopicFilter(std::move(topics)), lastEventId,
@@ -361,11 +451,14 @@ void Session::startEventStream(std::vector<std::string> topics,
         else
           self->enqueue(sseFrame(event->topic, event->id, event->data));
       });
-  if (subscribed.malformedId)
+  if (subscribed.malformedId) {
+    --gateway_.sseStreams;
     return send(errorResponse(
         http::status::bad_request, "INVALID_ARGUMENT",
         "Last-Event-ID \"" + lastEventId.value_or("") + "\" is not an id this gateway issued",
         requestId_, gateway_.config().retryAfter));
+  }
+  if (subscribed.resume.truncated) gateway_.metrics().count(Metrics::Limit::kSseReplayTruncated);
 
   // The stream is an answer that never ends: account for the request now.
   busy_ = false;
@@ -386,7 +479,11 @@ void Session::startEventStream(std::vector<std::string> topics,
 
   // Tell the browser how soon to reconnect, then what the resume missed.
   queue_.push_back("retry: 1000\n\n");
-  if (subscribed.resume.gap)
+  if (subscribed.resume.truncated)
+    queue_.push_back(sseFrame("gap", "",
+                              "{\"reason\":\"the events after Last-Event-ID exceed "
+                              "sse_replay_max_bytes: only the newest are replayed\"}"));
+  else if (subscribed.resume.gap)
     queue_.push_back(
         sseFrame("gap", "", "{\"reason\":\"events after Last-Event-ID are no longer buffered\"}"));
   for (auto& event : subscribed.resume.events)
@@ -450,6 +547,7 @@ void Session::endStream(std::string_view event, std::string_view data, bool drop
   streamEnding_ = true;
   gateway_.events().unsubscribe(streamId_);
   gateway_.metrics().sseClosed(dropped);
+  --gateway_.sseStreams;
   streaming_ = false;
   // A dropped client is behind: what it has not read is lost anyway; tell it
   // why as the next thing it reads.

@@ -25,8 +25,12 @@ class Gateway;
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(Worker& worker, Socket socket);
+  // refused: the connection is over max_connections (refuse(), not start()).
+  Session(Worker& worker, Socket socket, bool refused = false);
+  ~Session();
   void start();
+  // Answers 503 with Retry-After and closes: the gateway is at max_connections.
+  void refuse();
 
   // The answer to the request in progress (from its Exchange). Ignored once
   // the connection is gone.
@@ -35,7 +39,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
  private:
   using Clock = std::chrono::steady_clock;
-  void readHeader();
+  void readHeader();     // waits (idle_timeout) for a keep-alive request's first byte
+  void readHeaderNow();  // reads the header within header_timeout
   void onHeader(boost::beast::error_code ec);
   void onBody(boost::beast::error_code ec);
   void dispatch(Request request);
@@ -68,6 +73,9 @@ class Session : public std::enable_shared_from_this<Session> {
   Timer timer_;
   Clock::time_point deadline_ = Clock::time_point::max();
   bool timerArmed_ = false;
+  bool refused_ = false;
+  bool firstRequest_ = true;
+  bool readingHeader_ = false;  // the deadline is the header timeout
   Clock::time_point armedAt_;
   boost::beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;

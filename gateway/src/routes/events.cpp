@@ -22,7 +22,7 @@ void events(const std::shared_ptr<Exchange>& ex) {
 }  // namespace
 
 void addEventRoutes(Router& router) {
-  router.add({http::verb::get, "/v1/events", Scope::kEvents, "broker", false, events});
+  router.add({http::verb::get, "/v1/events", Scope::kEvents, "broker", false, events, true});
 }
 
 }  // namespace zmesh::gateway

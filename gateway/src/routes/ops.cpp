@@ -2,6 +2,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/json.hpp>
 #include <mutex>
+#include <utility>
 
 #include "asio_types.h"
 #include "exchange.h"
@@ -56,38 +57,70 @@ void askEveryService(
   }
 }
 
+// Answers from the shared result when it is fresh, or joins (or starts) the
+// fetch of a new one: `fetch` runs for one asker of many and must put().
+template <class T, class Answer, class Fetch>
+void shared(const std::shared_ptr<Exchange>& ex, SharedResult<T>& result, Answer answer,
+            Fetch fetch) {
+  auto& metrics = ex->worker().gateway().metrics();
+  auto* io = &ex->worker().io();
+  // put() may run on another worker: the answer is posted to this one.
+  auto got = result.get([ex, io, answer](const typename SharedResult<T>::Value& value) {
+    boost::asio::post(*io, [ex, answer, value] { answer(ex, *value); });
+  });
+  switch (got.outcome) {
+    case SharedResult<T>::Outcome::kFresh:
+      metrics.count(Metrics::Limit::kOpsCacheHits);
+      return answer(ex, *got.value);
+    case SharedResult<T>::Outcome::kJoined:
+      metrics.count(Metrics::Limit::kOpsCacheHits);
+      return;
+    case SharedResult<T>::Outcome::kFetch:
+      metrics.count(Metrics::Limit::kOpsCacheRefreshes);
+      return fetch();
+  }
+}
+
 void readyz(const std::shared_ptr<Exchange>& ex) {
   static const uint16_t kHealth = adminMethod("health");
   auto& gateway = ex->worker().gateway();
-  askEveryService(ex, kHealth, [ex, &gateway](auto& replies) {
-    bool ready = !gateway.stopping();
-    boost::json::array services;
-    for (auto& [service, reply] : replies) {
-      boost::json::object entry;
-      entry["service"] = service->name;
-      entry["endpoint"] = service->adminEndpoint;
-      if (!reply.status.ok()) {
-        entry["state"] = "down";
-        entry["detail"] =
-            std::string(rpc::statusName(reply.status.code)) + ": " + reply.status.message;
-        ready = false;
-      } else {
-        auto health = reply.template results<Admin::HealthResults>();
-        entry["state"] = health.getOk() ? "up" : "unhealthy";
-        entry["detail"] = health.getDetail().cStr();
-        ready = ready && health.getOk();
+  auto answer = [&gateway](const std::shared_ptr<Exchange>& ex, const Readiness& readiness) {
+    bool ready = readiness.ready && !gateway.stopping();
+    std::string body = "{\"ready\":";
+    body += ready ? "true" : "false";
+    body += ",\"services\":" + readiness.services + "}";
+    ex->reply(textResponse(ready ? http::status::ok : http::status::service_unavailable,
+                           "application/json", std::move(body)));
+  };
+  shared(ex, gateway.readiness(), answer, [ex, &gateway] {
+    askEveryService(ex, kHealth, [&gateway](auto& replies) {
+      Readiness readiness;
+      boost::json::array services;
+      for (auto& [service, reply] : replies) {
+        boost::json::object entry;
+        entry["service"] = service->name;
+        entry["endpoint"] = service->adminEndpoint;
+        if (!reply.status.ok()) {
+          entry["state"] = "down";
+          entry["detail"] =
+              std::string(rpc::statusName(reply.status.code)) + ": " + reply.status.message;
+          readiness.ready = false;
+        } else {
+          auto health = reply.template results<Admin::HealthResults>();
+          entry["state"] = health.getOk() ? "up" : "unhealthy";
+          entry["detail"] = health.getDetail().cStr();
+          readiness.ready = readiness.ready && health.getOk();
+        }
+        services.push_back(std::move(entry));
       }
-      services.push_back(std::move(entry));
-    }
-    for (auto& service : gateway.services())
-      if (!service.built)
-        services.push_back({{"service", service.name},
-                            {"state", "not_built"},
-                            {"detail", "configured, but this build has no such service"}});
-    boost::json::object body;
-    body["ready"] = ready;
-    body["services"] = std::move(services);
-    ex->replyJson(ready ? http::status::ok : http::status::service_unavailable, body);
+      for (auto& service : gateway.services())
+        if (!service.built)
+          services.push_back({{"service", service.name},
+                              {"state", "not_built"},
+                              {"detail", "configured, but this build has no such service"}});
+      readiness.services = boost::json::serialize(services);
+      gateway.readiness().put(std::move(readiness));
+    });
   });
 }
 
@@ -147,35 +180,47 @@ void gatherClientCounters(Gateway& gateway, boost::asio::io_context& origin,
 void metrics(const std::shared_ptr<Exchange>& ex) {
   static const uint16_t kStats = adminMethod("stats");
   auto& gateway = ex->worker().gateway();
-  askEveryService(ex, kStats, [ex, &gateway](auto& replies) {
-    std::vector<ServiceSample> services;
-    for (auto& [service, reply] : replies) {
-      ServiceSample sample{service->name, reply.status.ok(), {}};
-      if (reply.status.ok())
-        for (auto counter : reply.template results<Admin::StatsResults>().getCounters())
-          sample.counters.emplace_back(counter.getName().cStr(), counter.getValue());
-      services.push_back(std::move(sample));
-    }
-    // Handlers posted to the other workers carry only weak references: a
-    // scrape must never leave another worker owning this worker's session
-    // (at stop, the workers' queues are destroyed one after the other). This
-    // worker keeps the exchange alive, bounded by the readiness timeout.
-    auto keeper = std::make_shared<Timer>(ex->worker().io());
-    keeper->expires_after(gateway.config().readinessTimeout);
-    keeper->async_wait([ex, keeper](boost::system::error_code ec) {
-      if (!ec)
-        ex->fail(rpc::StatusCode::DEADLINE_EXCEEDED, "the workers did not report their counters");
+  // The gateway's own numbers are always current; the services' are shared.
+  auto answer = [&gateway](const std::shared_ptr<Exchange>& ex, const ServiceSamples& samples) {
+    auto idempotency = gateway.idempotency().stats();
+    gateway.metrics().setIdempotency({idempotency.entries, idempotency.bytes, idempotency.evictions,
+                                      idempotency.quotaEvictions});
+    ex->reply(textResponse(http::status::ok, "text/plain; version=0.0.4; charset=utf-8",
+                           gateway.metrics().render(samples.services, samples.clients)));
+  };
+  shared(ex, gateway.samples(), answer, [ex, &gateway] {
+    askEveryService(ex, kStats, [ex, &gateway](auto& replies) {
+      auto services = std::make_shared<std::vector<ServiceSample>>();
+      for (auto& [service, reply] : replies) {
+        ServiceSample sample{service->name, reply.status.ok(), {}};
+        if (reply.status.ok())
+          for (auto counter : reply.template results<Admin::StatsResults>().getCounters())
+            sample.counters.emplace_back(counter.getName().cStr(), counter.getValue());
+        services->push_back(std::move(sample));
+      }
+      // Handlers posted to the other workers carry only weak references: a
+      // scrape must never leave another worker owning this worker's objects
+      // (at stop, the workers' queues are destroyed one after the other).
+      // The result is put once: with the workers' counters, or without them
+      // after the readiness timeout.
+      auto done = std::make_shared<bool>(false);
+      auto keeper = std::make_shared<Timer>(ex->worker().io());
+      keeper->expires_after(gateway.config().readinessTimeout);
+      keeper->async_wait([keeper, done, services, &gateway](boost::system::error_code ec) {
+        if (ec || std::exchange(*done, true)) return;
+        gateway.samples().put({*services, {}});
+      });
+      std::weak_ptr<Timer> weakKeeper = keeper;
+      std::weak_ptr<bool> weakDone = done;
+      gatherClientCounters(
+          gateway, ex->worker().io(),
+          [weakKeeper, weakDone, &gateway, services](std::vector<ClientSample> clients) {
+            auto done = weakDone.lock();
+            if (!done || std::exchange(*done, true)) return;
+            if (auto keeper = weakKeeper.lock()) keeper->cancel();
+            gateway.samples().put({*services, std::move(clients)});
+          });
     });
-    std::weak_ptr<Exchange> weakExchange = ex;
-    std::weak_ptr<Timer> weakKeeper = keeper;
-    gatherClientCounters(
-        gateway, ex->worker().io(),
-        [weakExchange, weakKeeper, &gateway, services](std::vector<ClientSample> clients) {
-          if (auto ex = weakExchange.lock())
-            ex->reply(textResponse(http::status::ok, "text/plain; version=0.0.4; charset=utf-8",
-                                   gateway.metrics().render(services, clients)));
-          if (auto keeper = weakKeeper.lock()) keeper->cancel();
-        });
   });
 }
 
