@@ -3,6 +3,7 @@
 
 using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("zmesh::idl");
+using import "common.capnp".readOnly;
 
 struct Counter {
   name @0 :Text;
@@ -15,12 +16,12 @@ struct Setting {
 }
 
 interface Admin {
-  health @0 () -> (ok :Bool, detail :Text);
+  health @0 () -> (ok :Bool, detail :Text) $readOnly;
   # ok=false means the process runs but cannot serve (e.g. storage failed).
 
-  stats @1 () -> (counters :List(Counter));
+  stats @1 () -> (counters :List(Counter)) $readOnly;
   # Monotonic counters and gauges, named "<area>.<what>".
 
   info @2 () -> (service :Text, version :Text, pid :Int32, uptimeMs :UInt64,
-                 config :List(Setting));
+                 config :List(Setting)) $readOnly;
 }

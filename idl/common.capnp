@@ -24,6 +24,10 @@ enum StatusCode {
   insufficientStorage @14;
 }
 
+annotation readOnly @0xfa0de63414b6164f (method) :Void;
+# The method changes nothing: a server runs a resend of it again rather than
+# keeping its reply for the retry window (DESIGN.md §3).
+
 struct RpcHeader {
   # Opens the one frame of every request and reply (after the ROUTER
   # envelope); the params or results message follows it in the same frame.

@@ -3,6 +3,7 @@
 
 using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("zmesh::idl");
+using import "common.capnp".readOnly;
 
 interface IdGen {
   next @0 (namespace :Text, count :UInt32) -> (first :UInt64, count :UInt32);
@@ -14,7 +15,7 @@ interface IdGen {
   # Time-ordered 64-bit ids: 41 bits of ms since the epoch, 10 bits worker,
   # 12 bits sequence. 1 <= count <= 10000.
 
-  decode @2 (id :UInt64) -> (timestampMs :Int64, worker :UInt16, sequence :UInt16);
+  decode @2 (id :UInt64) -> (timestampMs :Int64, worker :UInt16, sequence :UInt16) $readOnly;
   # timestampMs is Unix time (the epoch added back).
 }
 

@@ -3,6 +3,7 @@
 #include <capnp/compat/json.h>
 #include <capnp/dynamic.h>
 #include <capnp/schema.h>
+#include <spdlog/spdlog.h>
 
 #include <atomic>
 #include <thread>
@@ -125,6 +126,7 @@ std::string eventBodyJson(uint64_t bodyType, capnp::AnyPointer::Reader body) {
   };
   for (auto& schema : known) {
     if (schema.getProto().getId() != bodyType) continue;
+    rpc::checkFields(body, schema, "event.body");
     capnp::JsonCodec codec;
     return codec.encode(body.getAs<capnp::DynamicStruct>(schema)).cStr();
   }
@@ -167,18 +169,39 @@ Subscription Events::subscribe(const std::vector<std::string>& prefixes,
   auto subscriber = std::make_shared<rpc::Subscriber>(*context_, xpub_, prefixes);
   Subscription::State* s = state.get();
   state->thread = std::thread([s, subscriber, onEvent = std::move(onEvent)] {
+    rpc::LogLimiter errors;
     while (!s->stop) {
       auto r = subscriber->receive(100ms);
       if (!r) continue;
       auto e = r->event();
-      Event event{r->topic,
-                  e.getPublisher().cStr(),
-                  e.getIncarnation(),
-                  e.getSequence(),
-                  e.getWallTimeMs(),
-                  r->missed,
-                  eventBodyJson(e.getBodyType(), e.getBody())};
-      onEvent(event);
+      std::optional<Event> event;
+      try {
+        event = Event{r->topic,
+                      e.getPublisher().cStr(),
+                      e.getIncarnation(),
+                      e.getSequence(),
+                      e.getWallTimeMs(),
+                      r->missed,
+                      eventBodyJson(e.getBodyType(), e.getBody())};
+      } catch (const rpc::FrameError& error) {
+        subscriber->countMalformed();
+        if (auto held = errors.admit())
+          spdlog::warn("dropped an event on {}: {} ({} more like it not logged)", r->topic,
+                       error.what(), *held);
+        continue;
+      }
+      // The subscriber's thread outlives a callback that throws.
+      try {
+        onEvent(*event);
+      } catch (const std::exception& error) {
+        if (auto held = errors.admit())
+          spdlog::error("an event callback failed on {}: {} ({} more like it not logged)", r->topic,
+                        error.what(), *held);
+      } catch (const kj::Exception& error) {
+        if (auto held = errors.admit())
+          spdlog::error("an event callback failed on {}: {} ({} more like it not logged)", r->topic,
+                        error.getDescription().cStr(), *held);
+      }
     }
   });
   return Subscription(std::move(state));

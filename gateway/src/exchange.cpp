@@ -101,6 +101,8 @@ void Exchange::send(const std::string& endpoint, uint64_t interfaceId, uint16_t 
         try {
           if (failOnError && !reply.status.ok()) return self->fail(reply.status);
           onReply(*self, reply);
+        } catch (const rpc::RpcError& e) {  // a malformed reply, named by field
+          self->fail(e.code(), e.detail());
         } catch (const kj::Exception& e) {
           self->fail(rpc::StatusCode::INTERNAL,
                      "unreadable reply: " + std::string(e.getDescription().cStr()));

@@ -37,6 +37,24 @@ FrameMessage& Reply::emptyMessage_() {
   return empty;
 }
 
+capnp::AnyPointer::Reader Reply::checked(capnp::StructSchema schema) {
+  auto root = message_ ? message_->any() : emptyMessage_().any();
+  uint64_t id = schema.getProto().getId();
+  if (checkedAs_ != id) {
+    try {
+      checkFields(root, schema, "results");
+    } catch (const FrameError& e) {
+      throw RpcError(StatusCode::INTERNAL, std::string("malformed reply: ") + e.what());
+    }
+    checkedAs_ = id;
+  }
+  return root;
+}
+
+capnp::DynamicStruct::Reader Reply::results(capnp::StructSchema schema) {
+  return checked(schema).getAs<capnp::DynamicStruct>(schema);
+}
+
 Connection::Connection(zmq::context_t& context, std::string endpoint, ConnectionOptions options)
     : endpoint_(std::move(endpoint)),
       options_(options),
@@ -84,8 +102,9 @@ Connection::Connection(zmq::context_t& context, std::string endpoint, Connection
 Connection::~Connection() {
   auto calls = std::move(calls_);
   for (auto& [id, call] : calls)
-    call.done(Reply({StatusCode::UNAVAILABLE, "client closed before " + endpoint_ + " answered"},
-                    std::nullopt));
+    deliver(call.done,
+            Reply({StatusCode::UNAVAILABLE, "client closed before " + endpoint_ + " answered"},
+                  std::nullopt));
   if (options_.monitor) zmq_socket_monitor(dealer_.handle(), nullptr, 0);
 }
 
@@ -94,23 +113,23 @@ void Connection::call(uint64_t interfaceId, uint16_t methodId, zmq::message_t pa
   // The server drops a header it cannot read, which would leave the caller to
   // its timeout: refuse now what could never be answered.
   if (options.traceId.size() + options.idempotencyKey.size() > wire::kMaxHeaderBytes / 2) {
-    done(Reply({StatusCode::INVALID_ARGUMENT, "trace id and idempotency key exceed " +
-                                                  std::to_string(wire::kMaxHeaderBytes / 2) +
-                                                  " bytes together"},
-               std::nullopt));
+    deliver(done, Reply({StatusCode::INVALID_ARGUMENT,
+                         "trace id and idempotency key exceed " +
+                             std::to_string(wire::kMaxHeaderBytes / 2) + " bytes together"},
+                        std::nullopt));
     return;
   }
   auto now = Clock::now();
   if (options_.monitor && options_.failFastAfterMs > 0 && !connected_ &&
       now - downSince_ >= std::chrono::milliseconds(options_.failFastAfterMs)) {
     ++counters_.unavailable;
-    done(Reply(
-        {StatusCode::UNAVAILABLE,
-         endpoint_ + " is not connected (down for " +
-             std::to_string(
-                 std::chrono::duration_cast<std::chrono::milliseconds>(now - downSince_).count()) +
-             " ms)"},
-        std::nullopt));
+    deliver(done, Reply({StatusCode::UNAVAILABLE,
+                         endpoint_ + " is not connected (down for " +
+                             std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                now - downSince_)
+                                                .count()) +
+                             " ms)"},
+                        std::nullopt));
     return;
   }
   auto requestId = nextRequestId_++;
@@ -171,7 +190,23 @@ void Connection::finish(Calls::iterator it, Reply reply) {
   auto done = std::move(it->second.done);
   timers_.erase(it->second.timer);
   calls_.erase(it);
-  done(std::move(reply));
+  deliver(done, std::move(reply));
+}
+
+void Connection::deliver(ReplyCallback& done, Reply reply) {
+  auto caught = [&](const char* what) {
+    ++counters_.callbackErrors;
+    if (auto held = callbackLog_.admit())
+      spdlog::error("a reply callback for {} failed: {} ({} more like it not logged)", endpoint_,
+                    what, *held);
+  };
+  try {
+    done(std::move(reply));
+  } catch (const kj::Exception& e) {
+    caught(e.getDescription().cStr());
+  } catch (const std::exception& e) {
+    caught(e.what());
+  }
 }
 
 std::vector<zmq::pollitem_t> Connection::pollItems() {
@@ -226,12 +261,20 @@ void Connection::drainReplies() {
     try {
       wire::HeaderFrame header(frames[0]);
       resultsAt = header.bodyOffset();
-      auto h = header.get();
-      requestId = h.getRequestId();
-      status.code = h.getStatus();
-      status.message = h.getMessage().cStr();
-    } catch (const FrameError&) {
+      const wire::Header& h = header.get();
+      requestId = h.requestId;
+      status.code = h.status;
+      status.message = h.message;
+      if (!isKnown(status.code)) {  // from a newer server: not ours to interpret
+        status.message = "status " + std::to_string(static_cast<unsigned>(h.status)) +
+                         " unknown to this client: " + status.message;
+        status.code = StatusCode::INTERNAL;
+      }
+    } catch (const FrameError& e) {
       ++counters_.malformedReplies;
+      if (auto held = callbackLog_.admit())
+        spdlog::warn("dropped a reply from {}: {} ({} more like it not logged)", endpoint_,
+                     e.what(), *held);
       continue;
     }
     auto call = calls_.find(requestId);
@@ -389,7 +432,11 @@ void ClientThread::run() {
   std::vector<std::unique_ptr<Connection>> connections;
   std::vector<Submission> batch;
   std::vector<zmq::pollitem_t> items;
-  while (true) {
+  LogLimiter errors;
+  bool stopping = false;
+  // One turn; what escapes it is logged and the thread goes on: it serves
+  // every Channel of the process.
+  auto turn = [&] {
     items.clear();
     items.push_back({nullptr, wakeFd_, ZMQ_POLLIN, 0});
     std::optional<Clock::time_point> next;
@@ -404,7 +451,6 @@ void ClientThread::run() {
     if (items[0].revents & ZMQ_POLLIN) {
       uint64_t n;
       [[maybe_unused]] auto r = ::read(wakeFd_, &n, sizeof(n));
-      bool stopping;
       {
         std::lock_guard lock(mutex_);
         batch.swap(queue_);
@@ -417,9 +463,22 @@ void ClientThread::run() {
         connections[s.index]->call(s.interfaceId, s.methodId, std::move(s.params),
                                    std::move(s.options), std::move(s.done));
       batch.clear();
-      if (stopping) break;
+      if (stopping) return;
     }
     for (auto& c : connections) c->process();
+  };
+  while (!stopping) {
+    auto caught = [&](const char* what) {
+      if (auto held = errors.admit())
+        spdlog::error("client thread: {} ({} more like it not logged)", what, *held);
+    };
+    try {
+      turn();
+    } catch (const kj::Exception& e) {
+      caught(e.getDescription().cStr());
+    } catch (const std::exception& e) {
+      caught(e.what());
+    }
   }
   connections.clear();  // fails what is still in flight
 }

@@ -3,6 +3,7 @@
 #include <toml++/toml.h>
 
 #include <charconv>
+#include <optional>
 #include <sstream>
 
 namespace zmesh::rpc {
@@ -48,16 +49,35 @@ bool ConfigSection::boolean(std::string_view key, bool fallback) const {
   return **node->as_boolean();
 }
 
+namespace {
+// In the largest unit that says it exactly: "1d", "90s", "250ms".
+std::string formatDuration(std::chrono::milliseconds d) {
+  static constexpr std::pair<int64_t, const char*> kUnits[] = {
+      {86'400'000, "d"}, {3'600'000, "h"}, {60'000, "m"}, {1000, "s"}};
+  for (auto [ms, unit] : kUnits)
+    if (d.count() != 0 && d.count() % ms == 0) return std::to_string(d.count() / ms) + unit;
+  return std::to_string(d.count()) + "ms";
+}
+}  // namespace
+
 std::chrono::milliseconds ConfigSection::duration(std::string_view key,
-                                                  std::chrono::milliseconds fallback) const {
+                                                  std::chrono::milliseconds fallback,
+                                                  std::chrono::milliseconds min,
+                                                  std::chrono::milliseconds max) const {
   if (!has(key)) return fallback;
   auto* node = table_->get(key);
+  std::optional<std::chrono::milliseconds> d;
   if (node->is_integer() && **node->as_integer() >= 0)
-    return std::chrono::milliseconds(**node->as_integer());
-  if (node->is_string())
-    if (auto d = parseDuration(**node->as_string())) return *d;
-  fail(key,
-       "expected a duration such as \"250ms\", \"30s\", \"5m\" or \"1h\", got " + describe(*node));
+    d = std::chrono::milliseconds(**node->as_integer());
+  else if (node->is_string())
+    d = parseDuration(**node->as_string());
+  if (!d)
+    fail(key, "expected a duration such as \"250ms\", \"30s\", \"5m\" or \"1h\", got " +
+                  describe(*node));
+  if (*d < min || *d > max)
+    fail(key, "expected a duration from " + formatDuration(min) + " to " + formatDuration(max) +
+                  ", got " + describe(*node));
+  return *d;
 }
 
 std::vector<std::string> ConfigSection::strings(std::string_view key) const {

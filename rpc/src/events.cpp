@@ -1,5 +1,8 @@
 #include "zmesh/rpc/events.h"
 
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
 #include <random>
 #include <zmq_addon.hpp>
 
@@ -40,8 +43,9 @@ void Publisher::send(std::string_view topic, capnp::MessageBuilder& message) {
 
 Subscriber::Subscriber(zmq::context_t& context, const std::string& brokerXpub,
                        const std::vector<std::string>& prefixes, int recvHwm)
-    : socket_(context, zmq::socket_type::sub), options_(readerOptionsFor(16 << 20)) {
+    : socket_(context, zmq::socket_type::sub), options_(readerOptionsFor(kMaxEventBytes)) {
   socket_.set(zmq::sockopt::linger, 0);
+  socket_.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(kMaxEventBytes));
   socket_.set(zmq::sockopt::rcvhwm, recvHwm);
   if (prefixes.empty()) socket_.set(zmq::sockopt::subscribe, "");
   for (auto& p : prefixes) socket_.set(zmq::sockopt::subscribe, p);
@@ -66,33 +70,61 @@ std::optional<ReceivedEvent> Subscriber::tryReceive() {
     frames.clear();
     if (!zmq::recv_multipart(socket_, std::back_inserter(frames), zmq::recv_flags::dontwait))
       return std::nullopt;
-    if (frames.size() != 2) {
-      ++malformed_;
-      continue;
-    }
-    try {
-      ReceivedEvent r{frames[0].to_string(), readFrame(frames[1], options_), 0};
-      auto e = r.event();
-      auto key = std::make_pair(std::string(e.getPublisher().cStr()), r.topic);
-      auto [it, fresh] = streams_.try_emplace(key, Stream{e.getIncarnation(), e.getSequence()});
-      if (!fresh) {
-        Stream& s = it->second;
-        if (s.incarnation != e.getIncarnation()) {
-          s = {e.getIncarnation(), e.getSequence()};  // restarted publisher: a new stream
-        } else if (e.getSequence() > s.last + 1) {
-          r.missed = e.getSequence() - s.last - 1;
-          ++gaps_;
-          s.last = e.getSequence();
-        } else if (e.getSequence() > s.last) {
-          s.last = e.getSequence();
+    if (auto event = accept(frames)) return event;
+  }
+}
+
+std::optional<ReceivedEvent> Subscriber::accept(std::vector<zmq::message_t>& frames) {
+  static const capnp::StructSchema kEvent = capnp::Schema::from<idl::Event>();
+  try {
+    if (frames.size() != 2)
+      throw FrameError("event of " + std::to_string(frames.size()) + " frames, not 2");
+    ReceivedEvent r{frames[0].to_string(), readFrame(frames[1], options_), 0};
+    checkFields(r.message.any(), kEvent, "event");
+    auto topic = r.event().getTopic();
+    if (r.topic != std::string_view(topic.cStr(), topic.size()))
+      throw FrameError("event.topic differs from the topic it was sent under");
+    track(r);
+    ++received_;
+    return r;
+  } catch (const FrameError& e) {
+    ++malformed_;
+    if (auto held = malformedLog_.admit())
+      spdlog::warn("dropped an event: {} ({} more like it not logged)", e.what(), *held);
+    return std::nullopt;
+  }
+}
+
+void Subscriber::track(ReceivedEvent& r) {
+  auto e = r.event();
+  StreamKey key{e.getPublisher().cStr(), e.getIncarnation(), r.topic};
+  auto it = streams_.find(key);
+  if (it == streams_.end()) {
+    if (streams_.size() >= kMaxStreams) {
+      // Forget the least recently seen eighth at once: the scan is paid rarely.
+      std::vector<uint64_t> seen;
+      for (auto& [k, s] : streams_) seen.push_back(s.seen);
+      auto cut = seen.begin() + seen.size() / 8;
+      std::nth_element(seen.begin(), cut, seen.end());
+      for (auto i = streams_.begin(); i != streams_.end();) {
+        if (i->second.seen <= *cut) {
+          i = streams_.erase(i);
+          ++streamsForgotten_;
+        } else {
+          ++i;
         }
       }
-      ++received_;
-      return r;
-    } catch (const FrameError&) {
-      ++malformed_;
     }
+    streams_.emplace(std::move(key), Stream{e.getSequence(), received_});
+    return;
   }
+  Stream& s = it->second;
+  s.seen = received_;
+  if (e.getSequence() > s.last + 1) {
+    r.missed = e.getSequence() - s.last - 1;
+    ++gaps_;
+  }
+  if (e.getSequence() > s.last) s.last = e.getSequence();
 }
 
 }  // namespace zmesh::rpc

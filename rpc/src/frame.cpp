@@ -1,5 +1,7 @@
 #include "zmesh/rpc/frame.h"
 
+#include <capnp/dynamic.h>
+
 #include <bit>
 #include <cstring>
 #include <new>
@@ -31,6 +33,90 @@ FrameMessage readFrame(const zmq::message_t& frame, const capnp::ReaderOptions& 
   if (offset == frame.size()) return emptyMessage();
   return FrameMessage(static_cast<const char*>(frame.data()) + offset, frame.size() - offset,
                       options);
+}
+
+namespace {
+
+// Walks a message by schema; `path` is the field being read, for the error.
+class FieldChecker {
+ public:
+  explicit FieldChecker(std::string_view root) : path_(root) {}
+
+  void checkStruct(capnp::DynamicStruct::Reader s) {
+    auto schema = s.getSchema();
+    for (auto field : schema.getNonUnionFields()) checkField(s, field);
+    // Only the active member: the others share its storage.
+    KJ_IF_MAYBE (active, s.which()) {
+      checkField(s, *active);
+    }
+  }
+
+  // Turns what capnp throws into a FrameError naming where it was reading.
+  template <typename Fn>
+  void at(std::string_view step, bool index, Fn&& fn) {
+    size_t mark = path_.size();
+    if (!index) path_ += '.';
+    path_ += step;
+    try {
+      fn();
+    } catch (const kj::Exception& e) {
+      throw FrameError(path_ + ": " + e.getDescription().cStr());
+    }
+    path_.resize(mark);
+  }
+
+ private:
+  static bool isPointer(capnp::schema::Type::Which t) {
+    using W = capnp::schema::Type;
+    return t == W::TEXT || t == W::DATA || t == W::LIST || t == W::STRUCT;
+  }
+
+  void checkField(capnp::DynamicStruct::Reader s, capnp::StructSchema::Field field) {
+    auto proto = field.getProto();
+    if (proto.isGroup()) {
+      at(proto.getName().cStr(), false,
+         [&] { checkStruct(s.get(field).as<capnp::DynamicStruct>()); });
+      return;
+    }
+    auto type = field.getType();
+    // Data fields are always readable; AnyPointer and capabilities are left to
+    // whoever knows what they hold.
+    if (!isPointer(type.which())) return;
+    at(proto.getName().cStr(), false, [&] { checkValue(s.get(field)); });
+  }
+
+  void checkValue(capnp::DynamicValue::Reader v) {
+    switch (v.getType()) {
+      case capnp::DynamicValue::STRUCT:
+        checkStruct(v.as<capnp::DynamicStruct>());
+        break;
+      case capnp::DynamicValue::LIST:
+        checkList(v.as<capnp::DynamicList>());
+        break;
+      default:  // Text and Data are checked by being read
+        break;
+    }
+  }
+
+  void checkList(capnp::DynamicList::Reader list) {
+    // A list of data values was checked whole when it was read.
+    if (!isPointer(list.getSchema().whichElementType())) return;
+    for (uint i = 0; i < list.size(); ++i) {
+      char index[16];
+      std::snprintf(index, sizeof(index), "[%u]", i);
+      at(index, true, [&] { checkValue(list[i]); });
+    }
+  }
+
+  std::string path_;
+};
+
+}  // namespace
+
+void checkFields(capnp::AnyPointer::Reader root, capnp::StructSchema schema,
+                 std::string_view what) {
+  FieldChecker checker(what);
+  checker.at("", true, [&] { checker.checkStruct(root.getAs<capnp::DynamicStruct>(schema)); });
 }
 
 capnp::ReaderOptions readerOptionsFor(size_t maxBytes) {

@@ -99,13 +99,26 @@ HostOptions hostOptionsFrom(const MeshConfig& config, const std::string& service
   o.server.name = service;
   o.server.endpoints = {flags.endpoint.empty() ? s.string("endpoint", defaultEndpoint)
                                                : flags.endpoint};
-  o.server.maxRequestBytes = s.integer("max_request_bytes", 1 << 20, 64, 256 << 20);
-  o.server.defaultBudgetMs =
-      s.duration("default_deadline", std::chrono::milliseconds(30000)).count();
-  o.server.retryWindowMs = s.duration("retry_window", std::chrono::milliseconds(10000)).count();
-  o.server.graceMs = s.duration("stop_grace", std::chrono::milliseconds(5000)).count();
-  o.server.sendHwm = s.integer("send_hwm", 10000, 1, 10'000'000);
-  o.server.recvHwm = s.integer("recv_hwm", 10000, 1, 10'000'000);
+  using std::chrono::milliseconds;
+  auto& srv = o.server;
+  srv.maxRequestBytes = s.integer("max_request_bytes", 1 << 20, 64, 256 << 20);
+  srv.maxBudgetMs =
+      s.duration("max_deadline", milliseconds(srv.maxBudgetMs), milliseconds(1)).count();
+  srv.defaultBudgetMs = s.duration("default_deadline", milliseconds(srv.defaultBudgetMs),
+                                   milliseconds(1), milliseconds(srv.maxBudgetMs))
+                            .count();
+  srv.maxInFlight = s.integer("max_in_flight", srv.maxInFlight, 1, 10'000'000);
+  srv.retryWindowMs = s.duration("retry_window", milliseconds(srv.retryWindowMs)).count();
+  srv.retryWindowMaxEntries =
+      s.integer("retry_window_max_entries", srv.retryWindowMaxEntries, 1, 100'000'000);
+  srv.retryWindowMaxBytes =
+      s.integer("retry_window_max_bytes", srv.retryWindowMaxBytes, 4096, int64_t{1} << 40);
+  srv.peerQueueMax = s.integer("peer_queue_max", srv.peerQueueMax, 1, 10'000'000);
+  srv.peerQueueMaxBytes =
+      s.integer("peer_queue_max_bytes", srv.peerQueueMaxBytes, 4096, int64_t{1} << 40);
+  srv.graceMs = s.duration("stop_grace", milliseconds(srv.graceMs)).count();
+  srv.sendHwm = s.integer("send_hwm", srv.sendHwm, 1, 10'000'000);
+  srv.recvHwm = s.integer("recv_hwm", srv.recvHwm, 1, 10'000'000);
   if (flags.broker == "none")
     o.brokerXsub.clear();
   else if (!flags.broker.empty())

@@ -16,6 +16,7 @@
 #include "wire.h"
 #include "zmesh/idl/common.capnp.h"
 #include "zmesh/rpc/frame.h"
+#include "zmesh/rpc/log_limit.h"
 
 namespace zmesh::rpc {
 namespace {
@@ -23,6 +24,10 @@ namespace {
 using TimePoint = kj::TimePoint;
 
 TimePoint monotonicNow() { return kj::systemPreciseMonotonicClock().now(); }
+
+// common.capnp's $readOnly: generated code names an annotation only by its id,
+// and this fails to compile if the annotation is gone.
+const uint64_t kReadOnlyAnnotationId = capnp::schemas::s_fa0de63414b6164f.id;
 
 // The server's side of one call: params in, results out, straight from and into
 // the frames (DESIGN.md §9: about ten times cheaper than typelessRequest).
@@ -141,6 +146,7 @@ struct Server::Impl {
   };
   struct PeerQueue {
     std::deque<Pending> replies;
+    size_t bytes = 0;
     kj::Duration backoff = 1 * kj::MILLISECONDS;
     bool armed = false;
   };
@@ -157,7 +163,17 @@ struct Server::Impl {
   std::mutex postedMutex;
   std::vector<std::function<void()>> posted;
   std::vector<std::pair<zmq::pollitem_t, std::function<void()>>> watched;
-  std::map<uint64_t, kj::Own<capnp::Capability::Server>> servers;
+  // What a request may call: by interface id, then by method ordinal.
+  struct Method {
+    capnp::Capability::Server* server;
+    capnp::StructSchema params;
+    bool readOnly;  // $readOnly in the schema
+  };
+  struct Served {
+    kj::Own<capnp::Capability::Server> server;
+    std::vector<Method> methods;
+  };
+  std::map<uint64_t, Served> servers;
   std::unordered_map<uint64_t, Call> calls;
   // One ordered set instead of a kj timer per call: cheaper, and swept once a turn.
   std::set<std::pair<TimePoint, uint64_t>> deadlines;
@@ -172,6 +188,8 @@ struct Server::Impl {
   std::vector<zmq::pollitem_t> items;
   std::optional<TimePoint> graceDeadline;
   capnp::ReaderOptions paramOptions;
+  LogLimiter barrierLog, malformedLog;
+  size_t retainedBytes = 0;  // keys and replies held in `retained`
   // Last so that pending tasks go first: they reference everything above.
   kj::TaskSet tasks;
 
@@ -184,10 +202,29 @@ struct Server::Impl {
       frames.clear();
       if (!zmq::recv_multipart(router, std::back_inserter(frames), zmq::recv_flags::dontwait))
         return;
-      handle(frames);
+      barrier("request", [&] { handle(frames); });
     }
     // Level-triggered poll would tell us too, but this keeps timers fair under load.
     moreToRead = true;
+  }
+
+  // What no message may do is stop the loop: whatever escapes `fn` is counted
+  // and logged (rate-limited), and the loop goes on.
+  template <typename Fn>
+  void barrier(const char* what, Fn&& fn) {
+    auto caught = [&](const char* description) {
+      ++self.counters_.barrierCaught;
+      if (auto held = barrierLog.admit())
+        spdlog::error("{}: {} failed: {} ({} more like it not logged)", self.options_.name, what,
+                      description, *held);
+    };
+    try {
+      fn();
+    } catch (const kj::Exception& e) {
+      caught(e.getDescription().cStr());
+    } catch (const std::exception& e) {
+      caught(e.what());
+    }
   }
 
   void handle(std::vector<zmq::message_t>& frames) {
@@ -201,13 +238,15 @@ struct Server::Impl {
     std::optional<wire::HeaderFrame> headerFrame;
     try {
       headerFrame.emplace(frames[1]);
-    } catch (const FrameError&) {
+    } catch (const FrameError& e) {
       ++c.malformed;  // no request id to answer to
+      if (auto held = malformedLog.admit())
+        spdlog::warn("{}: dropped a request: {} ({} more like it not logged)", self.options_.name,
+                     e.what(), *held);
       return;
     }
-    auto header = headerFrame->get();
-    uint64_t requestId = header.getRequestId();
-    bool retryable = header.getRetryable();
+    const wire::Header& header = headerFrame->get();
+    uint64_t requestId = header.requestId;
 
     if (self.stopping_) {
       ++c.refusedStopping;
@@ -217,9 +256,27 @@ struct Server::Impl {
               timer.now() + 1 * kj::SECONDS);
       return;
     }
-    uint32_t budget = header.getBudgetMs() ? header.getBudgetMs() : self.options_.defaultBudgetMs;
+    uint32_t budget = header.budgetMs ? header.budgetMs : self.options_.defaultBudgetMs;
+    if (budget > self.options_.maxBudgetMs) {
+      ++c.budgetClamped;
+      budget = self.options_.maxBudgetMs;
+    }
     TimePoint deadline = timer.now() + budget * kj::MILLISECONDS;
 
+    auto early = [&](StatusCode code, std::string message, uint64_t& counter,
+                     const std::string* retainKey = nullptr) {
+      ++counter;
+      auto r = wire::encodeReply(requestId, code, message);
+      if (retainKey) retain(*retainKey, r);
+      deliver(peer, kj::mv(r), deadline);
+    };
+    const Method* method = find(header.interfaceId, header.methodId);
+    if (method == nullptr)
+      return early(StatusCode::UNIMPLEMENTED, unimplemented(header.interfaceId, header.methodId),
+                   c.unimplemented);
+
+    // A read-only method is run again on a resend: nothing to keep.
+    bool retryable = header.retryable && !method->readOnly;
     std::string key;
     if (retryable) {
       key = retryKey(peer, requestId);
@@ -234,46 +291,36 @@ struct Server::Impl {
         return;
       }
     }
+    const std::string* retainKey = retryable ? &key : nullptr;
 
-    auto early = [&](StatusCode code, std::string message, uint64_t& counter) {
-      ++counter;
-      auto r = wire::encodeReply(requestId, code, message);
-      if (retryable) retain(key, r);
-      deliver(peer, kj::mv(r), deadline);
-    };
     const zmq::message_t& request = frames[1];
     size_t paramBytes = request.size() - headerFrame->bodyOffset();
     if (paramBytes > self.options_.maxRequestBytes)
       return early(StatusCode::INVALID_ARGUMENT,
                    "request of " + std::to_string(paramBytes) + " bytes exceeds the limit of " +
                        std::to_string(self.options_.maxRequestBytes) + " bytes",
-                   c.oversize);
-    uint64_t interfaceId = header.getInterfaceId();
-    auto server = servers.find(interfaceId);
-    if (server == servers.end()) {
-      char hex[32];
-      std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(interfaceId));
-      return early(StatusCode::UNIMPLEMENTED,
-                   self.options_.name + " does not implement interface 0x" + hex, c.unimplemented);
-    }
+                   c.oversize, retainKey);
     std::optional<FrameMessage> params;
     try {
       params.emplace(readFrame(request, paramOptions, headerFrame->bodyOffset()));
     } catch (const FrameError& e) {
       return early(StatusCode::INVALID_ARGUMENT, std::string("params: ") + e.what(),
-                   c.invalidParams);
+                   c.invalidParams, retainKey);
+    }
+    try {
+      checkFields(params->any(), method->params, "params");  // names the field
+    } catch (const FrameError& e) {
+      return early(StatusCode::INVALID_ARGUMENT, e.what(), c.invalidParams, retainKey);
     }
 
     auto hook = kj::refcounted<CallHook>(kj::mv(*params));
     if (retryable) retained[key];  // in flight: a resend waits for this reply
-    Caller caller{peer, requestId, retryable, deadline,
-                  std::string_view(header.getTraceId().cStr(), header.getTraceId().size())};
+    Caller caller{peer, requestId, retryable, deadline, header.traceId};
 
-    uint16_t methodId = header.getMethodId();
-    capnp::Capability::Server* target = server->second.get();
+    capnp::Capability::Server* target = method->server;
     auto result = kj::evalNow([&] {
       return target
-          ->dispatchCall(interfaceId, methodId,
+          ->dispatchCall(header.interfaceId, header.methodId,
                          capnp::CallContext<capnp::AnyPointer, capnp::AnyPointer>(*hook))
           .promise;
     });
@@ -289,6 +336,17 @@ struct Server::Impl {
       reply(caller, *hook, status);
       return;
     }
+    // The method would wait: past the bound it is cancelled (as at its deadline)
+    // and answered busy at once, not retained, so a resend after the rush runs.
+    // Calls answered at once are never refused: Admin keeps working under load.
+    if (calls.size() >= self.options_.maxInFlight) {
+      result = nullptr;
+      if (retryable) retained.erase(key);
+      return early(
+          StatusCode::UNAVAILABLE,
+          self.options_.name + " is busy: " + std::to_string(calls.size()) + " calls in flight",
+          c.busy);
+    }
     uint64_t id = ++nextCall;
     Call& call = calls[id];
     call.peer = kj::mv(peer);
@@ -302,6 +360,21 @@ struct Server::Impl {
                           [this, id](kj::Exception&& e) { complete(id, statusFromException(e)); })
                     .eagerlyEvaluate(nullptr);
     deadlines.emplace(deadline, id);
+  }
+
+  const Method* find(uint64_t interfaceId, uint16_t methodId) const {
+    auto it = servers.find(interfaceId);
+    if (it == servers.end() || methodId >= it->second.methods.size()) return nullptr;
+    return &it->second.methods[methodId];
+  }
+
+  std::string unimplemented(uint64_t interfaceId, uint16_t methodId) const {
+    char hex[32];
+    std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(interfaceId));
+    if (servers.count(interfaceId))
+      return self.options_.name + " has no method @" + std::to_string(methodId) +
+             " in interface 0x" + hex;
+    return self.options_.name + " does not implement interface 0x" + hex;
   }
 
   // ---- replying ----
@@ -365,22 +438,39 @@ struct Server::Impl {
     calls.erase(it);
   }
 
+  // What one entry of `retained` costs, roughly: its key, its reply and the
+  // hash and order nodes.
+  static size_t retainedCost(const std::string& key, const zmq::message_t& reply) {
+    return 2 * key.size() + reply.size() + 128;
+  }
+
   void retain(const std::string& key, const zmq::message_t& reply) {
     Retained& r = retained[key];
+    if (r.answered) retainedBytes -= retainedCost(key, r.reply);
     r.answered = true;
     r.expires = timer.now() + self.options_.retryWindowMs * kj::MILLISECONDS;
     r.reply = copyOf(reply);
+    retainedBytes += retainedCost(key, r.reply);
     retainedOrder.emplace_back(r.expires, key);
   }
 
+  // Oldest first: those whose window ended, then any over the entry or byte
+  // bounds (counted: a resend of one of those runs again).
   void expireRetained() {
     auto now = timer.now();
-    while (!retainedOrder.empty() && (retainedOrder.front().first <= now ||
-                                      retainedOrder.size() > self.options_.retryWindowMaxEntries)) {
+    auto& o = self.options_;
+    while (!retainedOrder.empty()) {
+      bool expired = retainedOrder.front().first <= now;
+      if (!expired && retainedOrder.size() <= o.retryWindowMaxEntries &&
+          retainedBytes <= o.retryWindowMaxBytes)
+        break;
       auto it = retained.find(retainedOrder.front().second);
       if (it != retained.end() && it->second.answered &&
-          it->second.expires == retainedOrder.front().first)
+          it->second.expires == retainedOrder.front().first) {
+        if (!expired) ++self.counters_.retainedEvicted;
+        retainedBytes -= retainedCost(it->first, it->second.reply);
         retained.erase(it);
+      }
       retainedOrder.pop_front();
     }
   }
@@ -416,10 +506,12 @@ struct Server::Impl {
     }
     // Keep replies to one peer in order: once some wait, new ones queue behind.
     PeerQueue& q = queue->second;
-    if (q.replies.size() >= self.options_.peerQueueMax) {
+    if (q.replies.size() >= self.options_.peerQueueMax ||
+        q.bytes + reply.size() > self.options_.peerQueueMaxBytes) {
       ++self.counters_.repliesDroppedQueueFull;
     } else {
       ++self.counters_.repliesQueued;
+      q.bytes += reply.size();
       q.replies.push_back({kj::mv(reply), deadline});
     }
     arm(queue->first, q);
@@ -441,16 +533,17 @@ struct Server::Impl {
     bool progressed = false;
     while (!q.replies.empty()) {
       Pending& p = q.replies.front();
-      if (p.deadline <= now) {
+      size_t bytes = p.reply.size();  // a sent message is emptied
+      if (p.deadline > now) {
+        Sent s = trySend(peer, p.reply);
+        if (s == Sent::wouldBlock) break;
+        if (s == Sent::unroutable) ++self.counters_.repliesUnroutable;
+        progressed = true;
+      } else {
         ++self.counters_.repliesDroppedDeadline;
-        q.replies.pop_front();
-        continue;
       }
-      Sent s = trySend(peer, p.reply);
-      if (s == Sent::wouldBlock) break;
-      if (s == Sent::unroutable) ++self.counters_.repliesUnroutable;
+      q.bytes -= bytes;
       q.replies.pop_front();
-      progressed = true;
     }
     if (q.replies.empty()) {
       peers.erase(it);
@@ -579,11 +672,17 @@ Server::Server(zmq::context_t& context, ServerOptions options)
     add("invalid_params", c.invalidParams);
     add("oversize", c.oversize);
     add("unimplemented", c.unimplemented);
+    add("busy", c.busy);
+    add("budget_clamped", c.budgetClamped);
+    add("barrier_caught", c.barrierCaught);
     add("failed", c.failed);
     add("internal_errors", c.internalErrors);
     add("deadline_dropped", c.deadlineDropped);
     add("duplicate_replayed", c.duplicateReplayed);
     add("duplicate_in_flight", c.duplicateInFlight);
+    add("retained_evicted", c.retainedEvicted);
+    add("retained_entries", impl_->retained.size());
+    add("retained_bytes", impl_->retainedBytes);
     add("replies_queued", c.repliesQueued);
     add("replies_dropped_deadline", c.repliesDroppedDeadline);
     add("replies_dropped_queue_full", c.repliesDroppedQueueFull);
@@ -592,6 +691,9 @@ Server::Server(zmq::context_t& context, ServerOptions options)
     add("wakeups", c.wakeups);
     add("in_flight", impl_->calls.size());  // methods that have not answered yet
     add("peer_queues", impl_->peers.size());
+    size_t queued = 0;
+    for (auto& [peer, q] : impl_->peers) queued += q.bytes;
+    add("peer_queue_bytes", queued);
   });
 }
 
@@ -599,8 +701,16 @@ Server::~Server() {
   if (impl_ && impl_->wakeFd >= 0) ::close(impl_->wakeFd);
 }
 
-void Server::serve(uint64_t interfaceId, kj::Own<capnp::Capability::Server> impl) {
-  auto [it, inserted] = impl_->servers.emplace(interfaceId, kj::mv(impl));
+void Server::serve(capnp::InterfaceSchema schema, kj::Own<capnp::Capability::Server> impl) {
+  Impl::Served served;
+  for (auto method : schema.getMethods()) {
+    bool readOnly = false;
+    for (auto a : method.getProto().getAnnotations())
+      readOnly |= a.getId() == kReadOnlyAnnotationId;
+    served.methods.push_back({impl.get(), method.getParamType(), readOnly});
+  }
+  served.server = kj::mv(impl);
+  auto [it, inserted] = impl_->servers.emplace(schema.getProto().getId(), kj::mv(served));
   if (!inserted) throw std::logic_error("interface served twice");
 }
 

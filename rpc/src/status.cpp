@@ -36,6 +36,8 @@ std::string_view statusName(StatusCode code) {
   return "UNKNOWN";
 }
 
+bool isKnown(StatusCode code) { return statusName(code) != "UNKNOWN"; }
+
 bool parseStatusName(std::string_view name, StatusCode& out) {
   for (auto& [c, n] : kNames)
     if (n == name) {

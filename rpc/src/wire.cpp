@@ -188,13 +188,24 @@ HeaderFrame::HeaderFrame(const zmq::message_t& frame) {
                                " bytes ends inside its header");
   words = words.slice(0, headerWords);
   static const capnp::ReaderOptions options = readerOptionsFor(kMaxHeaderBytes);
-  openMessage(words,
-              [&]() -> capnp::FlatArrayMessageReader& { return reader_.emplace(words, options); });
+  auto& reader = openMessage(
+      words, [&]() -> capnp::FlatArrayMessageReader& { return reader_.emplace(words, options); });
+  auto text = [](capnp::Text::Reader t) { return std::string_view(t.cStr(), t.size()); };
+  try {
+    auto h = reader.getRoot<idl::RpcHeader>();
+    header_.requestId = h.getRequestId();
+    header_.interfaceId = h.getInterfaceId();
+    header_.methodId = h.getMethodId();
+    header_.budgetMs = h.getBudgetMs();
+    header_.retryable = h.getRetryable();
+    header_.traceId = text(h.getTraceId());
+    header_.idempotencyKey = text(h.getIdempotencyKey());
+    header_.status = h.getStatus();
+    header_.message = text(h.getMessage());
+  } catch (const kj::Exception& e) {
+    throw FrameError(std::string("malformed header: ") + e.getDescription().cStr());
+  }
   bodyOffset_ = headerWords * sizeof(capnp::word);
-}
-
-idl::RpcHeader::Reader HeaderFrame::get() {
-  return KJ_ASSERT_NONNULL(reader_).getRoot<idl::RpcHeader>();
 }
 
 zmq::message_t encodeReply(uint64_t requestId, StatusCode code, std::string_view text,

@@ -39,22 +39,32 @@ zmq::message_t encodeRequest(const RequestHeader& h, const zmq::message_t& param
 zmq::message_t encodeReply(uint64_t requestId, StatusCode code, std::string_view message,
                            capnp::MessageBuilder* results = nullptr);
 
+// Every field of a received header, as plain values. The texts view the
+// HeaderFrame they were read from.
+struct Header : RequestHeader {
+  StatusCode status = StatusCode::OK;  // replies only
+  std::string_view message;            // replies only
+};
+
 // The header at the front of a received frame, read from an aligned copy on
-// the stack: no heap allocation for what every request and reply carry.
+// the stack (no heap allocation for what every request and reply carry), all
+// of it at once: capnp checks a pointer's kind and a Text's NUL only when the
+// field is read, so reading it later would fail outside the error boundary.
 class HeaderFrame {
  public:
   // Throws FrameError for a header that is missing, cut short, over
-  // kMaxHeaderBytes or malformed.
+  // kMaxHeaderBytes or malformed in any field.
   explicit HeaderFrame(const zmq::message_t& frame);
   HeaderFrame(const HeaderFrame&) = delete;
   HeaderFrame& operator=(const HeaderFrame&) = delete;
-  idl::RpcHeader::Reader get();
+  const Header& get() const { return header_; }
   // Where the params or results begin in the frame, in bytes (readFrame's offset).
   size_t bodyOffset() const { return bodyOffset_; }
 
  private:
   alignas(capnp::word) capnp::word words_[kMaxHeaderBytes / sizeof(capnp::word)];
   kj::Maybe<capnp::FlatArrayMessageReader> reader_;
+  Header header_;
   size_t bodyOffset_ = 0;
 };
 

@@ -2,6 +2,8 @@
 
 #include <zmq_addon.hpp>
 
+#include "zmesh/rpc/events.h"
+
 namespace zmesh::broker {
 
 Broker::Broker(zmq::context_t& context, rpc::Server& server, BrokerOptions options)
@@ -13,6 +15,10 @@ Broker::Broker(zmq::context_t& context, rpc::Server& server, BrokerOptions optio
     s->set(zmq::sockopt::sndhwm, options_.hwm);
     s->set(zmq::sockopt::rcvhwm, options_.hwm);
   }
+  // libzmq drops the connection of a peer sending more: events past what every
+  // subscriber would refuse anyway, subscriptions past any sane topic prefix.
+  xsub_.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(rpc::Subscriber::kMaxEventBytes));
+  xpub_.set(zmq::sockopt::maxmsgsize, int64_t{64 << 10});
   try {
     xsub_.bind(options_.xsub);
   } catch (const zmq::error_t& e) {
@@ -52,8 +58,10 @@ void Broker::forwardEvents() {
     std::string_view topic(static_cast<const char*>(frames[0].data()), frames[0].size());
     auto service = topic.substr(0, topic.find('.'));
     auto it = perService_.find(service);
-    if (it == perService_.end())
-      it = perService_.emplace(std::string(service), std::make_pair(0, 0)).first;
+    if (it == perService_.end()) {
+      if (perService_.size() >= kMaxCountedServices) service = "other";
+      it = perService_.try_emplace(std::string(service), 0, 0).first;
+    }
     ++it->second.first;
     for (auto& f : frames) it->second.second += f.size();
     // XPUB never blocks: a subscriber at its high-water mark loses this message

@@ -17,6 +17,10 @@ struct BrokerOptions {
   int hwm = 100000;  // per subscriber; beyond it ZeroMQ drops and subscribers see a gap
 };
 
+// Topic prefixes counted one by one in stats; events of any further prefix
+// are counted together under "other", so invented topics add no series.
+inline constexpr size_t kMaxCountedServices = 64;
+
 class Broker {
  public:
   // Binds both sockets and joins them to `server`'s loop; counters go to its stats.
@@ -31,7 +35,8 @@ class Broker {
   BrokerOptions options_;
   zmq::socket_t xsub_;
   zmq::socket_t xpub_;
-  // Per topic prefix (the service part, "lock" of "lock.acquired"): messages, bytes.
+  // Per topic prefix (the service part, "lock" of "lock.acquired"): messages,
+  // bytes; at most kMaxCountedServices of them, then "other".
   std::map<std::string, std::pair<uint64_t, uint64_t>, std::less<>> perService_;
   uint64_t subscriptions_ = 0;
   uint64_t unsubscriptions_ = 0;

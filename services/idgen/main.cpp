@@ -62,7 +62,8 @@ int main(int argc, char** argv) {
                                    (blockSize ? "--block-size " : "block_size ") +
                                    std::to_string(options.book.blockSize));
     // The core's default is fixed blocks; a service grows them unless told not to.
-    options.book.blockDuration = s.duration("block_duration", std::chrono::seconds(1));
+    options.book.blockDuration =
+        s.duration("block_duration", std::chrono::seconds(1), std::chrono::milliseconds(1));
     const int64_t fileWorkerId = s.integer("worker_id", 0, 0, idgen::kMaxWorkerId);
     options.snowflake.workerId =
         checkedFlag("--worker-id", workerId, 0, idgen::kMaxWorkerId).value_or(fileWorkerId);
@@ -70,7 +71,8 @@ int main(int argc, char** argv) {
     options.snowflake.maxBackwardMs =
         s.duration("max_backward", std::chrono::milliseconds(5)).count();
     options.snowflake.boundAheadMs =
-        s.duration("bound_ahead", std::chrono::milliseconds(2000)).count();
+        s.duration("bound_ahead", std::chrono::milliseconds(2000), std::chrono::milliseconds(2))
+            .count();
     options.snowflake.renewBeforeMs = options.snowflake.boundAheadMs / 2;
     options.epochWarnDays = s.integer("epoch_warn_days", 365, 0, 100000);
     options.rewriteAfterBytes = s.integer("rewrite_after_bytes", 4 << 20, 4096, INT64_MAX);

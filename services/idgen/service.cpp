@@ -3,6 +3,7 @@
 #include <capnp/serialize.h>
 #include <spdlog/spdlog.h>
 
+#include "zmesh/rpc/frame.h"
 #include "zmesh/rpc/status.h"
 
 namespace zmesh::idgen {
@@ -39,17 +40,18 @@ std::string toBytes(capnp::MessageBuilder& message) {
   return std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
 }
 
-// Records come from our own fsynced log (checksummed), but a format mismatch
-// must still fail loudly rather than read garbage.
+// Records come from our own checksummed log, but a format mismatch or a
+// damaged data directory must fail loudly, naming the record, rather than read
+// garbage: they are read as any untrusted message is.
 template <typename T, typename Fn>
-void readRecord(const std::string& bytes, Fn fn) {
-  if (bytes.size() % sizeof(capnp::word) != 0)
-    throw storage::StorageError("idgen journal: record of " + std::to_string(bytes.size()) +
-                                " bytes is not a capnp message");
-  auto words = kj::heapArray<capnp::word>(bytes.size() / sizeof(capnp::word));
-  std::memcpy(words.begin(), bytes.data(), bytes.size());
-  capnp::FlatArrayMessageReader reader(words);
-  fn(reader.getRoot<T>());
+void readRecord(const std::string& bytes, const char* what, Fn fn) {
+  try {
+    rpc::FrameMessage message(bytes.data(), bytes.size(), rpc::readerOptionsFor(bytes.size()));
+    rpc::checkFields(message.any(), capnp::Schema::from<T>(), what);
+    fn(message.root<T>());
+  } catch (const rpc::FrameError& e) {
+    throw storage::StorageError(std::string("idgen journal: ") + e.what());
+  }
 }
 
 }  // namespace
@@ -111,12 +113,14 @@ void IdGenService::recover() {
       throw storage::StorageError("idgen journal: " + f->message);
   };
   if (recovered.snapshot)
-    readRecord<idl::IdGenSnapshot>(*recovered.snapshot, [&](idl::IdGenSnapshot::Reader s) {
-      for (auto ns : s.getNamespaces()) restore(ns.getName().cStr(), ns.getLimit());
-      bound = std::max(bound, s.getTimeBound());
-    });
+    readRecord<idl::IdGenSnapshot>(*recovered.snapshot, "snapshot",
+                                   [&](idl::IdGenSnapshot::Reader s) {
+                                     for (auto ns : s.getNamespaces())
+                                       restore(ns.getName().cStr(), ns.getLimit());
+                                     bound = std::max(bound, s.getTimeBound());
+                                   });
   for (auto& bytes : recovered.records)
-    readRecord<idl::IdGenLogRecord>(bytes, [&](idl::IdGenLogRecord::Reader r) {
+    readRecord<idl::IdGenLogRecord>(bytes, "log record", [&](idl::IdGenLogRecord::Reader r) {
       switch (r.which()) {
         case idl::IdGenLogRecord::RESERVE:
           restore(r.getReserve().getNamespace().cStr(), r.getReserve().getLimit());

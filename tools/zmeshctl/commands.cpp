@@ -357,7 +357,7 @@ int cmdCall(const std::string& configPath, const std::string& service, const std
   CallSettings settings;
   settings.timeout = timeout;
   auto reply = call.invoke(mesh.channel(service), message, settings, false);
-  auto results = reply.any().getAs<capnp::DynamicStruct>(call.resultsSchema());
+  auto results = reply.results(call.resultsSchema());
   if (json) {
     std::cout << codec.encode(results).cStr() << '\n';
     return 0;

@@ -11,6 +11,7 @@
 // handles, which are thread-safe and cheap to copy.
 #pragma once
 
+#include <capnp/dynamic.h>
 #include <capnp/message.h>
 #include <capnp/schema.h>
 
@@ -30,6 +31,7 @@
 #include <zmq.hpp>
 
 #include "zmesh/rpc/frame.h"
+#include "zmesh/rpc/log_limit.h"
 #include "zmesh/rpc/status.h"
 
 namespace zmesh::rpc {
@@ -47,7 +49,10 @@ struct CallOptions {
   std::string idempotencyKey;
 };
 
-// The outcome of a call. `results<T>()` is valid only when status.ok().
+// The outcome of a call. Results are valid only when status.ok(); they are
+// read through their schema with every field checked first (checkFields), so
+// a malformed reply throws RpcError(INTERNAL) naming the field here rather than
+// a kj::Exception from somewhere in the caller's reading.
 class Reply {
  public:
   Reply(Status status, std::optional<FrameMessage> message)
@@ -55,17 +60,19 @@ class Reply {
   Status status;
   template <typename T>
   typename T::Reader results() {
-    return message_ ? message_->root<T>() : emptyMessage_().template root<T>();
+    return checked(capnp::Schema::from<T>()).template getAs<T>();
   }
-  capnp::AnyPointer::Reader any() { return message_ ? message_->any() : emptyMessage_().any(); }
+  capnp::DynamicStruct::Reader results(capnp::StructSchema schema);
   // Throws RpcError unless ok.
   void check() const {
     if (!status.ok()) throw RpcError(status.code, status.message);
   }
 
  private:
+  capnp::AnyPointer::Reader checked(capnp::StructSchema schema);
   static FrameMessage& emptyMessage_();
   std::optional<FrameMessage> message_;
+  uint64_t checkedAs_ = 0;  // the schema id last checked, so a second read is free
 };
 
 using ReplyCallback = std::function<void(Reply)>;
@@ -98,6 +105,7 @@ struct ConnectionCounters {
   uint64_t lateReplies = 0;    // for calls already finished
   uint64_t malformedReplies = 0;
   uint64_t disconnects = 0;
+  uint64_t callbackErrors = 0;  // exceptions thrown by a call's callback, stopped here
 };
 
 class Connection {
@@ -109,6 +117,8 @@ class Connection {
 
   // Starts a call; `done` runs exactly once, on this thread, from process() (or
   // from the destructor; or at once when the options are invalid). Never blocks.
+  // An exception escaping `done` is counted (callbackErrors) and logged, never
+  // propagated: it must not cost the other calls their replies.
   void call(uint64_t interfaceId, uint16_t methodId, zmq::message_t params, CallOptions options,
             ReplyCallback done);
 
@@ -155,6 +165,8 @@ class Connection {
   bool send(Call& call, Clock::time_point now);  // false: no room (EAGAIN)
   void finish(uint64_t requestId, Reply reply);
   void finish(Calls::iterator it, Reply reply);
+  // Runs a call's callback; what it throws is counted and logged, and stops here.
+  void deliver(ReplyCallback& done, Reply reply);
   void drainReplies();
   void drainMonitor();
   void runTimers(Clock::time_point now);
@@ -172,6 +184,7 @@ class Connection {
   std::vector<uint64_t> blocked_;       // waiting for room to send, in order
   std::vector<zmq::message_t> frames_;  // a received message, reused
   ConnectionCounters counters_;
+  LogLimiter callbackLog_;
   capnp::ReaderOptions replyOptions_;
   bool connected_ = false;
   Clock::time_point downSince_;  // when the connection was last seen down (or created)

@@ -34,9 +34,13 @@ class ConfigSection {
   std::string string(std::string_view key, std::string fallback) const;
   int64_t integer(std::string_view key, int64_t fallback, int64_t min, int64_t max) const;
   bool boolean(std::string_view key, bool fallback) const;
-  // "250ms", "30s", "5m", "1h", "2d"; a bare integer is milliseconds.
-  std::chrono::milliseconds duration(std::string_view key,
-                                     std::chrono::milliseconds fallback) const;
+  // "250ms", "30s", "5m", "1h", "2d"; a bare integer is milliseconds. Outside
+  // [min, max] is an error; the default max keeps a count of milliseconds
+  // within 32 bits, so no caller narrows it silently. Pass min = 1ms where 0
+  // would break things.
+  std::chrono::milliseconds duration(std::string_view key, std::chrono::milliseconds fallback,
+                                     std::chrono::milliseconds min = std::chrono::milliseconds(0),
+                                     std::chrono::milliseconds max = std::chrono::hours(24)) const;
   std::vector<std::string> strings(std::string_view key) const;
   bool has(std::string_view key) const;
   bool present() const { return table_ != nullptr; }

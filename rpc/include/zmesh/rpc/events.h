@@ -22,6 +22,7 @@
 
 #include "zmesh/idl/common.capnp.h"
 #include "zmesh/rpc/frame.h"
+#include "zmesh/rpc/log_limit.h"
 
 namespace zmesh::rpc {
 
@@ -56,8 +57,10 @@ class Publisher {
 struct ReceivedEvent {
   std::string topic;
   FrameMessage message;
-  // Events of this (publisher, topic) that never arrived just before this one.
+  // Events of this (publisher, incarnation, topic) that never arrived just before this one.
   uint64_t missed = 0;
+  // Every field of the envelope was read (checkFields) when it was received;
+  // the body is whatever bodyType says: check it against that schema.
   idl::Event::Reader event() { return message.root<idl::Event>(); }
 };
 
@@ -67,26 +70,49 @@ class Subscriber {
   Subscriber(zmq::context_t& context, const std::string& brokerXpub,
              const std::vector<std::string>& prefixes, int recvHwm = 100000);
 
+  // Larger event frames are refused by libzmq (ZMQ_MAXMSGSIZE) and by the reader.
+  static constexpr size_t kMaxEventBytes = 16 << 20;
+  // Sequence streams tracked at once; past it the least recently seen are
+  // forgotten (counted: a forgotten stream's next event starts it afresh).
+  static constexpr size_t kMaxStreams = 4096;
+
   // Waits up to `timeout` for the next event; nullopt on timeout. Frames that
   // are not events are dropped and counted.
   std::optional<ReceivedEvent> receive(std::chrono::milliseconds timeout);
   // Non-blocking; for callers that poll socket() themselves.
   std::optional<ReceivedEvent> tryReceive();
+  // What tryReceive() makes of one received message ([topic][Event]): the
+  // event, or nullopt for one that is malformed (dropped, counted, logged).
+  std::optional<ReceivedEvent> accept(std::vector<zmq::message_t>& frames);
   zmq::socket_ref socket() { return socket_; }
 
   uint64_t received() const { return received_; }
   uint64_t gaps() const { return gaps_; }
   uint64_t malformed() const { return malformed_; }
+  // For a reader that finds an event's body malformed (it is dropped).
+  void countMalformed() { ++malformed_; }
+  uint64_t streamsForgotten() const { return streamsForgotten_; }
 
  private:
-  struct Stream {
+  // Keyed by incarnation too: two processes configured with one publisher id
+  // (the same endpoint on two hosts) are two streams, not one that keeps restarting.
+  struct StreamKey {
+    std::string publisher;
     uint64_t incarnation;
-    uint64_t last;
+    std::string topic;
+    auto operator<=>(const StreamKey&) const = default;
   };
+  struct Stream {
+    uint64_t last;
+    uint64_t seen;  // when, in received_ (recency, for forgetting)
+  };
+  void track(ReceivedEvent& r);
+
   zmq::socket_t socket_;
-  std::map<std::pair<std::string, std::string>, Stream> streams_;  // (publisher, topic)
+  std::map<StreamKey, Stream> streams_;
   capnp::ReaderOptions options_;
-  uint64_t received_ = 0, gaps_ = 0, malformed_ = 0;
+  uint64_t received_ = 0, gaps_ = 0, malformed_ = 0, streamsForgotten_ = 0;
+  LogLimiter malformedLog_;
 };
 
 }  // namespace zmesh::rpc

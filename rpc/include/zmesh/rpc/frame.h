@@ -6,6 +6,7 @@
 #pragma once
 
 #include <capnp/message.h>
+#include <capnp/schema.h>
 #include <capnp/serialize.h>
 #include <kj/array.h>
 
@@ -75,8 +76,20 @@ capnp::FlatArrayMessageReader& openMessage(kj::ArrayPtr<const capnp::word> words
 FrameMessage readFrame(const zmq::message_t& frame, const capnp::ReaderOptions& options,
                        size_t offset = 0);
 
-// Reader limits for messages of at most `maxBytes`: traversal budget allows the
-// eager check plus one full read by the application.
+// Cap'n Proto checks bounds when a message is opened, but pointer kinds and
+// Text termination only when a field is read, by throwing kj::Exception. This
+// reads every field of `root` as `schema` declares it (nested structs and
+// lists too, the active union member only), so a message that is almost right
+// (a list where a struct belongs, a Text without its NUL, a far pointer to a
+// missing segment, nesting past the limit) is refused here, inside the error
+// boundary, rather than later in whoever reads it. AnyPointer and capability
+// fields are left to their readers. `what` names the root in the error.
+// Throws FrameError naming the field: "params.namespace: Message contains
+// non-text pointer where text pointer was expected."
+void checkFields(capnp::AnyPointer::Reader root, capnp::StructSchema schema, std::string_view what);
+
+// Reader limits for messages of at most `maxBytes`: the traversal budget allows
+// the bounds check, checkFields() and one full read by the application.
 capnp::ReaderOptions readerOptionsFor(size_t maxBytes);
 
 // A builder's flat serialisation (segment table, then the segments), written

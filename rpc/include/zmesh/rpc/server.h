@@ -11,6 +11,7 @@
 #pragma once
 
 #include <capnp/capability.h>
+#include <capnp/schema.h>
 #include <kj/async.h>
 #include <kj/timer.h>
 
@@ -30,13 +31,19 @@
 namespace zmesh::rpc {
 
 struct ServerOptions {
-  std::string name = "service";           // for logs and stats
-  std::vector<std::string> endpoints;     // bound by bind()
-  size_t maxRequestBytes = 1 << 20;       // larger params answer INVALID_ARGUMENT
-  uint32_t defaultBudgetMs = 30000;       // for requests that carry none
-  uint32_t retryWindowMs = 10000;         // how long a retryable reply is kept
-  size_t retryWindowMaxEntries = 100000;  // memory bound of that record
-  size_t peerQueueMax = 1024;             // replies held for one slow peer
+  std::string name = "service";        // for logs and stats
+  std::vector<std::string> endpoints;  // bound by bind()
+  size_t maxRequestBytes = 1 << 20;    // larger params answer INVALID_ARGUMENT
+  uint32_t defaultBudgetMs = 30000;    // for requests that carry none
+  uint32_t maxBudgetMs = 300000;       // a larger budget is cut to this
+  // Calls whose method has not answered yet; one more that would wait is
+  // cancelled and answered UNAVAILABLE at once (DESIGN.md §5: busy).
+  size_t maxInFlight = 10000;
+  uint32_t retryWindowMs = 10000;                 // how long a retryable reply is kept
+  size_t retryWindowMaxEntries = 100000;          // memory bounds of that record: the
+  size_t retryWindowMaxBytes = size_t{64} << 20;  // oldest go first (counted)
+  size_t peerQueueMax = 1024;                     // replies held for one slow peer,
+  size_t peerQueueMaxBytes = size_t{16} << 20;    // and their bytes
   int sendHwm = 10000;
   int recvHwm = 10000;
   uint32_t graceMs = 5000;  // how long a stop waits for in-flight calls
@@ -50,12 +57,16 @@ struct ServerCounters {
   uint64_t invalidParams = 0;  // answered INVALID_ARGUMENT before dispatch
   uint64_t oversize = 0;
   uint64_t unimplemented = 0;
+  uint64_t busy = 0;  // answered UNAVAILABLE: maxInFlight calls already waiting
+  uint64_t budgetClamped = 0;
   uint64_t failed = 0;  // non-OK replies from methods
   uint64_t internalErrors = 0;
+  uint64_t barrierCaught = 0;    // exceptions stopped at the loop's barrier
   uint64_t deadlineDropped = 0;  // budget ran out while the method ran
   uint64_t duplicateReplayed = 0;
   uint64_t duplicateInFlight = 0;
-  uint64_t repliesQueued = 0;  // EAGAIN on send: went to the peer queue
+  uint64_t retainedEvicted = 0;  // replies forgotten before their window ended (bounds)
+  uint64_t repliesQueued = 0;    // EAGAIN on send: went to the peer queue
   uint64_t repliesDroppedDeadline = 0;
   uint64_t repliesDroppedQueueFull = 0;
   uint64_t repliesUnroutable = 0;  // EHOSTUNREACH: the peer is gone
@@ -70,12 +81,14 @@ class Server {
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
-  // Adds an implementation of a capnp interface. One per interface id.
+  // Adds an implementation of a capnp interface. One per interface id. Params
+  // reach a method only after every field was read by the method's schema
+  // (checkFields): a malformed one answers INVALID_ARGUMENT naming the field.
   template <typename Interface>
   void serve(kj::Own<typename Interface::Server> impl) {
-    serve(capnp::typeId<Interface>(), kj::Own<capnp::Capability::Server>(kj::mv(impl)));
+    serve(capnp::Schema::from<Interface>(), kj::Own<capnp::Capability::Server>(kj::mv(impl)));
   }
-  void serve(uint64_t interfaceId, kj::Own<capnp::Capability::Server> impl);
+  void serve(capnp::InterfaceSchema schema, kj::Own<capnp::Capability::Server> impl);
 
   // Binds every endpoint; throws std::runtime_error naming the endpoint on failure.
   void bind();

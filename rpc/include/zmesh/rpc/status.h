@@ -19,6 +19,8 @@ using StatusCode = idl::StatusCode;
 
 // "NOT_FOUND", "DEADLINE_EXCEEDED", … — the names API.md's JSON error bodies use.
 std::string_view statusName(StatusCode code);
+// Whether `code` is one this build knows (a newer peer may send others).
+bool isKnown(StatusCode code);
 // The inverse of statusName; false when `name` is no status.
 bool parseStatusName(std::string_view name, StatusCode& out);
 
