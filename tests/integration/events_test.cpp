@@ -6,16 +6,20 @@
 #include <catch2/catch.hpp>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <thread>
 
+#include "crafted.h"
 #include "process.h"
 #include "testsvc.capnp.h"
 #include "zmesh/client.h"
+#include "zmesh/idl/idgen.capnp.h"
 
 using namespace zmesh;
 using namespace zmesh::testing;
 using test::TestService;
+namespace crafted = zmesh::testing::crafted;
 
 namespace {
 
@@ -297,4 +301,69 @@ TEST_CASE("events dropped at a high-water mark are reported as a gap", "[events]
   CHECK(sub.gaps() > 0);
   // Every event is either received or reported missing.
   CHECK(received + missed == kBurst + 1);
+}
+
+// ---- a hostile publisher ----
+
+TEST_CASE("a hostile publisher cannot stop a subscriber, nor the client's event thread",
+          "[events][crafted]") {
+  Broker broker;
+  zmq::context_t context;
+  rpc::Subscriber sub(context, broker.xpub, {"hostile."});
+  Mesh mesh(rpc::MeshConfig::parse("[broker]\nxpub = \"" + broker.xpub + "\"\n", "test"));
+  std::mutex mutex;
+  std::vector<Event> seen;
+  auto subscription = mesh.events().subscribe("hostile.", [&](const Event& e) {
+    std::lock_guard lock(mutex);
+    seen.push_back(e);
+    if (e.topic == "hostile.throw") throw std::runtime_error("a callback's own bug");
+  });
+  crafted::RawPublisher pub(context, broker.xsub);
+  // Until both subscriptions reached the raw publisher through the broker.
+  uint64_t probes = 0;
+  auto deadline = std::chrono::steady_clock::now() + 8s;
+  for (bool subscribed = false, ready = false; !ready;) {
+    REQUIRE(std::chrono::steady_clock::now() < deadline);
+    pub.send("hostile.probe", crafted::eventOf("hostile.probe", ++probes));
+    while (sub.receive(50ms)) subscribed = true;
+    std::lock_guard lock(mutex);
+    ready = subscribed && !seen.empty();
+  }
+
+  pub.send("hostile.x", crafted::frame(crafted::listAsRoot()));
+  {
+    capnp::MallocMessageBuilder m;
+    auto e = m.initRoot<idl::Event>();
+    e.setPublisher("hostile@test");
+    e.setTopic("hostile.x");
+    pub.send("hostile.x", crafted::frame(crafted::damaged(m, 0, crafted::Damage::kStructPointer)));
+  }
+  pub.send("hostile.x",
+           crafted::eventOf("hostile.elsewhere", 1));  // topic field differs from the frame
+  crafted::Damage bodyDamage = crafted::Damage::kStructPointer;
+  pub.send("hostile.body",
+           crafted::eventOf("hostile.body", 1, &bodyDamage));  // envelope fine, body not
+  pub.send("hostile.throw", crafted::eventOf("hostile.throw", 1));
+  pub.send("hostile.after", crafted::eventOf("hostile.after", 1));
+
+  // The subscriber drops the three bad envelopes and goes on.
+  std::vector<std::string> topics;
+  while (auto e = sub.receive(1s)) {
+    if (e->topic != "hostile.probe") topics.push_back(e->topic);
+    if (e->topic == "hostile.after") break;
+  }
+  CHECK(topics == std::vector<std::string>{"hostile.body", "hostile.throw", "hostile.after"});
+  CHECK(sub.malformed() == 3);
+
+  // The client's thread also drops the bad body, survives the throwing callback.
+  auto until = std::chrono::steady_clock::now() + 5s;
+  std::unique_lock lock(mutex);
+  while (seen.back().topic != "hostile.after") {
+    REQUIRE(std::chrono::steady_clock::now() < until);
+    lock.unlock();
+    std::this_thread::sleep_for(10ms);
+    lock.lock();
+  }
+  for (auto& e : seen) CHECK(e.topic != "hostile.body");
+  REQUIRE(broker.process->running());
 }

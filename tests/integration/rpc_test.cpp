@@ -10,6 +10,7 @@
 #include <catch2/catch.hpp>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -18,9 +19,12 @@
 #include <thread>
 #include <zmq_addon.hpp>
 
+#include "crafted.h"
 #include "process.h"
 #include "testsvc.capnp.h"
+#include "wire.h"
 #include "zmesh/client.h"
+#include "zmesh/idl/admin.capnp.h"
 #include "zmesh/idl/common.capnp.h"
 
 using namespace zmesh;
@@ -954,4 +958,262 @@ TEST_CASE("a stop whose grace runs out answers what is left UNAVAILABLE", "[rpc]
     CHECK(r.status.code == StatusCode::UNAVAILABLE);
     CHECK(r.status.message.find("stopped before the call finished") != std::string::npos);
   }
+}
+
+// ---- messages built to be almost right ----
+
+namespace crafted = zmesh::testing::crafted;
+
+TEST_CASE(
+    "almost-right requests never stop the server: dropped, or INVALID_ARGUMENT naming the field",
+    "[rpc][malformed][crafted]") {
+  TestServer server;
+  zmq::context_t context;
+  rpc::ClientThread client(context);
+  auto channel = client.channel(server.endpoint);
+  RawDealer raw(context, server.endpoint);
+  auto base = stats(channel);
+
+  // As the whole frame (a header whose root is a list), and headers with one
+  // field of the wrong kind: no request id can be trusted, so dropped.
+  std::vector<crafted::Bytes> headers{crafted::listAsRoot()};
+  for (unsigned index = 0; index < 3; ++index)
+    for (auto damage : {crafted::Damage::kStructPointer, crafted::Damage::kCapability,
+                        crafted::Damage::kUnterminatedText}) {
+      capnp::MallocMessageBuilder m;
+      auto h = m.initRoot<idl::RpcHeader>();
+      h.setRequestId(9);
+      h.setInterfaceId(kTest);
+      h.setMethodId(method("echo"));
+      h.setTraceId("trace");
+      h.setIdempotencyKey("key");
+      h.setMessage("message");
+      headers.push_back(crafted::damaged(m, index, damage));
+    }
+  for (auto& h : headers) raw.send(crafted::frame(h), echoParams("x"));
+
+  // A good header, params with the text of the wrong kind: answered, by name.
+  std::vector<crafted::Bytes> params{crafted::listAsRoot()};
+  for (auto damage : {crafted::Damage::kStructPointer, crafted::Damage::kCapability,
+                      crafted::Damage::kUnterminatedText}) {
+    capnp::MallocMessageBuilder m;
+    m.initRoot<TestService::EchoParams>().setText("hello");
+    params.push_back(crafted::damaged(m, 0, damage));
+  }
+  uint64_t id = 700;
+  for (auto& p : params)
+    raw.send(requestHeader(id++, kTest, method("echo"), 5000), crafted::frame(p));
+  for (size_t i = 0; i < params.size(); ++i) {
+    auto r = raw.receive(5s);
+    REQUIRE(r);
+    CHECK(r->code == StatusCode::INVALID_ARGUMENT);
+    INFO(r->message);
+    CHECK(r->message.starts_with(r->requestId == 700 ? "params: " : "params.text: "));
+  }
+  CHECK_FALSE(raw.receive(200ms));
+
+  REQUIRE(echo(channel, "alive").status.ok());
+  auto after = stats(channel);
+  CHECK(after["rpc.malformed"] == base["rpc.malformed"] + static_cast<int64_t>(headers.size()));
+  CHECK(after["rpc.invalid_params"] ==
+        base["rpc.invalid_params"] + static_cast<int64_t>(params.size()));
+  CHECK(after["rpc.internal_errors"] == 0);
+  CHECK(after["rpc.barrier_caught"] == 0);
+  REQUIRE(server.process->running());
+}
+
+TEST_CASE("calls past max_in_flight answer UNAVAILABLE at once", "[rpc][limits]") {
+  TempDir dir;
+  std::string config = dir.path() + "/mesh.toml";
+  std::ofstream(config) << "[testsvc]\nmax_in_flight = 2\n";
+  TestServer server({"--config", config});
+  zmq::context_t context;
+  rpc::ClientThread client(context);
+  auto channel = client.channel(server.endpoint);
+  auto park = [&](const char* key) {
+    return channel.call(kTest, method("park"),
+                        params<TestService::ParkParams>([&](auto p) { p.setKey(key); }),
+                        timeout(5s));
+  };
+  auto a = park("a"), b = park("b");
+  REQUIRE(eventually([&] { return stat(channel, "rpc.in_flight") == 2; }));
+  auto start = std::chrono::steady_clock::now();
+  auto refused = park("c").get();
+  CHECK(std::chrono::steady_clock::now() - start < 2s);  // at once, not at the deadline
+  CHECK(refused.status.code == StatusCode::UNAVAILABLE);
+  CHECK_THAT(refused.status.message, Catch::Contains("busy"));
+  // Answering at once still works, and so do parked calls once there is room.
+  REQUIRE(echo(channel, "immediate").status.ok());
+  for (const char* key : {"a", "b"})
+    REQUIRE(channel
+                .callSync(kTest, method("release"), params<TestService::ReleaseParams>([&](auto p) {
+                            p.setKey(key);
+                            p.setValue("v");
+                          }),
+                          timeout(3s))
+                .status.ok());
+  CHECK(a.get().status.ok());
+  CHECK(b.get().status.ok());
+  CHECK(stat(channel, "rpc.busy") == 1);
+}
+
+TEST_CASE("a budget over max_deadline is cut to it", "[rpc][limits]") {
+  TempDir dir;
+  std::string config = dir.path() + "/mesh.toml";
+  std::ofstream(config) << "[testsvc]\nmax_deadline = \"200ms\"\n";
+  TestServer server({"--config", config});
+  zmq::context_t context;
+  rpc::ClientThread client(context);
+  auto channel = client.channel(server.endpoint);
+  // The client would wait 1.5 s; the server gives the call 200 ms and drops it.
+  auto r = channel.callSync(kTest, method("sleep"), sleepParams(1000), timeout(1500ms));
+  CHECK(r.status.code == StatusCode::DEADLINE_EXCEEDED);
+  auto s = stats(channel);
+  CHECK(s["rpc.budget_clamped"] >= 1);
+  CHECK(s["rpc.deadline_dropped"] == 1);
+}
+
+TEST_CASE("the retry record is bounded in bytes, and read-only methods are not kept",
+          "[rpc][limits][retry]") {
+  TempDir dir;
+  std::string config = dir.path() + "/mesh.toml";
+  std::ofstream(config) << "[testsvc]\nretry_window_max_bytes = 65536\n";
+  TestServer server({"--config", config});
+  zmq::context_t context;
+  rpc::ClientThread client(context);
+  auto channel = client.channel(server.endpoint);
+  RawDealer raw(context, server.endpoint);
+  for (uint64_t id = 1; id <= 64; ++id) {
+    raw.send(requestHeader(id, kTest, method("echo"), 5000, true), echoParams("x", 4096));
+    REQUIRE(raw.receive(5s));
+  }
+  auto s = stats(channel);
+  CHECK(s["rpc.retained_bytes"] <= 65536);
+  CHECK(s["rpc.retained_bytes"] > 32768);
+  CHECK(s["rpc.retained_evicted"] >= 64 - 16);
+
+  // Admin.stats is $readOnly: a resend runs again and nothing is kept for it.
+  auto statsId = rpc::methodOrdinal(capnp::Schema::from<idl::Admin>(), "stats");
+  auto before = stats(channel);
+  for (int i = 0; i < 2; ++i) {
+    raw.send(requestHeader(99, capnp::typeId<idl::Admin>(), statsId, 5000, true), zmq::message_t());
+    auto r = raw.receive(5s);
+    REQUIRE(r);
+    CHECK(r->code == StatusCode::OK);
+  }
+  auto after = stats(channel);
+  CHECK(after["rpc.retained_entries"] == before["rpc.retained_entries"]);
+  CHECK(after["rpc.duplicate_replayed"] == before["rpc.duplicate_replayed"]);
+}
+
+// A ROUTER that answers each request with what `answer` makes of its request id.
+class FakeServer {
+ public:
+  using Answer = std::function<zmq::message_t(uint64_t requestId)>;
+  FakeServer(zmq::context_t& context, Answer answer)
+      : socket_(context, zmq::socket_type::router), answer_(std::move(answer)) {
+    socket_.set(zmq::sockopt::linger, 0);
+    socket_.bind("tcp://127.0.0.1:0");
+    endpoint_ = socket_.get(zmq::sockopt::last_endpoint);
+    thread_ = std::thread([this] { run(); });
+  }
+  ~FakeServer() {
+    stop_ = true;
+    thread_.join();
+  }
+  const std::string& endpoint() const { return endpoint_; }
+
+ private:
+  void run() {
+    while (!stop_) {
+      zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+      if (zmq::poll(&item, 1, 50ms) == 0) continue;
+      std::vector<zmq::message_t> frames;
+      if (!zmq::recv_multipart(socket_, std::back_inserter(frames))) continue;
+      rpc::wire::HeaderFrame header(frames[1]);
+      std::vector<zmq::message_t> out;
+      out.push_back(std::move(frames[0]));
+      out.push_back(answer_(header.get().requestId));
+      zmq::send_multipart(socket_, out);
+    }
+  }
+  zmq::socket_t socket_;
+  Answer answer_;
+  std::string endpoint_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+TEST_CASE("a client survives replies built to be almost right", "[rpc][malformed][crafted]") {
+  zmq::context_t context;
+  std::atomic<int> mode{0};
+  FakeServer fake(context, [&](uint64_t requestId) -> zmq::message_t {
+    capnp::MallocMessageBuilder header;
+    auto h = header.initRoot<idl::RpcHeader>();
+    h.setRequestId(requestId);
+    switch (mode.load()) {
+      case 0:  // the whole reply is the 16-byte frame
+        return crafted::frame(crafted::listAsRoot());
+      case 1: {  // the status message of the wrong kind
+        h.setStatus(StatusCode::NOT_FOUND);
+        h.setMessage("gone");
+        return crafted::frame(crafted::damaged(header, 2, crafted::Damage::kStructPointer));
+      }
+      case 2: {  // OK, with the results' text of the wrong kind
+        auto headerFrame = rpc::toFrame(header);
+        capnp::MallocMessageBuilder results;
+        results.initRoot<TestService::EchoResults>().setText("hi");
+        return crafted::frame(crafted::damaged(results, 0, crafted::Damage::kCapability),
+                              &headerFrame);
+      }
+      default: {  // well-formed
+        auto headerFrame = rpc::toFrame(header);
+        capnp::MallocMessageBuilder results;
+        results.initRoot<TestService::EchoResults>().setText("fine");
+        return crafted::frame(crafted::bytesOf(rpc::toFrame(results)), &headerFrame);
+      }
+    }
+  });
+  rpc::ClientThread client(context);
+  auto channel = client.channel(fake.endpoint());
+  for (int m : {0, 1}) {
+    mode = m;
+    auto r = echo(channel, "x", 300ms);  // dropped unread: the call runs out
+    CHECK(r.status.code == StatusCode::DEADLINE_EXCEEDED);
+  }
+  mode = 2;
+  auto bad = echo(channel, "x");
+  REQUIRE(bad.status.ok());
+  try {
+    bad.results<TestService::EchoResults>();
+    FAIL("malformed results were read");
+  } catch (const RpcError& e) {
+    CHECK(e.code() == StatusCode::INTERNAL);
+    CHECK_THAT(e.detail(), Catch::StartsWith("malformed reply: results.text: "));
+  }
+  mode = 3;
+  auto good = echo(channel, "x");
+  REQUIRE(good.status.ok());
+  CHECK(echoText(good) == "fine");
+}
+
+TEST_CASE("a callback that throws costs no other call its reply", "[rpc][errors]") {
+  TestServer server;
+  zmq::context_t context;
+  rpc::Connection connection(context, server.endpoint);
+  int answered = 0;
+  for (int i = 0; i < 10; ++i)
+    connection.call(kTest, method("echo"), echoParams("x"), timeout(5s), [&, i](rpc::Reply) {
+      ++answered;
+      if (i % 2 == 0) throw std::runtime_error("callback bug");
+      if (i == 5) throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__);
+    });
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (answered < 10 && std::chrono::steady_clock::now() < deadline) {
+    auto items = connection.pollItems();
+    zmq::poll(items.data(), items.size(), 50ms);
+    connection.process();
+  }
+  CHECK(answered == 10);
+  CHECK(connection.counters().callbackErrors == 6);
 }

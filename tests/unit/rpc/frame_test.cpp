@@ -394,8 +394,8 @@ TEST_CASE("a request is one frame: the header, then the params", "[wire]") {
     auto frame = rpc::wire::encodeRequest(h, params);
     CHECK(bytesOf(frame) == concat(headerOnly, params));
     rpc::wire::HeaderFrame header(frame);
-    CHECK(header.get().getRequestId() == 42);
-    CHECK(std::string(header.get().getTraceId().cStr()) == "trace");
+    CHECK(header.get().requestId == 42);
+    CHECK(std::string(header.get().traceId) == "trace");
     CHECK(header.bodyOffset() == headerOnly.size());
     checkEvent(rpc::readFrame(frame, kOptions, header.bodyOffset()).root<idl::Event>(), pad);
   }
@@ -417,8 +417,8 @@ TEST_CASE("a reply is one frame: the header, then the results", "[wire]") {
       auto frame = rpc::wire::encodeReply(9, code, text, &results);
       CHECK(bytesOf(frame) == concat(rpc::wire::encodeReply(9, code, text), resultsFrame));
       rpc::wire::HeaderFrame header(frame);
-      CHECK(header.get().getStatus() == code);
-      CHECK(std::string(header.get().getMessage().cStr()) == text);
+      CHECK(header.get().status == code);
+      CHECK(std::string(header.get().message) == text);
       checkEvent(rpc::readFrame(frame, kOptions, header.bodyOffset()).root<idl::Event>(), pad);
     }
   }
@@ -528,7 +528,7 @@ TEST_CASE("an OK reply is byte for byte what capnp builds, for any request id", 
     auto frame = rpc::wire::encodeReply(id, rpc::StatusCode::OK, "");
     REQUIRE(frame.size() == expected.size());
     CHECK(std::memcmp(frame.data(), expected.data(), frame.size()) == 0);
-    CHECK(rpc::wire::HeaderFrame(frame).get().getRequestId() == id);
+    CHECK(rpc::wire::HeaderFrame(frame).get().requestId == id);
   }
 }
 

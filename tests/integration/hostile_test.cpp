@@ -1,0 +1,139 @@
+// The whole mesh against input built to be almost right: broker, idgen and the
+// gateway as real processes on free loopback ports, sent crafted frames on
+// every socket they listen on; each must go on serving.
+#include <catch2/catch.hpp>
+#include <fstream>
+#include <thread>
+#include <zmq_addon.hpp>
+
+#include "crafted.h"
+#include "http_client.h"
+#include "process.h"
+#include "wire.h"
+#include "zmesh/client.h"
+#include "zmesh/idl/idgen.capnp.h"
+
+using namespace zmesh;
+using namespace zmesh::testing;
+
+namespace {
+
+// broker + idgen + gateway, each with the endpoints a crafted frame can reach.
+struct HostileMesh {
+  TempDir dir;
+  std::string path = dir.path() + "/mesh.toml";
+  std::string xsub = tcpEndpoint(freePort()), xpub = tcpEndpoint(freePort());
+  std::string brokerAdmin = tcpEndpoint(freePort()), idgen = tcpEndpoint(freePort());
+  std::string gatewayAdmin = tcpEndpoint(freePort());
+  int port = freePort();
+  std::optional<Process> brokerProcess, idgenProcess, gatewayProcess;
+
+  HostileMesh() {
+    std::ofstream(path) << "[broker]\nxsub = \"" << xsub << "\"\nxpub = \"" << xpub
+                        << "\"\nadmin = \"" << brokerAdmin << "\"\n\n[idgen]\nendpoint = \""
+                        << idgen << "\"\ndata_dir = \"" << dir.path() << "/idgen\"\n\n"
+                        << "[gateway]\nlisten = \"127.0.0.1:" << port << "\"\nendpoint = \""
+                        << gatewayAdmin << "\"\n";
+    auto start = [&](const char* name) {
+      return Process({bin(name), "--config", path}, dir.path() + "/" + name + ".log");
+    };
+    brokerProcess.emplace(start("zmesh-broker"));
+    REQUIRE(waitHealthy(brokerAdmin));
+    idgenProcess.emplace(start("zmesh-idgen"));
+    REQUIRE(waitHealthy(idgen));
+    gatewayProcess.emplace(start("zmesh-gateway"));
+    REQUIRE(waitHealthy(gatewayAdmin));
+  }
+};
+
+zmq::message_t damagedNext(crafted::Damage damage) {
+  capnp::MallocMessageBuilder m;
+  auto p = m.initRoot<idl::IdGen::NextParams>();
+  p.setNamespace("orders");
+  p.setCount(1);
+  return crafted::frame(crafted::damaged(m, 0, damage));
+}
+
+}  // namespace
+
+TEST_CASE("the 16-byte frame and its kin, sent to every service, leave each one serving",
+          "[hostile][crafted]") {
+  HostileMesh mesh;
+  zmq::context_t context;
+  for (auto& endpoint : {mesh.brokerAdmin, mesh.idgen, mesh.gatewayAdmin}) {
+    zmq::socket_t dealer(context, zmq::socket_type::dealer);
+    dealer.set(zmq::sockopt::linger, 0);
+    dealer.connect(endpoint);
+    dealer.send(crafted::frame(crafted::listAsRoot()), zmq::send_flags::none);
+    // A real header for IdGen.next, then params of every wrong kind.
+    rpc::wire::RequestHeader h;
+    h.requestId = 1;
+    h.interfaceId = capnp::typeId<idl::IdGen>();
+    h.methodId = rpc::methodOrdinal(capnp::Schema::from<idl::IdGen>(), "next");
+    h.budgetMs = 1000;
+    auto header = rpc::wire::encodeRequest(h, zmq::message_t());
+    for (auto damage : crafted::kAllDamage) {
+      auto params = damagedNext(damage);
+      dealer.send(crafted::frame(crafted::bytesOf(params), &header), zmq::send_flags::none);
+    }
+    dealer.send(crafted::frame(crafted::listAsRoot(), &header), zmq::send_flags::none);
+  }
+  crafted::RawPublisher pub(context, mesh.xsub);
+  pub.send("idgen.block", crafted::frame(crafted::listAsRoot()));
+
+  // Every process is up and answers.
+  for (auto& endpoint : {mesh.brokerAdmin, mesh.idgen, mesh.gatewayAdmin})
+    CHECK(waitHealthy(endpoint, 5s));
+  Mesh client(mesh.path);
+  auto range = client.idgen().next("orders", 3);
+  CHECK(range.count == 3);
+  HttpClient http(mesh.port);
+  CHECK(http.post("/v1/ids/orders").status == 200);
+  CHECK(mesh.brokerProcess->running());
+  CHECK(mesh.idgenProcess->running());
+  CHECK(mesh.gatewayProcess->running());
+  // idgen answered the bad params by name, and counted them.
+  int64_t invalid = 0;
+  for (auto& [name, value] : client.admin("idgen").stats())
+    if (name == "rpc.invalid_params") invalid = value;
+  CHECK(invalid == 7);  // every damage kind and the list root, answered by name
+}
+
+TEST_CASE("a hostile publisher cannot end the gateway's event streams", "[hostile][crafted]") {
+  HostileMesh mesh;
+  zmq::context_t context;
+  SseClient sse(mesh.port, "/v1/events?topic=hostile.");
+  REQUIRE(sse.status() == 200);
+  crafted::RawPublisher pub(context, mesh.xsub);
+  // Until the stream's subscription has reached the raw publisher.
+  auto deadline = std::chrono::steady_clock::now() + 8s;
+  uint64_t probes = 0;
+  for (bool seen = false; !seen;) {
+    REQUIRE(std::chrono::steady_clock::now() < deadline);
+    pub.send("hostile.probe", crafted::eventOf("hostile.probe", ++probes));
+    while (auto e = sse.next(100ms))
+      if (!e->comment) seen = true;
+  }
+  pub.send("hostile.x", crafted::frame(crafted::listAsRoot()));
+  crafted::Damage damage = crafted::Damage::kStructPointer;
+  pub.send("hostile.body", crafted::eventOf("hostile.body", 1, &damage));
+  {
+    capnp::MallocMessageBuilder m;
+    auto e = m.initRoot<idl::Event>();
+    e.setPublisher("hostile@test");
+    e.setTopic("hostile.x");
+    pub.send("hostile.x", crafted::frame(crafted::damaged(m, 1, crafted::Damage::kCapability)));
+  }
+  pub.send("hostile.after", crafted::eventOf("hostile.after", 1));
+  std::optional<SseEvent> after;
+  while (auto e = sse.next(3s)) {
+    if (e->comment || e->event == "hostile.probe") continue;
+    CHECK(e->event == "hostile.after");
+    after = e;
+    break;
+  }
+  REQUIRE(after);
+  HttpClient http(mesh.port);
+  CHECK(http.get("/healthz").status == 200);
+  CHECK(mesh.gatewayProcess->running());
+}
