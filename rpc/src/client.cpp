@@ -15,6 +15,7 @@
 
 #include "wire.h"
 #include "zmesh/idl/common.capnp.h"
+#include "zmesh/rpc/poll.h"
 
 namespace zmesh::rpc {
 namespace {
@@ -446,7 +447,7 @@ void ClientThread::run() {
       if (t && (!next || *t < *next)) next = t;
     }
     long timeout = next ? millisUntil(*next, Clock::now()) : -1;
-    zmq::poll(items.data(), items.size(), std::chrono::milliseconds(timeout));
+    rpc::poll(items.data(), items.size(), std::chrono::milliseconds(timeout));
 
     if (items[0].revents & ZMQ_POLLIN) {
       uint64_t n;

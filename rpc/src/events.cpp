@@ -6,6 +6,8 @@
 #include <random>
 #include <zmq_addon.hpp>
 
+#include "zmesh/rpc/poll.h"
+
 namespace zmesh::rpc {
 
 Publisher::Publisher(zmq::context_t& context, const std::string& brokerXsub,
@@ -60,7 +62,7 @@ std::optional<ReceivedEvent> Subscriber::receive(std::chrono::milliseconds timeo
         deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) return std::nullopt;
     zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
-    zmq::poll(&item, 1, left);
+    rpc::poll(&item, 1, left);
   }
 }
 

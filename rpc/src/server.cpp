@@ -17,6 +17,7 @@
 #include "zmesh/idl/common.capnp.h"
 #include "zmesh/rpc/frame.h"
 #include "zmesh/rpc/log_limit.h"
+#include "zmesh/rpc/poll.h"
 
 namespace zmesh::rpc {
 namespace {
@@ -628,7 +629,7 @@ struct Server::Impl {
       items.push_back({router.handle(), 0, ZMQ_POLLIN, 0});
       items.push_back({nullptr, wakeFd, ZMQ_POLLIN, 0});
       for (auto& [item, fn] : watched) items.push_back(item);
-      zmq::poll(items.data(), items.size(), std::chrono::milliseconds(pollTimeoutMs()));
+      rpc::poll(items.data(), items.size(), std::chrono::milliseconds(pollTimeoutMs()));
       ++self.counters_.wakeups;
       timer.advanceTo(monotonicNow());
 
