@@ -105,8 +105,19 @@ class Metrics {
     double sum = 0;
   };
   mutable std::mutex mutex_;
-  // Request counts by (method, route, status).
-  std::map<std::tuple<std::string, std::string, int>, uint64_t, std::less<>> requests_;
+  // Request counts by (method, route, status), looked up by views: compared
+  // as views, since tuples of string and string_view do not order each other
+  // in every standard library (clang 14 with libstdc++ 12).
+  using RequestKey = std::tuple<std::string, std::string, int>;
+  struct RequestKeyLess {
+    using is_transparent = void;
+    template <typename A, typename B>
+    bool operator()(const A& a, const B& b) const {
+      return std::tuple<std::string_view, std::string_view, int>(a) <
+             std::tuple<std::string_view, std::string_view, int>(b);
+    }
+  };
+  std::map<RequestKey, uint64_t, RequestKeyLess> requests_;
   std::map<std::string, Histogram, std::less<>> latency_;  // by route
   int64_t inFlight_ = 0;
   int64_t sseStreams_ = 0;
