@@ -3,7 +3,8 @@
 # builds it. Run from anywhere; builds into <repo>/build (or $BUILD_DIR).
 #
 #   deploy/setup.sh              # runtime + build + test dependencies, then build
-#   deploy/setup.sh --sanitize   # the same, built with ASan + UBSan into build-asan/
+#   deploy/setup.sh --sanitize   # the same, built by clang with ASan + UBSan into build-asan/,
+#                                # with the libFuzzer harnesses (tests/fuzz)
 #   deploy/setup.sh --bench      # also the peers the benchmarks compare against
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +35,9 @@ packages=(
 if ! command -v node >/dev/null 2>&1; then
   packages+=(nodejs npm)
 fi
+if [ "$sanitize" = ON ]; then
+  packages+=(clang libclang-rt-14-dev)  # the sanitizer build is clang's, for libFuzzer
+fi
 if [ "$bench" = 1 ]; then
   packages+=(redis-server redis-tools bc wrk webdis)
 fi
@@ -61,8 +65,11 @@ fi
 
 if [ "$sanitize" = ON ]; then
   build_dir=${BUILD_DIR:-build-asan}
+  # clang, so the fuzz harnesses are built inside this build (libFuzzer).
+  configure=(-DZMESH_SANITIZE=ON -DZMESH_FUZZ=ON -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++)
 else
   build_dir=${BUILD_DIR:-build}
+  configure=(-DZMESH_SANITIZE=OFF)
 fi
-cmake -S . -B "$build_dir" -G Ninja -DZMESH_SANITIZE="$sanitize" >/dev/null
+cmake -S . -B "$build_dir" -G Ninja "${configure[@]}" >/dev/null
 cmake --build "$build_dir"

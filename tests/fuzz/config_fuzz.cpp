@@ -1,0 +1,23 @@
+// A mesh file from arbitrary bytes, read as every service reads its section:
+// a bad file is a ConfigError naming the key, never a crash.
+#include <string>
+
+#include "zmesh/rpc/config.h"
+#include "zmesh/rpc/host.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  using namespace zmesh;
+  try {
+    auto config =
+        rpc::MeshConfig::parse(std::string(reinterpret_cast<const char*>(data), size), "fuzz.toml");
+    rpc::CommonFlags flags;
+    for (const char* service : {"idgen", "broker", "testsvc"}) {
+      try {
+        (void)rpc::hostOptionsFrom(config, service, flags, "tcp://127.0.0.1:0");
+      } catch (const rpc::ConfigError&) {
+      }
+    }
+  } catch (const rpc::ConfigError&) {
+  }
+  return 0;
+}

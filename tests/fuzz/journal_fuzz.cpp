@@ -1,0 +1,48 @@
+// A data directory from arbitrary bytes: a snapshot and a log file recovered
+// as zmesh-idgen recovers them, every record then read as an idgen record.
+// A damaged directory is refused with StorageError (or the record with
+// FrameError), never a crash, never an endless read.
+#include <cstdlib>
+#include <string>
+
+#include "zmesh/idl/idgen.capnp.h"
+#include "zmesh/rpc/frame.h"
+#include "zmesh/storage/fault_env.h"
+#include "zmesh/storage/journal.h"
+
+namespace {
+
+using namespace zmesh;
+
+template <typename T>
+void read(const std::string& bytes) {
+  try {
+    rpc::FrameMessage message(bytes.data(), bytes.size(), rpc::readerOptionsFor(bytes.size()));
+    rpc::checkFields(message.any(), capnp::Schema::from<T>(), "record");
+  } catch (const rpc::FrameError&) {
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  // The first two bytes: how much of the rest is the snapshot (0: none).
+  size_t snapshotBytes = size >= 2 ? std::min<size_t>((data[0] << 8 | data[1]), size - 2) : 0;
+  const char* rest = reinterpret_cast<const char*>(data) + std::min<size_t>(size, 2);
+  size_t restBytes = size - std::min<size_t>(size, 2);
+  storage::FaultInjectionEnv env;
+  const std::string dir = "/data";
+  env.createDirs(dir);
+  if (snapshotBytes > 0)
+    env.openTruncate(storage::Journal::snapshotPath(dir, "idgen"))
+        ->append(std::string_view(rest, snapshotBytes));
+  env.openTruncate(storage::Journal::logPath(dir, "idgen", 1))
+      ->append(std::string_view(rest + snapshotBytes, restBytes - snapshotBytes));
+  try {
+    auto recovered = storage::Journal::recover(env, dir, "idgen");
+    if (recovered.snapshot) read<idl::IdGenSnapshot>(*recovered.snapshot);
+    for (auto& record : recovered.records) read<idl::IdGenLogRecord>(record);
+  } catch (const storage::StorageError&) {
+  }
+  return 0;
+}

@@ -1,0 +1,257 @@
+// Writes the seed corpora under <dir>/<harness>/: valid messages and messages
+// built to be almost right (wrong pointer kinds, unterminated Text, far
+// pointers to missing segments, capabilities, huge lists, deep nesting). The
+// committed tests/fuzz/corpus is its output plus whatever crashes were found.
+//   zmesh-fuzz-seeds tests/fuzz/corpus
+#include <capnp/message.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "crafted.h"
+#include "testsvc.capnp.h"
+#include "wire.h"
+#include "zmesh/idl/idgen.capnp.h"
+#include "zmesh/rpc/client.h"
+#include "zmesh/rpc/frame.h"
+#include "zmesh/storage/record_log.h"
+
+namespace {
+
+using namespace zmesh;
+namespace crafted = zmesh::testing::crafted;
+using crafted::Bytes;
+using test::TestService;
+
+std::filesystem::path root;
+
+void write(const std::string& harness, const std::string& name, const void* data, size_t size) {
+  auto dir = root / harness;
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / name, std::ios::binary).write(static_cast<const char*>(data), size);
+}
+void write(const std::string& harness, const std::string& name, const Bytes& b) {
+  write(harness, name, b.data(), b.size());
+}
+void write(const std::string& harness, const std::string& name, const std::string& s) {
+  write(harness, name, s.data(), s.size());
+}
+
+Bytes cat(const zmq::message_t& head, const Bytes& tail) {
+  Bytes out = crafted::bytesOf(head);
+  out.insert(out.end(), tail.begin(), tail.end());
+  return out;
+}
+
+std::string slug(crafted::Damage d) {
+  std::string s = crafted::name(d);
+  for (auto& c : s)
+    if (c == ' ') c = '-';
+  return s;
+}
+
+void requestSeeds() {
+  auto method = [](const char* name) {
+    return rpc::methodOrdinal(capnp::Schema::from<TestService>(), name);
+  };
+  auto header = [&](const char* m, bool retryable = false, const char* trace = "") {
+    rpc::wire::RequestHeader h;
+    h.requestId = 1;
+    h.interfaceId = capnp::typeId<TestService>();
+    h.methodId = method(m);
+    h.budgetMs = 1000;
+    h.retryable = retryable;
+    h.traceId = trace;
+    return rpc::wire::encodeRequest(h, zmq::message_t());
+  };
+  capnp::MallocMessageBuilder echo;
+  echo.initRoot<TestService::EchoParams>().setText("hello");
+  echo.getRoot<TestService::EchoParams>().initPad(3);
+  Bytes echoParams = crafted::bytesOf(rpc::toFrame(echo));
+  write("request", "echo", cat(header("echo"), echoParams));
+  write("request", "echo-retryable-traced", cat(header("echo", true, "trace-1"), echoParams));
+  write("request", "bump", crafted::bytesOf(header("bump")));
+  write("request", "crash", crafted::bytesOf(header("crash")));
+  capnp::MallocMessageBuilder fail;
+  fail.initRoot<TestService::FailParams>().setCode(5);
+  fail.getRoot<TestService::FailParams>().setMessage("no");
+  write("request", "fail", cat(header("fail"), crafted::bytesOf(rpc::toFrame(fail))));
+  capnp::MallocMessageBuilder park;
+  park.initRoot<TestService::ParkParams>().setKey("k");
+  write("request", "park", cat(header("park", true), crafted::bytesOf(rpc::toFrame(park))));
+  write("request", "list-as-root", crafted::listAsRoot());
+  write("request", "echo-params-list-as-root", cat(header("echo"), crafted::listAsRoot()));
+  write("request", "echo-params-deep", cat(header("echo"), crafted::deepNesting(100)));
+  for (auto d : crafted::kAllDamage) {
+    capnp::MallocMessageBuilder p;
+    p.initRoot<TestService::EchoParams>().setText("hello");
+    write("request", "echo-text-" + slug(d), cat(header("echo"), crafted::damaged(p, 0, d)));
+    if (d == crafted::Damage::kUnterminatedText || d == crafted::Damage::kListPointer) continue;
+    for (unsigned field = 0; field < 3; ++field) {
+      capnp::MallocMessageBuilder h;
+      auto b = h.initRoot<idl::RpcHeader>();
+      b.setInterfaceId(capnp::typeId<TestService>());
+      b.setTraceId("t");
+      b.setIdempotencyKey("k");
+      b.setMessage("m");
+      write("request", "header-" + std::to_string(field) + "-" + slug(d),
+            cat(zmq::message_t(), crafted::damaged(h, field, d)));
+    }
+  }
+}
+
+void replySeeds() {
+  auto results = [](const char* text) {
+    capnp::MallocMessageBuilder m;
+    m.initRoot<TestService::EchoResults>().setText(text);
+    return crafted::bytesOf(rpc::toFrame(m));
+  };
+  auto mode = [](uint8_t m, Bytes rest) {
+    rest.insert(rest.begin(), m);
+    return rest;
+  };
+  write("reply", "ok-results", mode(1, results("fine")));
+  write("reply", "ok-no-results", mode(1, {}));
+  write("reply", "not-found", mode(3, Bytes{5}));
+  write("reply", "whole-list-as-root", mode(0, crafted::listAsRoot()));
+  write("reply", "whole-valid",
+        mode(0, crafted::bytesOf(rpc::wire::encodeReply(1, rpc::StatusCode::OK, "", nullptr))));
+  for (auto d : crafted::kAllDamage) {
+    capnp::MallocMessageBuilder m;
+    m.initRoot<TestService::EchoResults>().setText("fine");
+    write("reply", "results-text-" + slug(d), mode(1, crafted::damaged(m, 0, d)));
+    capnp::MallocMessageBuilder h;
+    auto b = h.initRoot<idl::RpcHeader>();
+    b.setStatus(rpc::StatusCode::NOT_FOUND);
+    b.setMessage("gone");
+    if (d != crafted::Damage::kListPointer)
+      write("reply", "header-message-" + slug(d), mode(0, crafted::damaged(h, 2, d)));
+  }
+  write("reply", "results-deep", mode(1, crafted::deepNesting(100)));
+}
+
+void eventSeeds() {
+  auto event = [](const std::string& topic, capnp::MallocMessageBuilder& m) {
+    Bytes out{static_cast<uint8_t>(topic.size())};
+    out.insert(out.end(), topic.begin(), topic.end());
+    auto body = crafted::bytesOf(rpc::toFrame(m));
+    out.insert(out.end(), body.begin(), body.end());
+    return out;
+  };
+  auto build = [](capnp::MallocMessageBuilder& m, const std::string& topic) {
+    auto e = m.initRoot<idl::Event>();
+    e.setPublisher("idgen@seed");
+    e.setIncarnation(1);
+    e.setSequence(1);
+    e.setTopic(topic);
+    e.setBodyType(capnp::typeId<idl::BlockReserved>());
+    auto b = e.getBody().initAs<idl::BlockReserved>();
+    b.setNamespace("orders");
+    b.setLimit(10);
+  };
+  capnp::MallocMessageBuilder valid;
+  build(valid, "idgen.block");
+  write("event", "block", event("idgen.block", valid));
+  capnp::MallocMessageBuilder other;
+  build(other, "idgen.other");
+  write("event", "topic-mismatch", event("idgen.block", other));
+  Bytes list{1, 't'};
+  auto root = crafted::listAsRoot();
+  list.insert(list.end(), root.begin(), root.end());
+  write("event", "list-as-root", list);
+  for (auto d : crafted::kAllDamage) {
+    for (unsigned field : {0u, 1u}) {  // publisher, topic
+      capnp::MallocMessageBuilder m;
+      build(m, "t");
+      Bytes out{1, 't'};
+      auto bytes = crafted::damaged(m, field, d);
+      out.insert(out.end(), bytes.begin(), bytes.end());
+      write("event", "field-" + std::to_string(field) + "-" + slug(d), out);
+    }
+  }
+}
+
+void configSeeds(const std::string& sourceDir) {
+  std::ifstream in(sourceDir + "/deploy/local/mesh.toml");
+  std::string mesh((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  write("config", "mesh", mesh);
+  write("config", "bad-types",
+        std::string("[idgen]\nendpoint = 5\nmax_in_flight = \"many\"\nretry_window = \"-1s\"\n"));
+  write("config", "huge-durations",
+        std::string("[idgen]\ndefault_deadline = \"99999999999d\"\nstop_grace = 99999999999999\n"));
+  write("config", "not-toml", std::string("[idgen\nendpoint = "));
+}
+
+void journalSeeds() {
+  auto record = [](auto fill) {
+    capnp::MallocMessageBuilder m;
+    fill(m);
+    auto b = crafted::bytesOf(rpc::toFrame(m));
+    return std::string(b.begin(), b.end());
+  };
+  auto reserve = [](capnp::MallocMessageBuilder& m) {
+    auto r = m.initRoot<idl::IdGenLogRecord>().initReserve();
+    r.setNamespace("orders");
+    r.setLimit(1000);
+  };
+  // The first two bytes: the snapshot's length (0 here: a log only).
+  auto logOnly = [](const std::vector<std::string>& payloads) {
+    std::string out(2, '\0');
+    out += storage::logFileHeader();
+    for (auto& p : payloads) storage::appendRecord(out, p);
+    return out;
+  };
+  std::string good = record(reserve);
+  std::string bound =
+      record([](auto& m) { m.template initRoot<idl::IdGenLogRecord>().setTimeBound(5); });
+  write("journal", "log", logOnly({good, bound}));
+  for (auto d : crafted::kAllDamage) {
+    capnp::MallocMessageBuilder m;
+    reserve(m);
+    auto bad = crafted::damaged(m, 0, d);
+    write("journal", "log-record-" + slug(d), logOnly({good, std::string(bad.begin(), bad.end())}));
+  }
+  write("journal", "log-torn", logOnly({good}).substr(0, 2 + 8 + 12 + 3));
+  // A snapshot (header record, then the payload) and a log behind it.
+  std::string payload = record([](auto& m) {
+    auto s = m.template initRoot<idl::IdGenSnapshot>();
+    s.setTimeBound(7);
+    auto n = s.initNamespaces(1);
+    n[0].setName("orders");
+    n[0].setLimit(100);
+  });
+  std::string header(20, '\0');
+  uint32_t version = 1;
+  uint64_t nextGeneration = 1, size = payload.size();
+  std::memcpy(header.data(), &version, 4);
+  std::memcpy(header.data() + 4, &nextGeneration, 8);
+  std::memcpy(header.data() + 12, &size, 8);
+  std::string snapshot = storage::logFileHeader();
+  storage::appendRecord(snapshot, header);
+  storage::appendRecord(snapshot, payload);
+  std::string both(2, '\0');
+  both[0] = static_cast<char>(snapshot.size() >> 8);
+  both[1] = static_cast<char>(snapshot.size() & 0xff);
+  both += snapshot;
+  both += storage::logFileHeader();
+  storage::appendRecord(both, good);
+  write("journal", "snapshot-and-log", both);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 3) {
+    std::fprintf(stderr, "usage: zmesh-fuzz-seeds <corpus-dir> <source-dir>\n");
+    return 2;
+  }
+  root = argv[1];
+  requestSeeds();
+  replySeeds();
+  eventSeeds();
+  configSeeds(argv[2]);
+  journalSeeds();
+  return 0;
+}
