@@ -699,7 +699,12 @@ Server::Server(zmq::context_t& context, ServerOptions options)
 }
 
 Server::~Server() {
-  if (impl_ && impl_->wakeFd >= 0) ::close(impl_->wakeFd);
+  if (!impl_) return;
+  // Calls, then the services, before the fds: a service's helper thread may
+  // post() (write the wake fd) until the service has joined it.
+  impl_->calls.clear();
+  impl_->servers.clear();
+  if (impl_->wakeFd >= 0) ::close(impl_->wakeFd);
 }
 
 void Server::serve(capnp::InterfaceSchema schema, kj::Own<capnp::Capability::Server> impl) {

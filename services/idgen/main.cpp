@@ -88,8 +88,9 @@ int main(int argc, char** argv) {
                                std::to_string(options.book.blockDuration.count()) + "ms");
     host.settings.emplace_back("worker_id", std::to_string(options.snowflake.workerId));
     host.settings.emplace_back("epoch_ms", std::to_string(options.snowflake.epochMs));
-    rpc::ServiceHost service(std::move(host));
+    // Before the host: the service (owned by the host's server) uses it until destroyed.
     auto env = storage::makePosixEnv();
+    rpc::ServiceHost service(std::move(host));
     auto clock = [] {
       return std::chrono::duration_cast<std::chrono::milliseconds>(
                  std::chrono::system_clock::now().time_since_epoch())

@@ -144,6 +144,9 @@ void IdGenService::recover() {
       env_, storage::JournalOptions{options_.dataDir, kJournalName, options_.fsync}, recovered,
       [this](std::function<void()> fn) { server_.post(std::move(fn)); },
       [this](std::string message) { onFatal(message); });
+  // Each start opens a new log: fold what an earlier run left, or quiet
+  // restarts would add a file each.
+  if (!recovered.records.empty()) maybeRewrite(true);
 }
 
 void IdGenService::close() {
@@ -317,6 +320,7 @@ void IdGenService::persistBound() {
     flake_.boundPersisted(b);
     pollSnowflake();
   });
+  maybeRewrite();  // Snowflake-only traffic grows the log too
 }
 
 kj::Promise<void> IdGenService::decode(DecodeContext context) {
@@ -350,8 +354,9 @@ void IdGenService::tick() {
                 .eagerlyEvaluate(nullptr);
 }
 
-void IdGenService::maybeRewrite() {
-  if (!journal_ || rewriting_ || journal_->logBytes() < options_.rewriteAfterBytes) return;
+void IdGenService::maybeRewrite(bool force) {
+  if (!journal_ || rewriting_ || (!force && journal_->logBytes() < options_.rewriteAfterBytes))
+    return;
   capnp::MallocMessageBuilder message;
   auto snapshot = message.initRoot<idl::IdGenSnapshot>();
   auto namespaces = book_.snapshot();

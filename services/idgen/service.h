@@ -60,7 +60,8 @@ class IdGenService final : public idl::IdGen::Server {
   void pollSnowflake();
   void armSnowflakeWake();
   void tick();
-  void maybeRewrite();
+  // Folds the log into a snapshot past rewriteAfterBytes, or now with `force`.
+  void maybeRewrite(bool force = false);
   void onFatal(const std::string& message);
 
   rpc::Server& server_;

@@ -1,5 +1,6 @@
 // Runs a fuzz harness over files, once each: the corpus as a regression test
 // in every build, libFuzzer or not. Arguments: files or directories.
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>

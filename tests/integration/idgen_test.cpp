@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 
 #include <catch2/catch.hpp>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <optional>
@@ -449,5 +450,47 @@ TEST_CASE("idgen refuses a block configuration that cannot work, naming the key"
     CHECK(WIFEXITED(*status));
     CHECK(WEXITSTATUS(*status) == 2);
     CHECK_THAT(log, Contains(c.says));
+  }
+}
+
+TEST_CASE("the idgen log is folded under Snowflake-only traffic and across restarts",
+          "[idgen][journal]") {
+  MeshFile mesh;
+  // A bound persisted every millisecond or two of traffic, a small log threshold.
+  std::ofstream(mesh.path, std::ios::app) << "rewrite_after_bytes = 4096\nbound_ahead = \"2ms\"\n";
+  auto logFiles = [&] {
+    int n = 0;
+    for (auto& entry : std::filesystem::directory_iterator(mesh.dataDir))
+      n += entry.path().filename().string().rfind("idgen.log.", 0) == 0;
+    return n;
+  };
+  auto rewrites = [](Client& client) {
+    for (auto& [name, value] : client.admin.stats())
+      if (name == "journal.rewrites") return value;
+    return int64_t{-1};
+  };
+  {
+    auto process = startIdgen(mesh, "idgen");
+    requireHealthy(mesh.endpoint, mesh.log("idgen"));
+    Client client(mesh.endpoint);
+    auto deadline = Clock::now() + 20s;
+    while (rewrites(client) < 1) {
+      REQUIRE(Clock::now() < deadline);
+      for (int i = 0; i < 50; ++i) snowflakeRetrying(client.idgen, 1);
+      std::this_thread::sleep_for(2ms);
+    }
+  }
+  // Each start opens a log; what an earlier run left is folded, so files do not pile up.
+  for (int run = 0; run < 3; ++run) {
+    auto process = startIdgen(mesh, "idgen");
+    requireHealthy(mesh.endpoint, mesh.log("idgen"));
+    Client client(mesh.endpoint);
+    client.idgen.next("orders", 1);
+    auto deadline = Clock::now() + 10s;
+    while (rewrites(client) < 1 || logFiles() > 1) {
+      INFO("run " << run << ": " << logFiles() << " log files");
+      REQUIRE(Clock::now() < deadline);
+      std::this_thread::sleep_for(20ms);
+    }
   }
 }

@@ -5,6 +5,7 @@
 // ticket is kept and completed by a later call (reserved(), poll()).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -45,5 +46,17 @@ inline constexpr uint32_t kMaxIdsPerCall = 10000;
 
 // nullopt when 1 <= count <= kMaxIdsPerCall, else an invalidArgument naming the value.
 std::optional<Failure> validateCount(uint32_t count);
+
+// A waiter by ticket in a queue kept in ticket order (tickets are handed out
+// increasing and waiters appended): a binary search, with a scan for a queue
+// filled in any other order. The ticket must be there.
+template <typename Queue>
+auto findWaiter(Queue& queue, uint64_t ticket) {
+  auto pos = std::lower_bound(queue.begin(), queue.end(), ticket,
+                              [](const auto& w, uint64_t t) { return w.ticket < t; });
+  if (pos != queue.end() && pos->ticket == ticket) return pos;
+  return std::find_if(queue.begin(), queue.end(),
+                      [ticket](const auto& w) { return w.ticket == ticket; });
+}
 
 }  // namespace zmesh::idgen

@@ -186,6 +186,7 @@ SequenceBook::Failed SequenceBook::reservationFailed(std::string_view ns,
   Failed failed;
   failed.reserve(seq.waiters.size());
   for (const Waiter& waiter : seq.waiters) {
+    if (waiter.count == 0) continue;  // cancelled
     waiting_.erase(waiter.ticket);
     failed.emplace_back(waiter.ticket, Failure{Fail::unavailable,
                                                "could not reserve ids for namespace '" +
@@ -202,11 +203,12 @@ bool SequenceBook::cancel(uint64_t ticket) {
   auto it = waiting_.find(ticket);
   if (it == waiting_.end()) return false;
   Sequence& seq = it->second->second;
-  auto pos = std::find_if(seq.waiters.begin(), seq.waiters.end(),
-                          [ticket](const Waiter& w) { return w.ticket == ticket; });
+  // Marked (count 0), not erased: cancelling many at once (a burst of
+  // deadlines) is not quadratic. No live waiter left: none at all.
+  auto pos = findWaiter(seq.waiters, ticket);
   seq.waitingIds -= pos->count;
-  seq.waiters.erase(pos);
-  if (seq.waiters.empty()) release(seq.waiters);
+  pos->count = 0;
+  if (seq.waitingIds == 0) release(seq.waiters);
   waiting_.erase(it);
   return true;
 }
@@ -242,8 +244,10 @@ std::optional<SequenceState> SequenceBook::inspect(std::string_view ns) const {
   auto it = table_.find(ns);
   if (it == table_.end()) return std::nullopt;
   const Sequence& seq = it->second;
-  return SequenceState{seq.next,  seq.limit,          seq.inFlightLimit,
-                       seq.block, seq.waiters.size(), seq.waitingIds};
+  auto live = std::count_if(seq.waiters.begin(), seq.waiters.end(),
+                            [](const Waiter& w) { return w.count != 0; });  // not cancelled
+  return SequenceState{
+      seq.next, seq.limit, seq.inFlightLimit, seq.block, static_cast<size_t>(live), seq.waitingIds};
 }
 
 SequenceBookStats SequenceBook::stats() const {
@@ -295,6 +299,7 @@ SequenceBook::Served SequenceBook::serveWaiters(Sequence& seq) {
   Served served;
   auto waiter = seq.waiters.begin();
   for (; waiter != seq.waiters.end() && waiter->count <= seq.limit - seq.next; ++waiter) {
+    if (waiter->count == 0) continue;  // cancelled
     seq.waitingIds -= waiter->count;
     waiting_.erase(waiter->ticket);
     served.emplace_back(waiter->ticket, issue(seq, waiter->count));

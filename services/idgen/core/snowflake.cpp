@@ -94,6 +94,7 @@ Snowflake::Completed Snowflake::poll(int64_t nowMs) {
       // The same condition stops every ticket behind the head: fail them all now rather
       // than one per poll.
       for (Waiter& waiter : queue_) {
+        if (waiter.count == 0) continue;  // cancelled
         if (state.failure->code == Fail::unavailable) ++clockBehindFailures_;
         done.emplace_back(waiter.ticket, *state.failure);
       }
@@ -108,6 +109,7 @@ Snowflake::Completed Snowflake::poll(int64_t nowMs) {
     done.emplace_back(head.ticket, std::move(head.ids));
     waiting_.erase(head.ticket);
     queue_.pop_front();
+    while (!queue_.empty() && queue_.front().count == 0) queue_.pop_front();
   }
   return done;
 }
@@ -130,10 +132,13 @@ std::optional<int64_t> Snowflake::wakeAt(int64_t nowMs) const {
 
 bool Snowflake::cancel(uint64_t ticket) {
   if (waiting_.erase(ticket) == 0) return false;
-  // Ids the ticket already held are dropped: a gap, never a reuse.
-  auto pos = std::find_if(queue_.begin(), queue_.end(),
-                          [ticket](const Waiter& w) { return w.ticket == ticket; });
-  queue_.erase(pos);
+  // Ids the ticket already held are dropped: a gap, never a reuse. The waiter
+  // is marked (count 0), not erased, so cancelling many at once (a burst of
+  // deadlines) is not quadratic; the ends are trimmed so that an empty queue
+  // still means no live waiter.
+  findWaiter(queue_, ticket)->count = 0;
+  while (!queue_.empty() && queue_.front().count == 0) queue_.pop_front();
+  while (!queue_.empty() && queue_.back().count == 0) queue_.pop_back();
   return true;
 }
 
@@ -186,7 +191,7 @@ std::variant<Decoded, Failure> Snowflake::decode(uint64_t id, int64_t epochMs) {
 
 SnowflakeStats Snowflake::stats() const {
   auto known = [](int64_t v) { return v == kNone ? std::nullopt : std::optional<int64_t>(v); };
-  return SnowflakeStats{queue_.size(),        idsIssued_,     ticketsDeferred_,
+  return SnowflakeStats{waiting_.size(),      idsIssued_,     ticketsDeferred_,
                         clockBehindFailures_, known(lastMs_), known(durableBound_),
                         known(floorMs_)};
 }

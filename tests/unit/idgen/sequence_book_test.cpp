@@ -841,3 +841,40 @@ TEST_CASE("SequenceBook: randomized: no id issued twice across reservations, fai
   CHECK(grew > 100);
   CHECK(shrank > 10);
 }
+
+TEST_CASE("SequenceBook: cancelling many waiters, in any order, serves the rest in order",
+          "[sequence]") {
+  SequenceBook book;
+  for (uint64_t t = 1; t <= 1000; ++t) pending(book.request(t, "many", 1));
+  // Every other one, back to front, and the last and first (the ends are special).
+  for (uint64_t t = 1000; t >= 2; t -= 2) CHECK(book.cancel(t));
+  CHECK(book.cancel(1));
+  CHECK(book.cancel(999));
+  CHECK_FALSE(book.cancel(2));
+  CHECK(book.inspect("many")->waitingTickets == 498);
+  CHECK(book.inspect("many")->waitingIds == 498);
+  auto reservations = book.takeReservations();
+  REQUIRE(reservations.size() == 1);
+  auto served = book.reserved("many", reservations[0].limit);
+  REQUIRE(served.size() == 498);
+  uint64_t id = 1;
+  for (size_t i = 0; i < served.size(); ++i) {
+    CHECK(served[i].first == 3 + 2 * i);  // 3, 5, … 997: the survivors, in order
+    CHECK(served[i].second == IdRange{id++, 1});
+  }
+  CHECK(book.inspect("many")->waitingTickets == 0);
+  // Nobody waits any more: a new call is answered at once.
+  CHECK(range(book.request(5000, "many", 1)) == IdRange{id, 1});
+}
+
+TEST_CASE("SequenceBook: cancelling every waiter leaves none behind", "[sequence]") {
+  SequenceBook book;
+  for (uint64_t t = 1; t <= 10; ++t) pending(book.request(t, "all", 2));
+  for (uint64_t t = 1; t <= 10; ++t) CHECK(book.cancel(t));
+  CHECK(book.inspect("all")->waitingTickets == 0);
+  CHECK(book.inspect("all")->waitingIds == 0);
+  auto reservations = book.takeReservations();
+  REQUIRE(reservations.size() == 1);
+  CHECK(book.reserved("all", reservations[0].limit).empty());
+  CHECK(range(book.request(11, "all", 2)) == IdRange{1, 2});
+}

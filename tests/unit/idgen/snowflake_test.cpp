@@ -520,3 +520,19 @@ TEST_CASE("Snowflake: randomized: ids strictly increase across waits, clock jump
   CHECK(unavailable > 100);
   CHECK(issued > 250'000);
 }
+
+TEST_CASE("Snowflake: cancelling waiters in the middle and at the ends", "[snowflake]") {
+  auto sf = started(kT);
+  pending(sf->request(1, 5000, kT));  // Holds 4096 ids already; the rest wait for kT + 1.
+  for (uint64_t t = 2; t <= 9; ++t) pending(sf->request(t, 1, kT));
+  CHECK(sf->cancel(5));
+  CHECK(sf->cancel(9));  // the back
+  CHECK(sf->cancel(1));  // the front
+  CHECK(sf->stats().waitingTickets == 6);
+  auto done = sf->poll(kT + 1);
+  std::vector<uint64_t> tickets;
+  for (auto& [ticket, outcome] : done) tickets.push_back(ticket);
+  CHECK(tickets == std::vector<uint64_t>{2, 3, 4, 6, 7, 8});
+  CHECK(sf->stats().waitingTickets == 0);
+  CHECK(sf->wakeAt(kT + 1) == std::nullopt);
+}
