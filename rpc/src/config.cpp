@@ -108,14 +108,17 @@ std::vector<std::string> ConfigSection::keys() const {
   return out;
 }
 
-void ConfigSection::rejectUnknown(std::initializer_list<std::string_view> known) const {
+void ConfigSection::rejectUnknown(std::initializer_list<std::string_view> known,
+                                  std::span<const std::string_view> alsoKnown) const {
   if (!table_) return;
   for (auto& [k, v] : *table_) {
     bool ok = false;
     for (auto name : known) ok = ok || k.str() == name;
+    for (auto name : alsoKnown) ok = ok || k.str() == name;
     if (!ok) {
       std::string list;
       for (auto name : known) list += (list.empty() ? "" : ", ") + std::string(name);
+      for (auto name : alsoKnown) list += (list.empty() ? "" : ", ") + std::string(name);
       fail(k.str(), "unknown key (known keys: " + list + ")");
     }
   }

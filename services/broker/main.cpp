@@ -17,9 +17,7 @@ int main(int argc, char** argv) {
     rpc::setupLogging("broker", flags.logLevel, flags.logFile);
     auto config = rpc::MeshConfig::load(flags.config);
     auto section = config.section("broker");
-    section.rejectUnknown({"xsub", "xpub", "admin", "hwm", "enabled", "max_request_bytes",
-                           "default_deadline", "retry_window", "stop_grace", "send_hwm",
-                           "recv_hwm"});
+    section.rejectUnknown({"xsub", "xpub", "admin", "hwm", "enabled"}, rpc::kHostKeys);
     broker::BrokerOptions options;
     options.xsub = xsub.empty() ? section.string("xsub", options.xsub) : xsub;
     options.xpub = xpub.empty() ? section.string("xpub", options.xpub) : xpub;

@@ -43,8 +43,8 @@ int main(int argc, char** argv) {
     auto s = config.section("idgen");
     s.rejectUnknown({"enabled", "endpoint", "data_dir", "fsync", "block_size", "max_block_size",
                      "block_duration", "worker_id", "epoch_ms", "max_backward", "bound_ahead",
-                     "epoch_warn_days", "rewrite_after_bytes", "max_request_bytes",
-                     "default_deadline", "retry_window", "stop_grace", "send_hwm", "recv_hwm"});
+                     "epoch_warn_days", "rewrite_after_bytes"},
+                    rpc::kHostKeys);
     idgen::IdGenOptions options;
     options.dataDir = memory ? "" : dataDir.value_or(s.string("data_dir", "var/idgen"));
     try {

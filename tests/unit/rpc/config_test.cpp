@@ -12,6 +12,8 @@
 #include <regex>
 #include <string>
 
+#include "zmesh/rpc/host.h"
+
 using namespace zmesh;
 using namespace std::chrono_literals;
 using rpc::ConfigError;
@@ -281,4 +283,36 @@ TEST_CASE("MeshConfig moves", "[config]") {
   CHECK(b.section("svc").integer("count", 0, 0, 100) == 7);
   a = std::move(b);
   CHECK(a.section("svc").string("name", "") == "alpha");
+}
+
+TEST_CASE("durations are range-checked: no zero where it breaks, no silent 32-bit narrowing",
+          "[config]") {
+  auto config = rpc::MeshConfig::parse(
+      "[svc]\nzero = \"0ms\"\nhuge = \"100d\"\nbig = 99999999999999\nok = \"2h\"\n", "mesh.toml");
+  auto s = config.section("svc");
+  CHECK(s.duration("zero", 1s) == 0ms);  // 0 is allowed unless the caller says otherwise
+  CHECK_THAT(errorOf([&] { s.duration("zero", 1s, 1ms); }),
+             Catch::Contains("svc.zero: expected a duration from 1ms to 1d, got '0ms'"));
+  CHECK_THAT(errorOf([&] { s.duration("huge", 1s); }),
+             Catch::Contains("svc.huge: expected a duration from 0ms to 1d"));
+  CHECK_THAT(errorOf([&] { s.duration("big", 1s); }), Catch::Contains("svc.big: expected"));
+  CHECK(s.duration("ok", 1s) == 2h);
+  CHECK_THAT(errorOf([&] { s.duration("ok", 1s, 0ms, 1h); }),
+             Catch::Contains("expected a duration from 0ms to 1h"));
+}
+
+TEST_CASE("every service takes the host's limits; anything else is named", "[config]") {
+  auto config = rpc::MeshConfig::parse(
+      "[svc]\nmax_in_flight = 5\nretry_window_max_bytes = 65536\nmax_inflight = 5\n", "mesh.toml");
+  auto s = config.section("svc");
+  CHECK_THAT(errorOf([&] { s.rejectUnknown({"own"}, rpc::kHostKeys); }),
+             Catch::Contains("svc.max_inflight: unknown key") && Catch::Contains("max_in_flight"));
+  rpc::CommonFlags flags;
+  auto o = rpc::hostOptionsFrom(config, "svc", flags, "tcp://127.0.0.1:0");
+  CHECK(o.server.maxInFlight == 5);
+  CHECK(o.server.retryWindowMaxBytes == 65536);
+  auto bad = rpc::MeshConfig::parse("[svc]\nmax_deadline = \"1s\"\ndefault_deadline = \"2s\"\n",
+                                    "mesh.toml");
+  CHECK_THAT(errorOf([&] { rpc::hostOptionsFrom(bad, "svc", flags, "tcp://127.0.0.1:0"); }),
+             Catch::Contains("svc.default_deadline: expected a duration from 1ms to 1s"));
 }

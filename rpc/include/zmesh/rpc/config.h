@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -49,7 +50,9 @@ class ConfigSection {
   // The keys of this table, in file order.
   std::vector<std::string> keys() const;
   // Throws for any key not in `known` (a typo must not silently fall back).
-  void rejectUnknown(std::initializer_list<std::string_view> known) const;
+  // Fails naming the first key that is in neither list.
+  void rejectUnknown(std::initializer_list<std::string_view> known,
+                     std::span<const std::string_view> alsoKnown = {}) const;
   const std::string& name() const { return name_; }
   [[noreturn]] void fail(std::string_view key, std::string_view reason) const;
 

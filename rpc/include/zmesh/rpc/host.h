@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 #include <zmq.hpp>
@@ -42,6 +43,22 @@ struct HostOptions {
   std::string brokerXsub;                                     // empty: no events
   std::vector<std::pair<std::string, std::string>> settings;  // shown by Admin.info
 };
+
+// The limits hostOptionsFrom reads from every service's section (besides
+// "endpoint", which the broker calls "admin"), so a service's rejectUnknown
+// need not repeat them.
+inline constexpr std::string_view kHostKeys[] = {"max_request_bytes",
+                                                 "max_deadline",
+                                                 "default_deadline",
+                                                 "max_in_flight",
+                                                 "retry_window",
+                                                 "retry_window_max_entries",
+                                                 "retry_window_max_bytes",
+                                                 "peer_queue_max",
+                                                 "peer_queue_max_bytes",
+                                                 "stop_grace",
+                                                 "send_hwm",
+                                                 "recv_hwm"};
 
 // Reads the parts of HostOptions the mesh file holds for `service`
 // (<service>.endpoint, limits; broker.xsub), with flags applied on top.
