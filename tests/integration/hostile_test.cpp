@@ -2,7 +2,10 @@
 // gateway as real processes on free loopback ports, sent crafted frames on
 // every socket they listen on; each must go on serving.
 #include <catch2/catch.hpp>
+#include <cstdlib>
 #include <fstream>
+#include <iostream>
+#include <random>
 #include <thread>
 #include <zmq_addon.hpp>
 
@@ -136,4 +139,104 @@ TEST_CASE("a hostile publisher cannot end the gateway's event streams", "[hostil
   HttpClient http(mesh.port);
   CHECK(http.get("/healthz").status == 200);
   CHECK(mesh.gatewayProcess->running());
+}
+
+namespace {
+
+// Resident memory of a process, in KiB (0 when it is gone).
+int64_t residentKiB(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6));
+  return 0;
+}
+
+}  // namespace
+
+// Valid calls mixed with crafted and random frames on every socket, for
+// ZMESH_SOAK_SECONDS (default 20): every process stays up, every valid call is
+// answered, and each process's resident memory stays under the bound below.
+TEST_CASE("soak: valid calls among crafted and random frames, memory bounded", "[hostile][soak]") {
+#ifdef ZMESH_SANITIZED
+  const int64_t kBoundKiB = 1024 * 1024;  // ASan's quarantine alone may hold 256 MiB
+#else
+  const int64_t kBoundKiB = 128 * 1024;
+#endif
+  const char* env = std::getenv("ZMESH_SOAK_SECONDS");
+  const auto duration = std::chrono::seconds(env ? std::atoi(env) : 20);
+  HostileMesh mesh;
+  zmq::context_t context;
+  Mesh client(mesh.path);
+  auto idgen = client.idgen();
+  HttpClient http(mesh.port);
+  std::vector<zmq::socket_t> dealers;
+  for (auto& endpoint : {mesh.brokerAdmin, mesh.idgen, mesh.gatewayAdmin}) {
+    dealers.emplace_back(context, zmq::socket_type::dealer);
+    dealers.back().set(zmq::sockopt::linger, 0);
+    dealers.back().set(zmq::sockopt::sndtimeo, 100);
+    dealers.back().set(zmq::sockopt::rcvhwm, 100);  // replies to garbage pile up unread: dropped
+    dealers.back().connect(endpoint);
+  }
+  crafted::RawPublisher pub(context, mesh.xsub);
+  rpc::wire::RequestHeader h;
+  h.interfaceId = capnp::typeId<idl::IdGen>();
+  h.methodId = rpc::methodOrdinal(capnp::Schema::from<idl::IdGen>(), "next");
+  h.budgetMs = 1000;
+  auto header = rpc::wire::encodeRequest(h, zmq::message_t());
+  std::mt19937_64 random(42);
+  auto randomBytes = [&](size_t max) {
+    crafted::Bytes b(random() % max);
+    for (auto& c : b) c = static_cast<uint8_t>(random());
+    return b;
+  };
+  const std::vector<pid_t> pids{mesh.brokerProcess->pid(), mesh.idgenProcess->pid(),
+                                mesh.gatewayProcess->pid()};
+  std::vector<int64_t> peak(pids.size(), 0);
+  uint64_t valid = 0, rounds = 0;
+  auto end = std::chrono::steady_clock::now() + duration;
+  while (std::chrono::steady_clock::now() < end) {
+    ++rounds;
+    for (auto& dealer : dealers) {
+      std::vector<zmq::message_t> frames;
+      frames.push_back(crafted::frame(crafted::listAsRoot()));
+      frames.push_back(damagedNext(crafted::kAllDamage[random() % std::size(crafted::kAllDamage)]));
+      frames.back() = crafted::frame(crafted::bytesOf(frames.back()), &header);
+      frames.push_back(crafted::frame(randomBytes(300)));
+      frames.push_back(crafted::frame(randomBytes(300), &header));
+      for (auto& f : frames) (void)dealer.send(f, zmq::send_flags::dontwait);
+      zmq::message_t drop;
+      while (dealer.recv(drop, zmq::recv_flags::dontwait)) {
+      }
+    }
+    pub.send("idgen.block", crafted::frame(randomBytes(200)));
+    pub.send("idgen.block", crafted::frame(crafted::listAsRoot()));
+    // Valid calls, through the client and the gateway: every one answered.
+    REQUIRE(idgen.next("soak", 1).count == 1);
+    auto r = http.post("/v1/ids/soak");
+    REQUIRE(r.status == 200);
+    valid += 2;
+    if (rounds % 50 == 0) {
+      HttpClient garbage(mesh.port, 2s);
+      auto bytes = randomBytes(400);
+      try {
+        (void)garbage.raw(std::string(bytes.begin(), bytes.end()) + "\r\n\r\n");
+      } catch (const std::exception&) {  // closed without an answer: fine
+      }
+      for (size_t i = 0; i < pids.size(); ++i) peak[i] = std::max(peak[i], residentKiB(pids[i]));
+    }
+  }
+  INFO(rounds << " rounds, " << valid << " valid calls");
+  std::cout << "soak: " << rounds << " rounds, " << valid << " valid calls answered; peak resident"
+            << " KiB broker/idgen/gateway:";
+  CHECK(mesh.brokerProcess->running());
+  CHECK(mesh.idgenProcess->running());
+  CHECK(mesh.gatewayProcess->running());
+  for (size_t i = 0; i < pids.size(); ++i) {
+    peak[i] = std::max(peak[i], residentKiB(pids[i]));
+    std::cout << ' ' << peak[i] << (i + 1 == pids.size() ? "\n" : "");
+    INFO("process " << i << " peak resident " << peak[i] << " KiB");
+    CHECK(peak[i] > 0);
+    CHECK(peak[i] < kBoundKiB);
+  }
 }
