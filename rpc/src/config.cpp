@@ -3,13 +3,24 @@
 #include <toml++/toml.h>
 
 #include <charconv>
+#include <filesystem>
 #include <optional>
 #include <sstream>
 
 namespace zmesh::rpc {
 
-ConfigSection::ConfigSection(std::string source, std::string name, const toml::table* table)
-    : source_(std::move(source)), name_(std::move(name)), table_(table) {}
+ConfigSection::ConfigSection(std::string source, std::string name, const toml::table* table,
+                             std::string baseDir)
+    : source_(std::move(source)),
+      name_(std::move(name)),
+      table_(table),
+      baseDir_(std::move(baseDir)) {}
+
+std::string ConfigSection::path(std::string_view key, std::string fallback) const {
+  auto value = string(key, std::move(fallback));
+  if (value.empty() || baseDir_.empty()) return value;
+  return (std::filesystem::path(baseDir_) / value).lexically_normal();  // absolute stays
+}
 
 void ConfigSection::fail(std::string_view key, std::string_view reason) const {
   throw ConfigError(source_ + ": " + name_ + "." + std::string(key) + ": " + std::string(reason));
@@ -98,7 +109,7 @@ ConfigSection ConfigSection::child(std::string_view key) const {
   if (!has(key)) return ConfigSection(source_, name_ + "." + std::string(key), nullptr);
   auto* node = table_->get(key);
   if (!node->is_table()) fail(key, "expected a table, got " + describe(*node));
-  return ConfigSection(source_, name_ + "." + std::string(key), node->as_table());
+  return ConfigSection(source_, name_ + "." + std::string(key), node->as_table(), baseDir_);
 }
 
 std::vector<std::string> ConfigSection::keys() const {
@@ -132,6 +143,7 @@ MeshConfig::~MeshConfig() = default;
 MeshConfig MeshConfig::load(const std::string& path) {
   MeshConfig config;
   config.source_ = path;
+  config.baseDir_ = std::filesystem::absolute(path).parent_path();
   try {
     config.root_ = std::make_unique<toml::table>(toml::parse_file(path));
   } catch (const toml::parse_error& e) {
@@ -165,7 +177,7 @@ ConfigSection MeshConfig::section(std::string_view name) const {
   if (node && !node->is_table())
     throw ConfigError(source_ + ": " + std::string(name) + ": expected a table [" +
                       std::string(name) + "]");
-  return ConfigSection(source_, std::string(name), node ? node->as_table() : nullptr);
+  return ConfigSection(source_, std::string(name), node ? node->as_table() : nullptr, baseDir_);
 }
 
 std::optional<std::chrono::milliseconds> parseDuration(std::string_view text) {

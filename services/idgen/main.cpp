@@ -46,7 +46,7 @@ int main(int argc, char** argv) {
                      "epoch_warn_days", "rewrite_after_bytes"},
                     rpc::kHostKeys);
     idgen::IdGenOptions options;
-    options.dataDir = memory ? "" : dataDir.value_or(s.string("data_dir", "var/idgen"));
+    options.dataDir = memory ? "" : dataDir.value_or(s.path("data_dir", "var/idgen"));
     try {
       options.fsync = storage::parseFsyncPolicy(fsync.value_or(s.string("fsync", "everysec")));
     } catch (const std::invalid_argument& e) {

@@ -32,11 +32,6 @@ int64_t unixMs() {
       .count();
 }
 
-// `path` as written in the mesh file, relative to the file's directory.
-std::string resolve(const fs::path& base, const std::string& path) {
-  return (base / path).lexically_normal();  // an absolute `path` replaces `base`
-}
-
 std::string findBinary(const std::string& name) {
   std::error_code ec;
   auto self = fs::read_symlink("/proc/self/exe", ec);
@@ -75,8 +70,8 @@ SupervisorOptions supervisorOptionsFrom(const rpc::MeshConfig& config,
   auto absolute = fs::absolute(configPath).lexically_normal();
   o.configPath = absolute;
   o.baseDir = absolute.parent_path();
-  o.runDir = resolve(o.baseDir, s.string("run_dir", "var"));
-  o.logDir = resolve(o.baseDir, s.string("log_dir", "var/log"));
+  o.runDir = s.path("run_dir", "var");
+  o.logDir = s.path("log_dir", "var/log");
   o.restartBackoff = s.duration("restart_backoff", o.restartBackoff);
   o.stopGrace = s.duration("stop_grace", o.stopGrace);
   o.healthTimeout = s.duration("health_timeout", o.healthTimeout);

@@ -316,3 +316,20 @@ TEST_CASE("every service takes the host's limits; anything else is named", "[con
   CHECK_THAT(errorOf([&] { rpc::hostOptionsFrom(bad, "svc", flags, "tcp://127.0.0.1:0"); }),
              Catch::Contains("svc.default_deadline: expected a duration from 1ms to 1s"));
 }
+
+TEST_CASE("paths in a mesh file are relative to its directory", "[config]") {
+  char dirTemplate[] = "/tmp/zmesh-config-XXXXXX";
+  REQUIRE(::mkdtemp(dirTemplate) != nullptr);
+  std::string dir = dirTemplate;
+  std::ofstream(dir + "/mesh.toml") << "[svc]\ndata = \"var/svc\"\nabs = \"/srv/x\"\n";
+  auto config = MeshConfig::load(dir + "/mesh.toml");
+  auto s = config.section("svc");
+  CHECK(s.path("data", "") == dir + "/var/svc");
+  CHECK(s.path("abs", "") == "/srv/x");
+  CHECK(s.path("missing", "var/default") == dir + "/var/default");
+  // Text that is no file has no directory: relative stays relative.
+  CHECK(MeshConfig::parse("[svc]\ndata = \"var/svc\"\n", "text").section("svc").path("data", "") ==
+        "var/svc");
+  std::remove((dir + "/mesh.toml").c_str());
+  ::rmdir(dir.c_str());
+}

@@ -30,7 +30,9 @@ class ConfigError : public std::runtime_error {
 // One [section] of the mesh file. A missing section reads as empty.
 class ConfigSection {
  public:
-  ConfigSection(std::string source, std::string name, const toml::table* table);
+  // `baseDir`: where relative paths in it start (the mesh file's directory).
+  ConfigSection(std::string source, std::string name, const toml::table* table,
+                std::string baseDir = {});
 
   std::string string(std::string_view key, std::string fallback) const;
   int64_t integer(std::string_view key, int64_t fallback, int64_t min, int64_t max) const;
@@ -43,6 +45,9 @@ class ConfigSection {
                                      std::chrono::milliseconds min = std::chrono::milliseconds(0),
                                      std::chrono::milliseconds max = std::chrono::hours(24)) const;
   std::vector<std::string> strings(std::string_view key) const;
+  // A string naming a file or directory; relative to the mesh file's directory
+  // (not the process's), so every process reading the file means the same place.
+  std::string path(std::string_view key, std::string fallback) const;
   bool has(std::string_view key) const;
   bool present() const { return table_ != nullptr; }
   // A nested table ([gateway.tokens] under [gateway]), named "<this>.<key>" in errors.
@@ -60,6 +65,7 @@ class ConfigSection {
   std::string source_;
   std::string name_;
   const toml::table* table_;
+  std::string baseDir_;
 };
 
 class MeshConfig {
@@ -77,6 +83,7 @@ class MeshConfig {
  private:
   MeshConfig();
   std::string source_;
+  std::string baseDir_;  // the file's directory, absolute; empty for parsed text
   std::unique_ptr<toml::table> root_;
 };
 
