@@ -9,6 +9,7 @@
 #include "routes/routes.h"
 #include "session.h"
 #include "zmesh/client.h"
+#include "zmesh/rpc/log_limit.h"
 
 namespace zmesh::gateway {
 
@@ -109,9 +110,22 @@ const ServiceTarget* Gateway::service(const std::string& name) const {
 void Gateway::start() {
   accept();
   for (auto& worker : workers_)
-    threads_.emplace_back([w = worker.get()] {
+    threads_.emplace_back([this, w = worker.get()] {
       auto guard = asio::make_work_guard(w->io());
-      w->io().run();
+      // A handler that throws must not end the worker, and with it every
+      // connection it serves: counted, logged (rate-limited), run again.
+      rpc::LogLimiter log;
+      while (true) {
+        try {
+          w->io().run();
+          return;
+        } catch (const std::exception& e) {
+          metrics_.count(Metrics::Limit::kWorkerErrors);
+          if (auto held = log.admit())
+            spdlog::error("gateway worker: a handler failed: {} ({} more like it not logged)",
+                          e.what(), *held);
+        }
+      }
     });
 }
 

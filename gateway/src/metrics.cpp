@@ -259,6 +259,8 @@ std::string Metrics::render(const std::vector<ServiceSample>& services,
              "/metrics and /readyz answers taken from a result under ops_cache_max_age old."},
             {"zmesh_gateway_ops_cache_refreshes_total",
              "Times /metrics or /readyz asked every service again."},
+            {"zmesh_gateway_worker_errors_total",
+             "Exceptions a handler let escape, stopped at its worker thread (which goes on)."},
         }};
     for (size_t i = 0; i < kLimits; ++i) {
       family(out, kLimitText[i].first, "counter", kLimitText[i].second);

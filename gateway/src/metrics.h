@@ -52,8 +52,9 @@ class Metrics {
     kSseReplayTruncated,  // sse_replay_truncated: a resume cut at sse_replay_max_bytes
     kOpsCacheHits,        // ops_cache_hits: /metrics or /readyz answered from the cache
     kOpsCacheRefreshes,   // ops_cache_refreshes: the services asked again
+    kWorkerErrors,        // worker_errors: a handler threw; its worker went on
   };
-  static constexpr size_t kLimits = 7;
+  static constexpr size_t kLimits = 8;
 
   // HTTP methods become labels from a closed set: the methods of RFC 9110 and
   // PATCH by name, anything else (an invented method) "OTHER".

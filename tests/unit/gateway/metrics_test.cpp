@@ -91,6 +91,10 @@ const char* const kLimitsZero =
     "again.\n"
     "# TYPE zmesh_gateway_ops_cache_refreshes_total counter\n"
     "zmesh_gateway_ops_cache_refreshes_total 0\n"
+    "# HELP zmesh_gateway_worker_errors_total Exceptions a handler let escape, stopped at its "
+    "worker thread (which goes on).\n"
+    "# TYPE zmesh_gateway_worker_errors_total counter\n"
+    "zmesh_gateway_worker_errors_total 0\n"
     "# HELP zmesh_gateway_idempotency_entries Idempotency-Key answers kept (and requests running "
     "with a key).\n"
     "# TYPE zmesh_gateway_idempotency_entries gauge\n"
@@ -547,6 +551,7 @@ TEST_CASE("Metrics: the limits' counters and gauges", "[metrics]") {
   metrics.count(Metrics::Limit::kSseReplayTruncated, 5);
   metrics.count(Metrics::Limit::kOpsCacheHits, 6);
   metrics.count(Metrics::Limit::kOpsCacheRefreshes, 7);
+  metrics.count(Metrics::Limit::kWorkerErrors, 12);
   metrics.setIdempotency({8, 9, 10, 11});
   CHECK(value("zmesh_gateway_connections_refused_total") == "1");
   CHECK(value("zmesh_gateway_header_timeouts_total") == "2");
@@ -555,6 +560,7 @@ TEST_CASE("Metrics: the limits' counters and gauges", "[metrics]") {
   CHECK(value("zmesh_gateway_sse_replay_truncated_total") == "5");
   CHECK(value("zmesh_gateway_ops_cache_hits_total") == "6");
   CHECK(value("zmesh_gateway_ops_cache_refreshes_total") == "7");
+  CHECK(value("zmesh_gateway_worker_errors_total") == "12");
   CHECK(value("zmesh_gateway_idempotency_entries") == "8");
   CHECK(value("zmesh_gateway_idempotency_bytes") == "9");
   CHECK(value("zmesh_gateway_idempotency_evictions_total") == "10");
