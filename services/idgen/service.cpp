@@ -90,6 +90,8 @@ IdGenService::IdGenService(rpc::Server& server, rpc::Publisher* publisher, stora
       add("journal.batches", j.batches);
       add("journal.max_batch", j.maxBatch);
       add("journal.rewrites", j.rewrites);
+      add("journal.queued_records", j.queuedRecords);
+      add("journal.queued_bytes", j.queuedBytes);
       add("journal.log_bytes", journal_->logBytes());
     }
   });

@@ -220,6 +220,8 @@ struct Journal::Impl {
   std::atomic<bool> failed{false};
   std::atomic<uint64_t> logBytes{kLogHeaderSize};
   std::atomic<uint64_t> appends{0}, syncs{0}, bytes{0}, batches{0}, maxBatch{0}, rewrites{0};
+  // What waits for the helper (set under mu, read anywhere).
+  std::atomic<uint64_t> queuedRecords{0}, queuedBytes{0};
 
   // Helper thread only (the constructor's thread before the helper starts).
   std::unique_ptr<WritableFile> log;
@@ -266,6 +268,8 @@ struct Journal::Impl {
           }
         }
         work.swap(queue);
+        queuedRecords.store(0, std::memory_order_relaxed);
+        queuedBytes.store(0, std::memory_order_relaxed);
         stop = stopping;  // close() takes no more work, so `work` is the last of it
       }
       try {
@@ -407,6 +411,8 @@ struct Journal::Impl {
       // After a fatal error nothing is durable any more; `item.done` is
       // destroyed here, on the owner's thread, without running.
       if (failed.load()) return;
+      queuedRecords.fetch_add(1, std::memory_order_relaxed);
+      queuedBytes.fetch_add(item.payload.size(), std::memory_order_relaxed);
       queue.push_back(std::move(item));
     }
     cv.notify_one();
@@ -472,6 +478,8 @@ JournalStats Journal::stats() const {
   s.batches = i.batches.load(std::memory_order_relaxed);
   s.maxBatch = i.maxBatch.load(std::memory_order_relaxed);
   s.rewrites = i.rewrites.load(std::memory_order_relaxed);
+  s.queuedRecords = i.queuedRecords.load(std::memory_order_relaxed);
+  s.queuedBytes = i.queuedBytes.load(std::memory_order_relaxed);
   return s;
 }
 

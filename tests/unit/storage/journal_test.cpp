@@ -258,9 +258,14 @@ TEST_CASE("journal: group commit writes and fsyncs queued appends together", "[j
     std::unique_lock lk(m);
     REQUIRE(cv.wait_for(lk, std::chrono::seconds(20), [&] { return entered; }));
   }
+  uint64_t queuedBytes = 0;
   for (int i = 1; i < 100; ++i) {
     j.append("r" + std::to_string(i), Durability::policy, [&order, i] { order.push_back(i); });
+    queuedBytes += ("r" + std::to_string(i)).size();
   }
+  // The helper is held: what waits for it is visible to a caller deciding to refuse work.
+  CHECK(j.stats().queuedRecords == 99);
+  CHECK(j.stats().queuedBytes == queuedBytes);
   {
     std::lock_guard lk(m);
     released = true;
@@ -268,6 +273,8 @@ TEST_CASE("journal: group commit writes and fsyncs queued appends together", "[j
   cv.notify_all();
   REQUIRE(h.loop.runUntil([&] { return order.size() == 100; }));
   for (int i = 0; i < 100; ++i) REQUIRE(order[static_cast<size_t>(i)] == i);
+  CHECK(j.stats().queuedRecords == 0);
+  CHECK(j.stats().queuedBytes == 0);
 
   const JournalStats s = j.stats();
   CHECK(s.appends == 100);

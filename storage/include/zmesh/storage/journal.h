@@ -70,6 +70,10 @@ struct JournalStats {
   uint64_t batches = 0;   // writes to the log (one per group of queued records)
   uint64_t maxBatch = 0;  // most records in one batch
   uint64_t rewrites = 0;  // snapshots completed
+  // Waiting for the helper thread now: a caller can refuse work when the disk
+  // falls behind instead of queueing without bound.
+  uint64_t queuedRecords = 0;
+  uint64_t queuedBytes = 0;
 };
 
 class Journal {
