@@ -1,7 +1,8 @@
-// A mesh file from arbitrary bytes, read as every service reads its section:
+// A mesh file from arbitrary bytes, read as every service (and the gateway) reads it:
 // a bad file is a ConfigError naming the key, never a crash.
 #include <string>
 
+#include "gateway_config.h"
 #include "zmesh/rpc/config.h"
 #include "zmesh/rpc/host.h"
 
@@ -10,6 +11,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
     auto config =
         rpc::MeshConfig::parse(std::string(reinterpret_cast<const char*>(data), size), "fuzz.toml");
+    try {
+      (void)gateway::gatewayConfigFrom(config);
+    } catch (const rpc::ConfigError&) {
+    }
     rpc::CommonFlags flags;
     for (const char* service : {"idgen", "broker", "testsvc"}) {
       try {

@@ -240,6 +240,38 @@ void journalSeeds() {
   write("journal", "snapshot-and-log", both);
 }
 
+void httpSeeds() {
+  auto put = [](const std::string& name, const std::string& text) { write("http", name, text); };
+  put("healthz", "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+  put("ids",
+      "POST /v1/ids/orders?count=3 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+      "fuzz-token\r\nContent-Length: 0\r\n\r\n");
+  put("ids-idempotent",
+      "POST /v1/ids/orders HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+      "fuzz-token\r\nIdempotency-Key: k1\r\nContent-Length: 0\r\n\r\n");
+  put("decode",
+      "GET /v1/snowflake/251626037446709248 HTTP/1.1\r\nHost: x\r\nAuthorization: "
+      "Bearer fuzz-token\r\n\r\n");
+  put("events",
+      "GET /v1/events?topic=idgen.&access_token=fuzz-token HTTP/1.1\r\nHost: "
+      "x\r\nLast-Event-ID: 5-abc\r\n\r\n");
+  put("pipelined",
+      "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /readyz HTTP/1.1\r\nHost: "
+      "x\r\n\r\nGET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+  put("invented-method", "BREW /v1/ids/x HTTP/1.1\r\nHost: x\r\n\r\n");
+  put("long-uri", "GET /" + std::string(3000, 'a') + " HTTP/1.1\r\nHost: x\r\n\r\n");
+  put("long-header", "GET / HTTP/1.1\r\nX: " + std::string(3000, 'b') + "\r\n\r\n");
+  put("bad-length", "POST /v1/ids/x HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n");
+  put("two-lengths", "POST /v1/ids/x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab");
+  put("chunked",
+      "POST /v1/ids/x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\nab\r\n0\r\n\r\n");
+  put("big-body",
+      "POST /v1/ids/x HTTP/1.1\r\nContent-Length: 9000\r\n\r\n" + std::string(9000, 'c'));
+  put("bad-version", "GET / HTTP/9.9\r\n\r\n");
+  put("percent", "GET /v1/ids/%ZZ%00?count=%FF HTTP/1.1\r\nHost: x\r\n\r\n");
+  put("bad-token", "POST /v1/ids/x HTTP/1.1\r\nAuthorization: Bearer \x01\xff\r\n\r\n");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -253,5 +285,6 @@ int main(int argc, char** argv) {
   eventSeeds();
   configSeeds(argv[2]);
   journalSeeds();
+  httpSeeds();
   return 0;
 }

@@ -818,7 +818,8 @@ TEST_CASE("gateway: EMFILE at accept backs off instead of spinning, and recovers
     }
     if (!served) std::this_thread::sleep_for(100ms);
   }
-  CHECK(served);
+  INFO("gateway log:\n" << readText(mesh.dir.path() + "/gateway.log"));
+  REQUIRE(served);
   auto errors = metricNumber(mesh.port, "zmesh_gateway_accept_errors_total");
   CHECK(errors >= 1);
   CHECK(errors < 30);  // 10 ms doubling to 1 s: about 9 in 2.3 s

@@ -63,8 +63,10 @@ TEST_CASE("the 16-byte frame and its kin, sent to every service, leave each one 
           "[hostile][crafted]") {
   HostileMesh mesh;
   zmq::context_t context;
+  // Kept open to the end: a closed socket (linger 0) may drop what it has not sent yet.
+  std::vector<zmq::socket_t> dealers;
   for (auto& endpoint : {mesh.brokerAdmin, mesh.idgen, mesh.gatewayAdmin}) {
-    zmq::socket_t dealer(context, zmq::socket_type::dealer);
+    auto& dealer = dealers.emplace_back(context, zmq::socket_type::dealer);
     dealer.set(zmq::sockopt::linger, 0);
     dealer.connect(endpoint);
     dealer.send(crafted::frame(crafted::listAsRoot()), zmq::send_flags::none);
@@ -95,11 +97,17 @@ TEST_CASE("the 16-byte frame and its kin, sent to every service, leave each one 
   CHECK(mesh.brokerProcess->running());
   CHECK(mesh.idgenProcess->running());
   CHECK(mesh.gatewayProcess->running());
-  // idgen answered the bad params by name, and counted them.
-  int64_t invalid = 0;
-  for (auto& [name, value] : client.admin("idgen").stats())
-    if (name == "rpc.invalid_params") invalid = value;
-  CHECK(invalid == 7);  // every damage kind and the list root, answered by name
+  // idgen answered the bad params by name, and counted them (the frames may
+  // still be on their way: a slow build takes a moment).
+  auto invalid = [&] {
+    for (auto& [name, value] : client.admin("idgen").stats())
+      if (name == "rpc.invalid_params") return value;
+    return int64_t{-1};
+  };
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (invalid() < 7 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(20ms);
+  CHECK(invalid() == 7);  // every damage kind and the list root, answered by name
 }
 
 TEST_CASE("a hostile publisher cannot end the gateway's event streams", "[hostile][crafted]") {
