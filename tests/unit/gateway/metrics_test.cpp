@@ -299,7 +299,7 @@ zmesh_service_counter{service="idgen",name="rpc.calls"} 12
         CHECK(declared.contains(name));
       }
     }
-    CHECK(declared.size() == 23);
+    CHECK(declared.size() == 24);
   }
   SECTION("rendering is deterministic, whatever the order things happened in") {
     CHECK(metrics.render(services, clients) == text);
