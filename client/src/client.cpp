@@ -11,6 +11,7 @@
 #include "zmesh/idl/admin.capnp.h"
 #include "zmesh/idl/common.capnp.h"
 #include "zmesh/idl/idgen.capnp.h"
+#include "zmesh/rpc/barrier.h"
 #include "zmesh/rpc/events.h"
 
 namespace zmesh {
@@ -191,17 +192,14 @@ Subscription Events::subscribe(const std::vector<std::string>& prefixes,
         continue;
       }
       // The subscriber's thread outlives a callback that throws.
-      try {
-        onEvent(*event);
-      } catch (const std::exception& error) {
-        if (auto held = errors.admit())
-          spdlog::error("an event callback failed on {}: {} ({} more like it not logged)", r->topic,
-                        error.what(), *held);
-      } catch (const kj::Exception& error) {
-        if (auto held = errors.admit())
-          spdlog::error("an event callback failed on {}: {} ({} more like it not logged)", r->topic,
-                        error.getDescription().cStr(), *held);
-      }
+      rpc::barrier([&] { onEvent(*event); },
+                   [&](const char* what) {
+                     if (auto held = errors.admit())
+                       spdlog::error(
+                           "an event callback failed on {}: {} ({} more like it not "
+                           "logged)",
+                           r->topic, what, *held);
+                   });
     }
   });
   return Subscription(std::move(state));

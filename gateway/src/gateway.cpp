@@ -9,6 +9,7 @@
 #include "routes/routes.h"
 #include "session.h"
 #include "zmesh/client.h"
+#include "zmesh/rpc/barrier.h"
 #include "zmesh/rpc/log_limit.h"
 
 namespace zmesh::gateway {
@@ -115,17 +116,18 @@ void Gateway::start() {
       // A handler that throws must not end the worker, and with it every
       // connection it serves: counted, logged (rate-limited), run again.
       rpc::LogLimiter log;
-      while (true) {
-        try {
-          w->io().run();
-          return;
-        } catch (const std::exception& e) {
-          metrics_.count(Metrics::Limit::kWorkerErrors);
-          if (auto held = log.admit())
-            spdlog::error("gateway worker: a handler failed: {} ({} more like it not logged)",
-                          e.what(), *held);
-        }
-      }
+      for (bool stopped = false; !stopped;)
+        rpc::barrier(
+            [&] {
+              w->io().run();
+              stopped = true;
+            },
+            [&](const char* what) {
+              metrics_.count(Metrics::Limit::kWorkerErrors);
+              if (auto held = log.admit())
+                spdlog::error("gateway worker: a handler failed: {} ({} more like it not logged)",
+                              what, *held);
+            });
     });
 }
 

@@ -15,6 +15,7 @@
 
 #include "wire.h"
 #include "zmesh/idl/common.capnp.h"
+#include "zmesh/rpc/barrier.h"
 #include "zmesh/rpc/poll.h"
 
 namespace zmesh::rpc {
@@ -195,19 +196,13 @@ void Connection::finish(Calls::iterator it, Reply reply) {
 }
 
 void Connection::deliver(ReplyCallback& done, Reply reply) {
-  auto caught = [&](const char* what) {
-    ++counters_.callbackErrors;
-    if (auto held = callbackLog_.admit())
-      spdlog::error("a reply callback for {} failed: {} ({} more like it not logged)", endpoint_,
-                    what, *held);
-  };
-  try {
-    done(std::move(reply));
-  } catch (const kj::Exception& e) {
-    caught(e.getDescription().cStr());
-  } catch (const std::exception& e) {
-    caught(e.what());
-  }
+  barrier([&] { done(std::move(reply)); },
+          [&](const char* what) {
+            ++counters_.callbackErrors;
+            if (auto held = callbackLog_.admit())
+              spdlog::error("a reply callback for {} failed: {} ({} more like it not logged)",
+                            endpoint_, what, *held);
+          });
 }
 
 std::vector<zmq::pollitem_t> Connection::pollItems() {
@@ -469,17 +464,10 @@ void ClientThread::run() {
     for (auto& c : connections) c->process();
   };
   while (!stopping) {
-    auto caught = [&](const char* what) {
+    barrier(turn, [&](const char* what) {
       if (auto held = errors.admit())
         spdlog::error("client thread: {} ({} more like it not logged)", what, *held);
-    };
-    try {
-      turn();
-    } catch (const kj::Exception& e) {
-      caught(e.getDescription().cStr());
-    } catch (const std::exception& e) {
-      caught(e.what());
-    }
+    });
   }
   connections.clear();  // fails what is still in flight
 }

@@ -15,6 +15,7 @@
 
 #include "wire.h"
 #include "zmesh/idl/common.capnp.h"
+#include "zmesh/rpc/barrier.h"
 #include "zmesh/rpc/frame.h"
 #include "zmesh/rpc/log_limit.h"
 #include "zmesh/rpc/poll.h"
@@ -203,29 +204,19 @@ struct Server::Impl {
       frames.clear();
       if (!zmq::recv_multipart(router, std::back_inserter(frames), zmq::recv_flags::dontwait))
         return;
-      barrier("request", [&] { handle(frames); });
+      rpc::barrier([&] { handle(frames); }, [&](const char* what) { caught("request", what); });
     }
     // Level-triggered poll would tell us too, but this keeps timers fair under load.
     moreToRead = true;
   }
 
-  // What no message may do is stop the loop: whatever escapes `fn` is counted
-  // and logged (rate-limited), and the loop goes on.
-  template <typename Fn>
-  void barrier(const char* what, Fn&& fn) {
-    auto caught = [&](const char* description) {
-      ++self.counters_.barrierCaught;
-      if (auto held = barrierLog.admit())
-        spdlog::error("{}: {} failed: {} ({} more like it not logged)", self.options_.name, what,
-                      description, *held);
-    };
-    try {
-      fn();
-    } catch (const kj::Exception& e) {
-      caught(e.getDescription().cStr());
-    } catch (const std::exception& e) {
-      caught(e.what());
-    }
+  // What no message may do is stop the loop: what escapes one is counted and
+  // logged (rate-limited), and the loop goes on.
+  void caught(const char* stage, const char* what) {
+    ++self.counters_.barrierCaught;
+    if (auto held = barrierLog.admit())
+      spdlog::error("{}: {} failed: {} ({} more like it not logged)", self.options_.name, stage,
+                    what, *held);
   }
 
   void handle(std::vector<zmq::message_t>& frames) {

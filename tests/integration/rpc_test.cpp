@@ -17,6 +17,7 @@
 #include <random>
 #include <set>
 #include <thread>
+#include <tuple>
 #include <zmq_addon.hpp>
 
 #include "crafted.h"
@@ -51,6 +52,27 @@ struct TestServer {
   std::string endpoint = tcpEndpoint(port);
   std::vector<std::string> extra;
   std::optional<Process> process;
+};
+
+// A test service whose [testsvc] section is `section` (in a mesh file of its
+// own), and a channel to it.
+struct ConfiguredServer {
+  explicit ConfiguredServer(const std::string& section)
+      : config(writeConfig(dir, section)), server({"--config", config}) {}
+  static std::string writeConfig(const TempDir& dir, const std::string& section) {
+    std::string path = dir.path() + "/mesh.toml";
+    std::ofstream(path) << "[testsvc]\n" << section;
+    return path;
+  }
+  TempDir dir;
+  std::string config;
+  TestServer server;
+  zmq::context_t context;
+  rpc::ClientThread client{context};
+  rpc::Channel channel = client.channel(server.endpoint);
+  std::tuple<TestServer&, zmq::context_t&, rpc::Channel&> parts() {
+    return {server, context, channel};
+  }
 };
 
 template <typename Params, typename Fill>
@@ -936,13 +958,8 @@ TEST_CASE("while stopping, new calls are refused and in-flight ones finish", "[r
 }
 
 TEST_CASE("a stop whose grace runs out answers what is left UNAVAILABLE", "[rpc][stop]") {
-  TempDir dir;
-  std::string config = dir.path() + "/mesh.toml";
-  std::ofstream(config) << "[testsvc]\nstop_grace = \"300ms\"\n";
-  TestServer server({"--config", config});
-  zmq::context_t context;
-  rpc::ClientThread client(context);
-  auto channel = client.channel(server.endpoint);
+  ConfiguredServer configured("stop_grace = \"300ms\"\n");
+  auto [server, context, channel] = configured.parts();
   auto call = channel.call(kTest, method("sleep"), sleepParams(8000), timeout(9s));
   auto parked =
       channel.call(kTest, method("park"),
@@ -1023,13 +1040,8 @@ TEST_CASE(
 }
 
 TEST_CASE("calls past max_in_flight answer UNAVAILABLE at once", "[rpc][limits]") {
-  TempDir dir;
-  std::string config = dir.path() + "/mesh.toml";
-  std::ofstream(config) << "[testsvc]\nmax_in_flight = 2\n";
-  TestServer server({"--config", config});
-  zmq::context_t context;
-  rpc::ClientThread client(context);
-  auto channel = client.channel(server.endpoint);
+  ConfiguredServer configured("max_in_flight = 2\n");
+  auto [server, context, channel] = configured.parts();
   auto park = [&](const char* key) {
     return channel.call(kTest, method("park"),
                         params<TestService::ParkParams>([&](auto p) { p.setKey(key); }),
@@ -1058,13 +1070,8 @@ TEST_CASE("calls past max_in_flight answer UNAVAILABLE at once", "[rpc][limits]"
 }
 
 TEST_CASE("a budget over max_deadline is cut to it", "[rpc][limits]") {
-  TempDir dir;
-  std::string config = dir.path() + "/mesh.toml";
-  std::ofstream(config) << "[testsvc]\nmax_deadline = \"200ms\"\n";
-  TestServer server({"--config", config});
-  zmq::context_t context;
-  rpc::ClientThread client(context);
-  auto channel = client.channel(server.endpoint);
+  ConfiguredServer configured("max_deadline = \"200ms\"\n");
+  auto [server, context, channel] = configured.parts();
   // The client would wait 1.5 s; the server gives the call 200 ms and drops it.
   auto r = channel.callSync(kTest, method("sleep"), sleepParams(1000), timeout(1500ms));
   CHECK(r.status.code == StatusCode::DEADLINE_EXCEEDED);
@@ -1075,13 +1082,8 @@ TEST_CASE("a budget over max_deadline is cut to it", "[rpc][limits]") {
 
 TEST_CASE("the retry record is bounded in bytes, and read-only methods are not kept",
           "[rpc][limits][retry]") {
-  TempDir dir;
-  std::string config = dir.path() + "/mesh.toml";
-  std::ofstream(config) << "[testsvc]\nretry_window_max_bytes = 65536\n";
-  TestServer server({"--config", config});
-  zmq::context_t context;
-  rpc::ClientThread client(context);
-  auto channel = client.channel(server.endpoint);
+  ConfiguredServer configured("retry_window_max_bytes = 65536\n");
+  auto [server, context, channel] = configured.parts();
   RawDealer raw(context, server.endpoint);
   for (uint64_t id = 1; id <= 64; ++id) {
     raw.send(requestHeader(id, kTest, method("echo"), 5000, true), echoParams("x", 4096));
