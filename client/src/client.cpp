@@ -171,35 +171,36 @@ Subscription Events::subscribe(const std::vector<std::string>& prefixes,
   Subscription::State* s = state.get();
   state->thread = std::thread([s, subscriber, onEvent = std::move(onEvent)] {
     rpc::LogLimiter errors;
+    auto log = [&](const char* stage, const std::string& topic, const char* what) {
+      if (auto held = errors.admit())
+        spdlog::warn("events: {} on '{}': {} ({} more like it not logged)", stage, topic, what,
+                     *held);
+    };
+    // One event at a time behind a barrier: the thread serves every callback
+    // of the subscription, whatever one event or one callback does.
     while (!s->stop) {
-      auto r = subscriber->receive(100ms);
-      if (!r) continue;
-      auto e = r->event();
+      std::optional<rpc::ReceivedEvent> r;
       std::optional<Event> event;
-      try {
-        event = Event{r->topic,
-                      e.getPublisher().cStr(),
-                      e.getIncarnation(),
-                      e.getSequence(),
-                      e.getWallTimeMs(),
-                      r->missed,
-                      eventBodyJson(e.getBodyType(), e.getBody())};
-      } catch (const rpc::FrameError& error) {
-        subscriber->countMalformed();
-        if (auto held = errors.admit())
-          spdlog::warn("dropped an event on {}: {} ({} more like it not logged)", r->topic,
-                       error.what(), *held);
-        continue;
-      }
-      // The subscriber's thread outlives a callback that throws.
-      rpc::barrier([&] { onEvent(*event); },
-                   [&](const char* what) {
-                     if (auto held = errors.admit())
-                       spdlog::error(
-                           "an event callback failed on {}: {} ({} more like it not "
-                           "logged)",
-                           r->topic, what, *held);
-                   });
+      rpc::barrier(
+          [&] {
+            r = subscriber->receive(100ms);
+            if (!r) return;
+            auto e = r->event();
+            event = Event{r->topic,
+                          e.getPublisher().cStr(),
+                          e.getIncarnation(),
+                          e.getSequence(),
+                          e.getWallTimeMs(),
+                          r->missed,
+                          eventBodyJson(e.getBodyType(), e.getBody())};
+          },
+          [&](const char* what) {  // a body that does not read as its type says
+            subscriber->countMalformed();
+            log("dropped an event", r ? r->topic : std::string(), what);
+          });
+      if (event)
+        rpc::barrier([&] { onEvent(*event); },
+                     [&](const char* what) { log("a callback failed", r->topic, what); });
     }
   });
   return Subscription(std::move(state));

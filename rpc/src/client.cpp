@@ -425,49 +425,77 @@ void ClientThread::submit(Submission submission) {
 }
 
 void ClientThread::run() {
+  // By endpoint index; null where the endpoint could not be connected to (its
+  // calls fail at once with why, the others go on).
   std::vector<std::unique_ptr<Connection>> connections;
-  std::vector<Submission> batch;
+  std::vector<std::string> connectErrors;
   std::vector<zmq::pollitem_t> items;
   LogLimiter errors;
   bool stopping = false;
-  // One turn; what escapes it is logged and the thread goes on: it serves
-  // every Channel of the process.
-  auto turn = [&] {
-    items.clear();
-    items.push_back({nullptr, wakeFd_, ZMQ_POLLIN, 0});
-    std::optional<Clock::time_point> next;
-    for (auto& c : connections) {
-      for (auto& item : c->pollItems()) items.push_back(item);
-      auto t = c->nextTimer();
-      if (t && (!next || *t < *next)) next = t;
+  auto logged = [&](const char* what) {
+    if (auto held = errors.admit())
+      spdlog::error("client thread: {} ({} more like it not logged)", what, *held);
+  };
+  // Each submission on its own: one that cannot be started fails through its
+  // own callback, and never keeps the others (or later ones) waiting.
+  auto start = [&](Submission& s) {
+    Connection* c = connections[s.index].get();
+    if (!c) {
+      s.done(Reply({StatusCode::UNAVAILABLE, connectErrors[s.index]}, std::nullopt));
+      return;
     }
-    long timeout = next ? millisUntil(*next, Clock::now()) : -1;
-    rpc::poll(items.data(), items.size(), std::chrono::milliseconds(timeout));
-
-    if (items[0].revents & ZMQ_POLLIN) {
-      uint64_t n;
-      [[maybe_unused]] auto r = ::read(wakeFd_, &n, sizeof(n));
-      {
-        std::lock_guard lock(mutex_);
-        batch.swap(queue_);
-        stopping = stop_;
-        while (connections.size() < endpoints_.size())
-          connections.push_back(
-              std::make_unique<Connection>(context_, endpoints_[connections.size()], options_));
-      }
-      for (auto& s : batch)
-        connections[s.index]->call(s.interfaceId, s.methodId, std::move(s.params),
-                                   std::move(s.options), std::move(s.done));
-      batch.clear();
-      if (stopping) return;
-    }
-    for (auto& c : connections) c->process();
+    barrier(
+        [&] {
+          c->call(s.interfaceId, s.methodId, std::move(s.params), std::move(s.options),
+                  std::move(s.done));
+        },
+        [&](const char* what) {
+          logged(what);
+          if (s.done) s.done(Reply({StatusCode::INTERNAL, what}, std::nullopt));
+        });
   };
   while (!stopping) {
-    barrier(turn, [&](const char* what) {
-      if (auto held = errors.admit())
-        spdlog::error("client thread: {} ({} more like it not logged)", what, *held);
-    });
+    // One turn behind a barrier: the thread serves every Channel of the process.
+    barrier(
+        [&] {
+          items.clear();
+          items.push_back({nullptr, wakeFd_, ZMQ_POLLIN, 0});
+          std::optional<Clock::time_point> next;
+          for (auto& c : connections) {
+            if (!c) continue;
+            for (auto& item : c->pollItems()) items.push_back(item);
+            auto t = c->nextTimer();
+            if (t && (!next || *t < *next)) next = t;
+          }
+          long timeout = next ? millisUntil(*next, Clock::now()) : -1;
+          rpc::poll(items.data(), items.size(), std::chrono::milliseconds(timeout));
+
+          if (items[0].revents & ZMQ_POLLIN) {
+            uint64_t n;
+            [[maybe_unused]] auto r = ::read(wakeFd_, &n, sizeof(n));
+            std::vector<Submission> batch;
+            {
+              std::lock_guard lock(mutex_);
+              batch.swap(queue_);
+              stopping = stop_;
+              while (connections.size() < endpoints_.size()) {
+                const std::string& endpoint = endpoints_[connections.size()];
+                std::string error;
+                std::unique_ptr<Connection> c;
+                barrier([&] { c = std::make_unique<Connection>(context_, endpoint, options_); },
+                        [&](const char* what) { error = what; });
+                if (!c) logged(error.c_str());
+                connections.push_back(std::move(c));
+                connectErrors.push_back(error);
+              }
+            }
+            for (auto& s : batch) start(s);
+            if (stopping) return;
+          }
+          for (auto& c : connections)
+            if (c) c->process();
+        },
+        logged);
   }
   connections.clear();  // fails what is still in flight
 }

@@ -90,11 +90,17 @@ std::optional<ReceivedEvent> Subscriber::accept(std::vector<zmq::message_t>& fra
     ++received_;
     return r;
   } catch (const FrameError& e) {
-    ++malformed_;
-    if (auto held = malformedLog_.admit())
-      spdlog::warn("dropped an event: {} ({} more like it not logged)", e.what(), *held);
-    return std::nullopt;
+    dropped(e.what());
+  } catch (const kj::Exception& e) {  // a read past the checks (the traversal budget)
+    dropped(e.getDescription().cStr());
   }
+  return std::nullopt;
+}
+
+void Subscriber::dropped(const char* why) {
+  ++malformed_;
+  if (auto held = malformedLog_.admit())
+    spdlog::warn("dropped an event: {} ({} more like it not logged)", why, *held);
 }
 
 void Subscriber::track(ReceivedEvent& r) {

@@ -4,6 +4,7 @@
 
 #include <bit>
 #include <cstring>
+#include <limits>
 #include <new>
 
 namespace zmesh::rpc {
@@ -159,9 +160,12 @@ zmq::message_t toFrame(capnp::MessageBuilder& message) {
 }
 
 FrameMessage emptyMessage() {
-  // One segment of one word holding a null root pointer.
+  // One segment of one word holding a null root pointer. Ours, and read
+  // without end by whoever keeps it (a thread's shared empty reply): no budget.
   static const uint32_t kEmpty[4] = {0, 1, 0, 0};
-  return FrameMessage(kEmpty, sizeof(kEmpty), capnp::ReaderOptions());
+  capnp::ReaderOptions unlimited;
+  unlimited.traversalLimitInWords = std::numeric_limits<uint64_t>::max();
+  return FrameMessage(kEmpty, sizeof(kEmpty), unlimited);
 }
 
 }  // namespace zmesh::rpc

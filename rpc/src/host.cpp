@@ -7,6 +7,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "zmesh/idl/admin.capnp.h"
@@ -104,6 +105,8 @@ HostOptions hostOptionsFrom(const MeshConfig& config, const std::string& service
   srv.maxRequestBytes = s.integer("max_request_bytes", 1 << 20, 64, 256 << 20);
   srv.maxBudgetMs =
       s.duration("max_deadline", milliseconds(srv.maxBudgetMs), milliseconds(1)).count();
+  // The default is cut to the maximum too, or every budgetless call would count as clamped.
+  srv.defaultBudgetMs = std::min(srv.defaultBudgetMs, srv.maxBudgetMs);
   srv.defaultBudgetMs = s.duration("default_deadline", milliseconds(srv.defaultBudgetMs),
                                    milliseconds(1), milliseconds(srv.maxBudgetMs))
                             .count();

@@ -190,7 +190,7 @@ struct Server::Impl {
   std::vector<zmq::pollitem_t> items;
   std::optional<TimePoint> graceDeadline;
   capnp::ReaderOptions paramOptions;
-  LogLimiter barrierLog, malformedLog;
+  LogLimiter barrierLog, malformedLog, internalLog;
   size_t retainedBytes = 0;  // keys and replies held in `retained`
   // Last so that pending tasks go first: they reference everything above.
   kj::TaskSet tasks;
@@ -307,6 +307,13 @@ struct Server::Impl {
 
     auto hook = kj::refcounted<CallHook>(kj::mv(*params));
     if (retryable) retained[key];  // in flight: a resend waits for this reply
+    // Until a reply or a Call takes over the placeholder; a throw before then
+    // must not leave it, or every resend of this id would wait forever.
+    bool placed = retryable;
+    KJ_ON_SCOPE_FAILURE({
+      auto it = placed ? retained.find(key) : retained.end();
+      if (it != retained.end() && !it->second.answered) retained.erase(it);
+    });
     Caller caller{peer, requestId, retryable, deadline, header.traceId};
 
     capnp::Capability::Server* target = method->server;
@@ -328,19 +335,22 @@ struct Server::Impl {
       reply(caller, *hook, status);
       return;
     }
-    // The method would wait: past the bound it is cancelled (as at its deadline)
-    // and answered busy at once, not retained, so a resend after the rush runs.
-    // Calls answered at once are never refused: Admin keeps working under load.
-    if (calls.size() >= self.options_.maxInFlight) {
+    // The method would wait. Past the bound it is cancelled, as at its deadline,
+    // and answered busy at once; not retained (the placeholder goes), so a
+    // resend after the rush runs. Calls that answer at once are never
+    // refused: a release that would free the waiters, and Admin, work under load.
+    if (inFlight() >= self.options_.maxInFlight) {
       result = nullptr;
       if (retryable) retained.erase(key);
+      placed = false;
       return early(
           StatusCode::UNAVAILABLE,
-          self.options_.name + " is busy: " + std::to_string(calls.size()) + " calls in flight",
+          self.options_.name + " is busy: " + std::to_string(inFlight()) + " calls in flight",
           c.busy);
     }
     uint64_t id = ++nextCall;
     Call& call = calls[id];
+    placed = false;  // the call's deadline or reply ends the placeholder from here
     call.peer = kj::mv(peer);
     call.requestId = requestId;
     call.retryable = retryable;
@@ -353,6 +363,9 @@ struct Server::Impl {
                     .eagerlyEvaluate(nullptr);
     deadlines.emplace(deadline, id);
   }
+
+  // Calls whose method has not answered (answered ones wait for the turn's end to go).
+  size_t inFlight() const { return calls.size() - answeredCalls.size(); }
 
   const Method* find(uint64_t interfaceId, uint16_t methodId) const {
     auto it = servers.find(interfaceId);
@@ -385,8 +398,10 @@ struct Server::Impl {
     auto& c = self.counters_;
     if (status.code == StatusCode::INTERNAL) {
       ++c.internalErrors;
-      spdlog::error("{}: internal error (request {}, trace '{}'): {}", self.options_.name,
-                    caller.requestId, caller.traceId, status.message);
+      if (auto held = internalLog.admit())
+        spdlog::error(
+            "{}: internal error (request {}, trace '{}'): {} ({} more like it not logged)",
+            self.options_.name, caller.requestId, caller.traceId, status.message, *held);
     } else if (!status.ok()) {
       ++c.failed;
     }
@@ -673,7 +688,7 @@ Server::Server(zmq::context_t& context, ServerOptions options)
     add("duplicate_replayed", c.duplicateReplayed);
     add("duplicate_in_flight", c.duplicateInFlight);
     add("retained_evicted", c.retainedEvicted);
-    add("retained_entries", impl_->retained.size());
+    add("retained_entries", impl_->retained.size());  // answered, and in flight
     add("retained_bytes", impl_->retainedBytes);
     add("replies_queued", c.repliesQueued);
     add("replies_dropped_deadline", c.repliesDroppedDeadline);
@@ -681,7 +696,7 @@ Server::Server(zmq::context_t& context, ServerOptions options)
     add("replies_unroutable", c.repliesUnroutable);
     add("refused_stopping", c.refusedStopping);
     add("wakeups", c.wakeups);
-    add("in_flight", impl_->calls.size());  // methods that have not answered yet
+    add("in_flight", impl_->inFlight());  // methods that have not answered yet
     add("peer_queues", impl_->peers.size());
     size_t queued = 0;
     for (auto& [peer, q] : impl_->peers) queued += q.bytes;
@@ -759,6 +774,6 @@ void Server::watchSocket(zmq::socket_ref socket, std::function<void()> onReadabl
 
 kj::Timer& Server::timer() { return impl_->timer; }
 
-size_t Server::inFlight() const { return impl_->calls.size(); }
+size_t Server::inFlight() const { return impl_->inFlight(); }
 
 }  // namespace zmesh::rpc

@@ -61,9 +61,8 @@ int main(int argc, char** argv) {
       s.fail("max_block_size", std::to_string(options.book.maxBlockSize) + " is below " +
                                    (blockSize ? "--block-size " : "block_size ") +
                                    std::to_string(options.book.blockSize));
-    // The core's default is fixed blocks; a service grows them unless told not to.
-    options.book.blockDuration =
-        s.duration("block_duration", std::chrono::seconds(1), std::chrono::milliseconds(1));
+    // The core's default is fixed blocks (0); a service grows them unless told not to.
+    options.book.blockDuration = s.duration("block_duration", std::chrono::seconds(1));
     const int64_t fileWorkerId = s.integer("worker_id", 0, 0, idgen::kMaxWorkerId);
     options.snowflake.workerId =
         checkedFlag("--worker-id", workerId, 0, idgen::kMaxWorkerId).value_or(fileWorkerId);

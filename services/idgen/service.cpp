@@ -51,6 +51,9 @@ void readRecord(const std::string& bytes, const char* what, Fn fn) {
     fn(message.root<T>());
   } catch (const rpc::FrameError& e) {
     throw storage::StorageError(std::string("idgen journal: ") + e.what());
+  } catch (const kj::Exception& e) {  // a read past the checks
+    throw storage::StorageError(std::string("idgen journal: ") + what + ": " +
+                                e.getDescription().cStr());
   }
 }
 

@@ -396,6 +396,8 @@ struct Journal::Impl {
         if (item.done) dropped.push_back(std::move(item.done));
       }
       queue.clear();
+      queuedRecords.store(0, std::memory_order_relaxed);
+      queuedBytes.store(0, std::memory_order_relaxed);
     }
     log.reset();  // closes without reporting: the error that matters is `message`
     post([onFatal = onFatal, message = std::move(message), dropped = std::move(dropped)]() mutable {

@@ -1054,7 +1054,7 @@ TEST_CASE("calls past max_in_flight answer UNAVAILABLE at once", "[rpc][limits]"
   CHECK(std::chrono::steady_clock::now() - start < 2s);  // at once, not at the deadline
   CHECK(refused.status.code == StatusCode::UNAVAILABLE);
   CHECK_THAT(refused.status.message, Catch::Contains("busy"));
-  // Answering at once still works, and so do parked calls once there is room.
+  // Answering at once still works (a release that frees the waiters, Admin).
   REQUIRE(echo(channel, "immediate").status.ok());
   for (const char* key : {"a", "b"})
     REQUIRE(channel
@@ -1067,6 +1067,7 @@ TEST_CASE("calls past max_in_flight answer UNAVAILABLE at once", "[rpc][limits]"
   CHECK(a.get().status.ok());
   CHECK(b.get().status.ok());
   CHECK(stat(channel, "rpc.busy") == 1);
+  CHECK(stat(channel, "rpc.in_flight") == 0);
 }
 
 TEST_CASE("a budget over max_deadline is cut to it", "[rpc][limits]") {
@@ -1218,4 +1219,24 @@ TEST_CASE("a callback that throws costs no other call its reply", "[rpc][errors]
   }
   CHECK(answered == 10);
   CHECK(connection.counters().callbackErrors == 6);
+}
+
+TEST_CASE("an endpoint that cannot be connected to fails its calls, and no others",
+          "[rpc][errors]") {
+  TestServer server;
+  zmq::context_t context;
+  rpc::ClientThread client(context);
+  auto bad = client.channel("tcp://127.0.0.1");  // no port: connect() refuses it
+  auto start = std::chrono::steady_clock::now();
+  auto r = bad.callSync(kTest, method("echo"), echoParams("x"), timeout(5s));
+  CHECK(std::chrono::steady_clock::now() - start < 3s);  // at once, not at the deadline
+  CHECK(r.status.code == StatusCode::UNAVAILABLE);
+  CHECK_THAT(r.status.message, Catch::Contains("cannot connect"));
+  // The thread goes on serving the good endpoint, and the bad one again.
+  auto good = client.channel(server.endpoint);
+  for (int i = 0; i < 3; ++i) {
+    REQUIRE(echo(good, "fine").status.ok());
+    CHECK(bad.callSync(kTest, method("echo"), echoParams("x"), timeout(5s)).status.code ==
+          StatusCode::UNAVAILABLE);
+  }
 }

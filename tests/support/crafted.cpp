@@ -52,18 +52,34 @@ const char* name(Damage damage) {
   return "?";
 }
 
-Bytes damaged(capnp::MessageBuilder& message, unsigned index, Damage damage) {
-  Bytes b = flat(message);
+namespace {
+// Where pointer `index` of the root struct of `b` (one segment) lies, in words.
+size_t rootPointer(const Bytes& b, unsigned index) {
   if ((word(b, 0) & 0xffffffff) != 0)
     throw std::logic_error("crafted: message has more than one segment");
-  // Segment table: one word. The root pointer is the segment's first word.
-  constexpr size_t kSeg = 1;
+  constexpr size_t kSeg = 1;  // the segment table: one word
   uint64_t root = word(b, kSeg);
   if ((root & 3) != kStruct) throw std::logic_error("crafted: root is not a struct");
-  size_t structAt = kSeg + 1 + offsetOf(root);
   size_t dataWords = (root >> 32) & 0xffff, pointers = root >> 48;
   if (index >= pointers) throw std::logic_error("crafted: no such pointer");
-  size_t at = structAt + dataWords + index;
+  return kSeg + 1 + offsetOf(root) + dataWords + index;
+}
+}  // namespace
+
+Bytes aliased(capnp::MessageBuilder& message, unsigned from, unsigned to) {
+  Bytes b = flat(message);
+  size_t a = rootPointer(b, from), t = rootPointer(b, to);
+  uint64_t p = word(b, a);
+  if ((p & 3) != kList && (p & 3) != kStruct) throw std::logic_error("crafted: not aliasable");
+  int64_t target = static_cast<int64_t>(a) + 1 + offsetOf(p);
+  int64_t offset = target - (static_cast<int64_t>(t) + 1);
+  setWord(b, t, (p & ~uint64_t{0xffffffff}) | (static_cast<uint32_t>(offset << 2) & ~3u) | (p & 3));
+  return b;
+}
+
+Bytes damaged(capnp::MessageBuilder& message, unsigned index, Damage damage) {
+  Bytes b = flat(message);
+  size_t at = rootPointer(b, index);
   uint64_t p = word(b, at);
   switch (damage) {
     case Damage::kStructPointer:  // empty, as capnp encodes one (offset -1: all zeros is null)

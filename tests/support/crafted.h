@@ -38,6 +38,10 @@ inline constexpr Damage kAllDamage[] = {Damage::kStructPointer,       Damage::kL
 // ones), with pointer `index` of its root struct damaged.
 Bytes damaged(capnp::MessageBuilder& message, unsigned index, Damage damage);
 
+// `message` with pointer `to` of its root struct aimed at pointer `from`'s
+// target: in bounds, every kind right, but the target is read twice.
+Bytes aliased(capnp::MessageBuilder& message, unsigned from, unsigned to);
+
 // A message whose root is a list of lists nested `depth` deep.
 Bytes deepNesting(unsigned depth);
 

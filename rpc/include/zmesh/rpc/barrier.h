@@ -18,6 +18,8 @@ void barrier(Fn&& fn, Caught&& caught) {
     caught(e.getDescription().cStr());
   } catch (const std::exception& e) {
     caught(e.what());
+  } catch (...) {
+    caught("an exception of no known type");
   }
 }
 

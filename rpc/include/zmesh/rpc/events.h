@@ -107,6 +107,7 @@ class Subscriber {
     uint64_t seen;  // when, in received_ (recency, for forgetting)
   };
   void track(ReceivedEvent& r);
+  void dropped(const char* why);  // counted and logged, rate-limited
 
   zmq::socket_t socket_;
   std::map<StreamKey, Stream> streams_;

@@ -63,7 +63,13 @@ capnp::FlatArrayMessageReader& openMessage(kj::ArrayPtr<const capnp::word> words
     capnp::FlatArrayMessageReader& reader = open();
     if (reader.getEnd() != words.end())
       throw FrameError("frame has bytes after the end of its message");
-    reader.getRoot<capnp::AnyPointer>().targetSize();  // bounds + traversal check
+    // Bounds and traversal check. A message whose pointers share their targets
+    // reads more than it holds, and each further read costs that much again:
+    // capnp's builders never make one, so it is refused.
+    auto size = reader.getRoot<capnp::AnyPointer>().targetSize();
+    if (size.wordCount > words.size())
+      throw FrameError("message reads " + std::to_string(size.wordCount) + " words but holds " +
+                       std::to_string(words.size()) + ": its pointers share their targets");
     return reader;
   } catch (const kj::Exception& e) {
     throw FrameError(std::string("malformed message: ") + e.getDescription().cStr());
@@ -89,7 +95,8 @@ FrameMessage readFrame(const zmq::message_t& frame, const capnp::ReaderOptions& 
 void checkFields(capnp::AnyPointer::Reader root, capnp::StructSchema schema, std::string_view what);
 
 // Reader limits for messages of at most `maxBytes`: the traversal budget allows
-// the bounds check, checkFields() and one full read by the application.
+// the bounds check, checkFields() and two full reads by the application (a
+// message read by openMessage never reads more than it holds).
 capnp::ReaderOptions readerOptionsFor(size_t maxBytes);
 
 // A builder's flat serialisation (segment table, then the segments), written

@@ -37,7 +37,9 @@ struct ServerOptions {
   uint32_t defaultBudgetMs = 30000;    // for requests that carry none
   uint32_t maxBudgetMs = 300000;       // a larger budget is cut to this
   // Calls whose method has not answered yet; one more that would wait is
-  // cancelled and answered UNAVAILABLE at once (DESIGN.md §5: busy).
+  // cancelled (as at its deadline: what it did before waiting stays) and
+  // answered UNAVAILABLE at once (DESIGN.md §5: busy). Calls that answer at
+  // once are never refused.
   size_t maxInFlight = 10000;
   uint32_t retryWindowMs = 10000;                 // how long a retryable reply is kept
   size_t retryWindowMaxEntries = 100000;          // memory bounds of that record: the
