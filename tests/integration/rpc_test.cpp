@@ -17,7 +17,6 @@
 #include <random>
 #include <set>
 #include <thread>
-#include <tuple>
 #include <zmq_addon.hpp>
 
 #include "crafted.h"
@@ -70,9 +69,6 @@ struct ConfiguredServer {
   zmq::context_t context;
   rpc::ClientThread client{context};
   rpc::Channel channel = client.channel(server.endpoint);
-  std::tuple<TestServer&, zmq::context_t&, rpc::Channel&> parts() {
-    return {server, context, channel};
-  }
 };
 
 template <typename Params, typename Fill>
@@ -959,7 +955,8 @@ TEST_CASE("while stopping, new calls are refused and in-flight ones finish", "[r
 
 TEST_CASE("a stop whose grace runs out answers what is left UNAVAILABLE", "[rpc][stop]") {
   ConfiguredServer configured("stop_grace = \"300ms\"\n");
-  auto [server, context, channel] = configured.parts();
+  auto& server = configured.server;
+  auto& channel = configured.channel;
   auto call = channel.call(kTest, method("sleep"), sleepParams(8000), timeout(9s));
   auto parked =
       channel.call(kTest, method("park"),
@@ -1041,7 +1038,7 @@ TEST_CASE(
 
 TEST_CASE("calls past max_in_flight answer UNAVAILABLE at once", "[rpc][limits]") {
   ConfiguredServer configured("max_in_flight = 2\n");
-  auto [server, context, channel] = configured.parts();
+  auto& channel = configured.channel;
   auto park = [&](const char* key) {
     return channel.call(kTest, method("park"),
                         params<TestService::ParkParams>([&](auto p) { p.setKey(key); }),
@@ -1072,7 +1069,7 @@ TEST_CASE("calls past max_in_flight answer UNAVAILABLE at once", "[rpc][limits]"
 
 TEST_CASE("a budget over max_deadline is cut to it", "[rpc][limits]") {
   ConfiguredServer configured("max_deadline = \"200ms\"\n");
-  auto [server, context, channel] = configured.parts();
+  auto& channel = configured.channel;
   // The client would wait 1.5 s; the server gives the call 200 ms and drops it.
   auto r = channel.callSync(kTest, method("sleep"), sleepParams(1000), timeout(1500ms));
   CHECK(r.status.code == StatusCode::DEADLINE_EXCEEDED);
@@ -1084,7 +1081,9 @@ TEST_CASE("a budget over max_deadline is cut to it", "[rpc][limits]") {
 TEST_CASE("the retry record is bounded in bytes, and read-only methods are not kept",
           "[rpc][limits][retry]") {
   ConfiguredServer configured("retry_window_max_bytes = 65536\n");
-  auto [server, context, channel] = configured.parts();
+  auto& server = configured.server;
+  auto& context = configured.context;
+  auto& channel = configured.channel;
   RawDealer raw(context, server.endpoint);
   for (uint64_t id = 1; id <= 64; ++id) {
     raw.send(requestHeader(id, kTest, method("echo"), 5000, true), echoParams("x", 4096));
