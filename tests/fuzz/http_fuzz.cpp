@@ -1,6 +1,6 @@
 // Raw HTTP bytes through a real gateway's sessions and router, in process on
 // loopback: answered (400, 404, 405, 413, 414, 431, 503 …) or closed, never a
-// crash; and the gateway still answers /healthz after them.
+// crash; and the gateway still answers after them.
 #include <netinet/in.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
@@ -53,7 +53,7 @@ struct Harness {
         "[idgen]\nendpoint = \"tcp://127.0.0.1:1\"\n"
         "[gateway]\nlisten = \"127.0.0.1:0\"\nthreads = 1\nrequest_timeout = \"50ms\"\n"
         "header_timeout = \"200ms\"\nidle_timeout = \"200ms\"\nmax_body_bytes = 4096\n"
-        "max_header_bytes = 2048\nmax_uri_bytes = 512\n"
+        "max_header_bytes = 2048\nmax_uri_bytes = 512\nsse_heartbeat = \"100ms\"\n"
         "[gateway.tokens.fuzz]\ntoken = \"fuzz-token\"\nscopes = [\"ids\", \"events\", "
         "\"admin\"]\n";
     auto config = rpc::MeshConfig::parse(text, "http_fuzz");
@@ -72,10 +72,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static uint64_t runs = 0;
   (void)exchange(harness.gateway->port(), data, size);
   // Every so often: still serving.
+  // Every so often: still answering. Any status counts (a 503 at a limit the
+  // inputs reached is an answer); a slow moment under ASan gets a few tries.
   if (++runs % 64 == 0) {
     static const char kHealth[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
-    auto answer = exchange(harness.gateway->port(), kHealth, sizeof(kHealth) - 1);
-    if (answer.rfind("HTTP/1.1 200", 0) != 0) std::abort();
+    bool answered = false;
+    for (int attempt = 0; attempt < 25 && !answered; ++attempt)
+      answered =
+          exchange(harness.gateway->port(), kHealth, sizeof(kHealth) - 1).rfind("HTTP/1.1 ", 0) ==
+          0;
+    if (!answered) std::abort();
   }
   return 0;
 }
