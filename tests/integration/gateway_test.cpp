@@ -733,8 +733,10 @@ int64_t cpuTicks(pid_t pid) {
 
 }  // namespace
 
-TEST_CASE("gateway: slow-header clients are closed after header_timeout; over max_connections, 503",
-          "[gateway][limits]") {
+TEST_CASE(
+    "gateway: slow-header clients are closed after header_timeout, and over max_connections get "
+    "503",
+    "[gateway][limits]") {
   Mesh mesh("header_timeout = \"600ms\"\nidle_timeout = \"60s\"\nmax_connections = 4\n");
   std::vector<std::unique_ptr<RawConnection>> slow;
   for (int i = 0; i < 4; ++i) {
@@ -851,8 +853,9 @@ TEST_CASE("gateway: a flood of invented HTTP methods leaves the metric series bo
                     "\"404\"}") == "200");
 }
 
-TEST_CASE("gateway: an idempotency byte flood from one token is capped; another token still works",
-          "[gateway][limits]") {
+TEST_CASE(
+    "gateway: an idempotency byte flood from one token is capped while another token still works",
+    "[gateway][limits]") {
   Mesh mesh("idempotency_max_bytes = 262144\nidempotency_principal_max_bytes = 65536\n",
             "[gateway.tokens.alice]\ntoken = \"alice-secret\"\nscopes = [\"ids\"]\n"
             "[gateway.tokens.mallory]\ntoken = \"mallory-secret\"\nscopes = [\"ids\"]\n");

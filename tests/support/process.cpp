@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -29,17 +30,23 @@ std::string readText(const std::string& path) {
 }
 
 int freePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0)
-    throw std::runtime_error("bind");
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
+  // Below the kernel's ephemeral range (32768-60999 here), so no outgoing
+  // connection of a test running in parallel can take the port between this
+  // check and the bind of the process that is given it (seen: a gateway's
+  // "Address already in use"). Random, so parallel tests rarely pick the same.
+  static thread_local std::mt19937 random(std::random_device{}() ^ ::getpid());
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    int port = 20000 + static_cast<int>(random() % 12000);
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    bool free = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+    ::close(fd);
+    if (free) return port;
+  }
+  throw std::runtime_error("no free port in 20000-31999");
 }
 
 std::string tcpEndpoint(int port) { return "tcp://127.0.0.1:" + std::to_string(port); }

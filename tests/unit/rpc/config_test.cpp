@@ -301,7 +301,7 @@ TEST_CASE("durations are range-checked: no zero where it breaks, no silent 32-bi
              Catch::Contains("expected a duration from 0ms to 1h"));
 }
 
-TEST_CASE("every service takes the host's limits; anything else is named", "[config]") {
+TEST_CASE("every service takes the host's limits and anything else is named", "[config]") {
   auto config = rpc::MeshConfig::parse(
       "[svc]\nmax_in_flight = 5\nretry_window_max_bytes = 65536\nmax_inflight = 5\n", "mesh.toml");
   auto s = config.section("svc");
