@@ -23,7 +23,13 @@ std::string ConfigSection::path(std::string_view key, std::string fallback) cons
 }
 
 void ConfigSection::fail(std::string_view key, std::string_view reason) const {
-  throw ConfigError(source_ + ": " + name_ + "." + std::string(key) + ": " + std::string(reason));
+  // The line of the key, or of its table when the key is missing: an editor
+  // jumps there ("mesh.toml:42: ratelimit.rules.api.limit: …").
+  std::string where = source_;
+  const toml::node* node = table_ ? table_->get(key) : nullptr;
+  if (!node) node = table_;
+  if (node && node->source().begin) where += ":" + std::to_string(node->source().begin.line);
+  throw ConfigError(where + ": " + name_ + "." + std::string(key) + ": " + std::string(reason));
 }
 
 bool ConfigSection::has(std::string_view key) const { return table_ && table_->contains(key); }
@@ -110,6 +116,36 @@ ConfigSection ConfigSection::child(std::string_view key) const {
   auto* node = table_->get(key);
   if (!node->is_table()) fail(key, "expected a table, got " + describe(*node));
   return ConfigSection(source_, name_ + "." + std::string(key), node->as_table(), baseDir_);
+}
+
+std::vector<ConfigSection> ConfigSection::tables(std::string_view key) const {
+  std::vector<ConfigSection> out;
+  if (!has(key)) return out;
+  auto* node = table_->get(key);
+  auto* array = node->as_array();
+  if (!array) fail(key, "expected an array of tables, got " + describe(*node));
+  for (size_t i = 0; i < array->size(); ++i) {
+    auto* item = array->get(i);
+    if (!item->is_table())
+      fail(key, "expected an array of tables, got an element " + describe(*item));
+    out.emplace_back(source_, name_ + "." + std::string(key) + "[" + std::to_string(i) + "]",
+                     item->as_table(), baseDir_);
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, std::string>> ConfigSection::stringTable(
+    std::string_view key) const {
+  std::vector<std::pair<std::string, std::string>> out;
+  if (!has(key)) return out;
+  auto* node = table_->get(key);
+  if (!node->is_table()) fail(key, "expected a table of strings, got " + describe(*node));
+  for (auto& [k, v] : *node->as_table()) {
+    if (!v.is_string())
+      fail(key, "expected a table of strings, got " + std::string(k.str()) + " = " + describe(v));
+    out.emplace_back(k.str(), **v.as_string());
+  }
+  return out;
 }
 
 std::vector<std::string> ConfigSection::keys() const {

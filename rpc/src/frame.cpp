@@ -159,6 +159,13 @@ zmq::message_t toFrame(capnp::MessageBuilder& message) {
   return frame;
 }
 
+std::string toRecord(capnp::MessageBuilder& message) {
+  FlatMessage flat(message);
+  std::string bytes(flat.bytes(), '\0');
+  flat.writeTo(bytes.data());
+  return bytes;
+}
+
 FrameMessage emptyMessage() {
   // One segment of one word holding a null root pointer. Ours, and read
   // without end by whoever keeps it (a thread's shared empty reply): no budget.

@@ -140,6 +140,7 @@ ServiceHost::ServiceHost(HostOptions options) : options_(std::move(options)) {
   sigemptyset(&mask);
   sigaddset(&mask, SIGTERM);
   sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &mask, nullptr);
   signalFd_ = ::signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
   if (signalFd_ < 0) throw std::system_error(errno, std::generic_category(), "signalfd");
@@ -151,9 +152,19 @@ ServiceHost::ServiceHost(HostOptions options) : options_(std::move(options)) {
   server_->serve<idl::Admin>(kj::heap<AdminService>(*server_, options_, health_));
   server_->watchFd(signalFd_, [this] {
     signalfd_siginfo info;
-    while (::read(signalFd_, &info, sizeof(info)) == sizeof(info))
-      spdlog::info("signal {} received: stopping", info.ssi_signo);
-    server_->requestStop();
+    bool stop = false;
+    while (::read(signalFd_, &info, sizeof(info)) == sizeof(info)) {
+      if (info.ssi_signo != SIGHUP) {
+        spdlog::info("signal {} received: stopping", info.ssi_signo);
+        stop = true;
+      } else if (onReload_) {
+        spdlog::info("SIGHUP received: reloading");
+        onReload_();
+      } else {
+        spdlog::info("SIGHUP received: {} has nothing to reload", options_.name);
+      }
+    }
+    if (stop) server_->requestStop();
   });
   if (publisher_)
     server_->stats().add([this](std::vector<CounterValue>& out) {

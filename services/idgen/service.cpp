@@ -34,26 +34,14 @@ kj::Exception toException(const Failure& f) {
   return rpc::statusException(rpc::StatusCode::INTERNAL, f.message);
 }
 
-std::string toBytes(capnp::MessageBuilder& message) {
-  auto words = capnp::messageToFlatArray(message);
-  auto bytes = words.asBytes();
-  return std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
-}
-
-// Records come from our own checksummed log, but a format mismatch or a
-// damaged data directory must fail loudly, naming the record, rather than read
-// garbage: they are read as any untrusted message is.
+// Records are read as any untrusted message is (rpc::readRecord); a bad one
+// is a storage failure naming the record.
 template <typename T, typename Fn>
 void readRecord(const std::string& bytes, const char* what, Fn fn) {
   try {
-    rpc::FrameMessage message(bytes.data(), bytes.size(), rpc::readerOptionsFor(bytes.size()));
-    rpc::checkFields(message.any(), capnp::Schema::from<T>(), what);
-    fn(message.root<T>());
+    rpc::readRecord<T>(bytes, what, fn);
   } catch (const rpc::FrameError& e) {
     throw storage::StorageError(std::string("idgen journal: ") + e.what());
-  } catch (const kj::Exception& e) {  // a read past the checks
-    throw storage::StorageError(std::string("idgen journal: ") + what + ": " +
-                                e.getDescription().cStr());
   }
 }
 
@@ -86,17 +74,8 @@ IdGenService::IdGenService(rpc::Server& server, rpc::Publisher* publisher, stora
     add("snowflake.clock_behind_failures", f.clockBehindFailures);
     add("snowflake.epoch_ms_left", flake_.msLeft(clock_()));
     add("snowflake.durable_bound_ms", f.durableBoundMs.value_or(0));
-    if (journal_) {
-      auto j = journal_->stats();
-      add("journal.appends", j.appends);
-      add("journal.syncs", j.syncs);
-      add("journal.batches", j.batches);
-      add("journal.max_batch", j.maxBatch);
-      add("journal.rewrites", j.rewrites);
-      add("journal.queued_records", j.queuedRecords);
-      add("journal.queued_bytes", j.queuedBytes);
-      add("journal.log_bytes", journal_->logBytes());
-    }
+    if (journal_)
+      for (auto [name, value] : journal_->counters()) add(name, static_cast<int64_t>(value));
   });
   persistBound();
   tick();
@@ -163,7 +142,7 @@ void IdGenService::close() {
     if (bound > 0) {
       capnp::MallocMessageBuilder message;
       message.initRoot<idl::IdGenLogRecord>().setStopBound(bound);
-      journal_->append(toBytes(message), storage::Durability::forceSync, {});
+      journal_->append(rpc::toRecord(message), storage::Durability::forceSync, {});
     }
   }
   if (journal_) journal_->close();
@@ -224,7 +203,7 @@ void IdGenService::reserveBlocks() {
     reserve.setNamespace(r.ns);
     reserve.setLimit(r.limit);
     // A block's bound is on disk before any id in it leaves: under every policy.
-    journal_->append(toBytes(message), storage::Durability::forceSync,
+    journal_->append(rpc::toRecord(message), storage::Durability::forceSync,
                      [this, r] { onReserved(r); });
   }
   maybeRewrite();
@@ -321,7 +300,7 @@ void IdGenService::persistBound() {
   }
   capnp::MallocMessageBuilder message;
   message.initRoot<idl::IdGenLogRecord>().setTimeBound(*bound);
-  journal_->append(toBytes(message), storage::Durability::forceSync, [this, b = *bound] {
+  journal_->append(rpc::toRecord(message), storage::Durability::forceSync, [this, b = *bound] {
     flake_.boundPersisted(b);
     pollSnowflake();
   });
@@ -372,7 +351,7 @@ void IdGenService::maybeRewrite(bool force) {
   }
   snapshot.setTimeBound(appendedBound_);
   rewriting_ = true;
-  journal_->rewrite(toBytes(message), [this] { rewriting_ = false; });
+  journal_->rewrite(rpc::toRecord(message), [this] { rewriting_ = false; });
 }
 
 }  // namespace zmesh::idgen

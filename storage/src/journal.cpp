@@ -471,6 +471,14 @@ void Journal::close() {
 
 FsyncPolicy Journal::policy() const { return impl_->opts.policy; }
 
+std::vector<std::pair<const char*, uint64_t>> Journal::counters() const {
+  auto j = stats();
+  return {{"journal.appends", j.appends},          {"journal.syncs", j.syncs},
+          {"journal.batches", j.batches},          {"journal.max_batch", j.maxBatch},
+          {"journal.rewrites", j.rewrites},        {"journal.queued_records", j.queuedRecords},
+          {"journal.queued_bytes", j.queuedBytes}, {"journal.log_bytes", logBytes()}};
+}
+
 JournalStats Journal::stats() const {
   const Impl& i = *impl_;
   JournalStats s;

@@ -18,6 +18,7 @@
 #include <random>
 #include <thread>
 
+#include "in_process.h"
 #include "process.h"
 #include "service.h"
 #include "zmesh/client.h"
@@ -247,77 +248,19 @@ struct Client {
 
 // ---- (b): the service in this process, over FaultInjectionEnv ----
 
-// An rpc::Server + IdGenService on a thread of their own (the kj loop belongs to
-// the thread that builds it). The destructor stops the loop and joins.
-class InProcessIdGen {
+// The service in this process: the loop's thread builds it, and closes it once stopped.
+class InProcessIdGen : public InProcessServer {
  public:
   InProcessIdGen(storage::Env& env, std::string endpoint, idgen::IdGenOptions options,
-                 idgen::WallClock clock) {
-    std::promise<void> ready;
-    auto started = ready.get_future();
-    thread_ =
-        std::thread([this, &env, endpoint, options, clock, ready = std::move(ready)]() mutable {
-          bool signalled = false;
-          try {
-            zmq::context_t context;  // per incarnation: its end closes the listener for the next
-            rpc::ServerOptions so;
-            so.name = "idgen";
-            so.endpoints = {endpoint};
-            so.graceMs = 100;
-            rpc::Server server(context, so);
-            auto impl = kj::heap<idgen::IdGenService>(server, nullptr, env, options, clock);
-            auto& service = *impl;
-            server.serve<idl::IdGen>(kj::mv(impl));
-            server.bind();
-            {
-              std::lock_guard lock(mutex_);
-              server_ = &server;
-            }
-            ready.set_value();
-            signalled = true;
-            server.run();  // until stop(), or a storage failure stops it
-            service.close();
-            std::lock_guard lock(mutex_);
-            server_ = nullptr;
-          } catch (...) {
-            {
-              std::lock_guard lock(mutex_);
-              server_ = nullptr;
-            }
-            if (!signalled) ready.set_exception(std::current_exception());
-          }
-          finished_ = true;
-        });
-    try {
-      started.get();
-    } catch (...) {
-      thread_.join();
-      throw;
-    }
-  }
-
-  ~InProcessIdGen() { stop(); }
-
-  void stop() {
-    {
-      std::lock_guard lock(mutex_);
-      if (server_) server_->requestStop();
-    }
-    if (thread_.joinable()) thread_.join();
-  }
-
-  // The loop ended by itself (a fatal storage error) within `timeout`.
-  bool waitFinished(std::chrono::milliseconds timeout) {
-    auto deadline = Clock::now() + timeout;
-    while (!finished_ && Clock::now() < deadline) std::this_thread::sleep_for(5ms);
-    return finished_;
-  }
-
- private:
-  std::mutex mutex_;
-  rpc::Server* server_ = nullptr;  // guarded by mutex_
-  std::atomic<bool> finished_{false};
-  std::thread thread_;
+                 idgen::WallClock clock)
+      : InProcessServer("idgen", std::move(endpoint),
+                        [&env, options, clock](rpc::Server& server) -> std::function<void()> {
+                          auto impl =
+                              kj::heap<idgen::IdGenService>(server, nullptr, env, options, clock);
+                          auto& service = *impl;
+                          server.serve<idl::IdGen>(kj::mv(impl));
+                          return [&service] { service.close(); };
+                        }) {}
 };
 
 }  // namespace

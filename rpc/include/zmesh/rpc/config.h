@@ -12,6 +12,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace toml {
@@ -52,6 +53,11 @@ class ConfigSection {
   bool present() const { return table_ != nullptr; }
   // A nested table ([gateway.tokens] under [gateway]), named "<this>.<key>" in errors.
   ConfigSection child(std::string_view key) const;
+  // An array of tables ([[gateway.routes]] or `key = [{…}, {…}]`), each named
+  // "<this>.<key>[i]" in errors. Missing: empty.
+  std::vector<ConfigSection> tables(std::string_view key) const;
+  // A table of strings (`descriptors = { tenant = "acme" }`), in key order.
+  std::vector<std::pair<std::string, std::string>> stringTable(std::string_view key) const;
   // The keys of this table, in file order.
   std::vector<std::string> keys() const;
   // Throws for any key not in `known` (a typo must not silently fall back).

@@ -116,6 +116,24 @@ class FlatMessage {
 // Serialises a builder into one frame.
 zmq::message_t toFrame(capnp::MessageBuilder& message);
 
+// A builder as the bytes a log record or snapshot stores.
+std::string toRecord(capnp::MessageBuilder& message);
+
+// Opens a stored record (log, snapshot) as the untrusted bytes it may be — a
+// format mismatch or a damaged data directory must fail loudly rather than
+// read garbage — checks it against T's schema and calls fn(T::Reader).
+// Throws FrameError naming `what` and the field, also for a read past the checks.
+template <typename T, typename Fn>
+void readRecord(const std::string& bytes, std::string_view what, Fn&& fn) {
+  try {
+    FrameMessage message(bytes.data(), bytes.size(), readerOptionsFor(bytes.size()));
+    checkFields(message.any(), capnp::Schema::from<T>(), what);
+    fn(message.root<T>());
+  } catch (const kj::Exception& e) {
+    throw FrameError(std::string(what) + ": " + e.getDescription().cStr());
+  }
+}
+
 // An empty frame stands for "no struct" (a method without params or results);
 // this is the message a reader sees for it.
 FrameMessage emptyMessage();

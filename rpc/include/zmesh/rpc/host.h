@@ -1,7 +1,7 @@
 // What every zmesh service process has, wired once: the ZeroMQ context, the RPC
 // server, the Admin interface, the event publisher, logging, and a clean stop on
-// SIGTERM/SIGINT. A service's main() builds its core and adapter, hands them to
-// a ServiceHost, and calls run().
+// SIGTERM/SIGINT, and SIGHUP handed to the service (reload). A service's main() builds its core and
+// adapter, hands them to a ServiceHost, and calls run().
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -79,6 +79,9 @@ class ServiceHost {
   void setHealth(std::function<std::pair<bool, std::string>()> health);
   // Runs `fn` on the loop thread just before it stops (flush, release locks).
   void onStop(std::function<void()> fn) { onStop_.push_back(std::move(fn)); }
+  // Runs `fn` on the loop thread on SIGHUP (re-read configuration); without
+  // one, SIGHUP is logged and ignored.
+  void onReload(std::function<void()> fn) { onReload_ = std::move(fn); }
 
   // Binds, serves until a signal or requestStop(), then stops cleanly. Returns the exit code.
   int run();
@@ -90,6 +93,7 @@ class ServiceHost {
   std::unique_ptr<Publisher> publisher_;
   std::function<std::pair<bool, std::string>()> health_;
   std::vector<std::function<void()>> onStop_;
+  std::function<void()> onReload_;
   int signalFd_ = -1;
 };
 

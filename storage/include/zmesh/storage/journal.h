@@ -24,6 +24,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "zmesh/storage/env.h"
@@ -140,6 +141,9 @@ class Journal {
 
   FsyncPolicy policy() const;
   JournalStats stats() const;  // any thread
+  // stats() and logBytes() as named counters ("journal.appends", …), as a
+  // service's Admin.stats shows them.
+  std::vector<std::pair<const char*, uint64_t>> counters() const;
 
  private:
   struct Impl;
