@@ -11,6 +11,7 @@
 #include "zmesh/idl/admin.capnp.h"
 #include "zmesh/idl/common.capnp.h"
 #include "zmesh/idl/idgen.capnp.h"
+#include "zmesh/idl/ratelimit.capnp.h"
 #include "zmesh/rpc/barrier.h"
 #include "zmesh/rpc/events.h"
 
@@ -117,12 +118,95 @@ IdGenClient::Decoded IdGenClient::decode(uint64_t id) const {
   return {r.getTimestampMs(), r.getWorker(), r.getSequence()};
 }
 
+// ---- RateLimit ----
+
+namespace {
+
+void setDescriptors(capnp::List<idl::Descriptor>::Builder out,
+                    const RateLimitClient::Descriptors& in) {
+  for (size_t i = 0; i < in.size(); ++i) {
+    out[i].setKey(in[i].first);
+    out[i].setValue(in[i].second);
+  }
+}
+
+RateLimitClient::Decision decisionOf(idl::Decision::Reader d) {
+  using std::chrono::milliseconds;
+  return {d.getAllowed(),
+          d.getLimit(),
+          d.getRemaining(),
+          milliseconds(d.getResetMs()),
+          milliseconds(d.getRetryAfterMs()),
+          milliseconds(d.getWindowMs()),
+          d.getRule().cStr(),
+          d.getShadowDenied(),
+          d.getReason().cStr(),
+          d.getUntracked()};
+}
+
+}  // namespace
+
+RateLimitClient::RateLimitClient(rpc::Channel channel, CallSettings settings)
+    : channel_(std::move(channel)), settings_(std::move(settings)) {}
+
+RateLimitClient::Decision RateLimitClient::check(const std::string& rule, const std::string& key,
+                                                 uint32_t cost) const {
+  static const uint16_t m = ordinal<idl::RateLimit>("check");
+  auto reply = invoke<idl::RateLimit, idl::RateLimit::CheckParams>(channel_, m, settings_, false,
+                                                                   [&](auto p) {
+                                                                     p.setRule(rule);
+                                                                     p.setKey(key);
+                                                                     p.setCost(cost);
+                                                                   });
+  return decisionOf(reply.results<idl::RateLimit::CheckResults>().getDecision());
+}
+
+RateLimitClient::Decision RateLimitClient::check(const std::string& rule,
+                                                 const Descriptors& descriptors,
+                                                 uint32_t cost) const {
+  static const uint16_t m = ordinal<idl::RateLimit>("check");
+  auto reply = invoke<idl::RateLimit, idl::RateLimit::CheckParams>(
+      channel_, m, settings_, false, [&](auto p) {
+        p.setRule(rule);
+        setDescriptors(p.initDescriptors(descriptors.size()), descriptors);
+        p.setCost(cost);
+      });
+  return decisionOf(reply.results<idl::RateLimit::CheckResults>().getDecision());
+}
+
+RateLimitClient::Lease RateLimitClient::lease(const std::string& rule, const std::string& key,
+                                              uint32_t want, std::chrono::milliseconds ttl) const {
+  static const uint16_t m = ordinal<idl::RateLimit>("lease");
+  auto reply = invoke<idl::RateLimit, idl::RateLimit::LeaseParams>(
+      channel_, m, settings_, false, [&](auto p) {
+        p.setRule(rule);
+        p.setKey(key);
+        p.setWant(want);
+        p.setTtlMs(static_cast<uint32_t>(std::max<int64_t>(ttl.count(), 0)));
+      });
+  auto r = reply.results<idl::RateLimit::LeaseResults>();
+  return {r.getGranted(), std::chrono::milliseconds(r.getTtlMs()), decisionOf(r.getDecision())};
+}
+
+void RateLimitClient::setOverride(const std::string& rule, const Descriptors& descriptors,
+                                  uint64_t limit, uint64_t burst) const {
+  static const uint16_t m = ordinal<idl::RateLimit>("override");
+  // Setting the same override twice is the same as once: safe to resend.
+  invoke<idl::RateLimit, idl::RateLimit::OverrideParams>(channel_, m, settings_, true, [&](auto p) {
+    p.setRule(rule);
+    setDescriptors(p.initDescriptors(descriptors.size()), descriptors);
+    p.setLimit(limit);
+    p.setBurst(burst);
+  });
+}
+
 // ---- Events ----
 
 std::string eventBodyJson(uint64_t bodyType, capnp::AnyPointer::Reader body) {
   // Every event body the mesh publishes; a new one is added here once.
   static const capnp::StructSchema known[] = {
       capnp::Schema::from<idl::BlockReserved>(),
+      capnp::Schema::from<idl::Denied>(),
       capnp::Schema::from<idl::ServiceState>(),
   };
   for (auto& schema : known) {
@@ -243,6 +327,10 @@ IdGenClient Mesh::idgen(CallSettings settings) {
   return IdGenClient(transport().thread.channel(endpoint("idgen")), std::move(settings));
 }
 
+RateLimitClient Mesh::ratelimit(CallSettings settings) {
+  return RateLimitClient(transport().thread.channel(endpoint("ratelimit")), std::move(settings));
+}
+
 std::string Mesh::adminEndpoint(const std::string& service) const {
   if (service == "broker") {
     if (!config_.has(service)) throw rpc::ConfigError(config_.source() + ": no [broker] section");
@@ -264,6 +352,7 @@ AdminClient Mesh::admin(const std::string& service, CallSettings settings) {
 std::vector<capnp::InterfaceSchema> interfacesOf(const std::string& service) {
   capnp::InterfaceSchema admin = capnp::Schema::from<idl::Admin>();
   if (service == "idgen") return {capnp::Schema::from<idl::IdGen>(), admin};
+  if (service == "ratelimit") return {capnp::Schema::from<idl::RateLimit>(), admin};
   if (service == "broker") return {admin};
   if (service == "gateway") return {admin};
   return {};

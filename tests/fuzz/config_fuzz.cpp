@@ -3,6 +3,7 @@
 #include <string>
 
 #include "gateway_config.h"
+#include "rules_config.h"
 #include "zmesh/rpc/config.h"
 #include "zmesh/rpc/host.h"
 
@@ -15,8 +16,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       (void)gateway::gatewayConfigFrom(config);
     } catch (const rpc::ConfigError&) {
     }
+    try {
+      (void)ratelimit::parseSettings(config.section("ratelimit"));
+      (void)ratelimit::parseRules(config.section("ratelimit"));
+    } catch (const rpc::ConfigError&) {
+    }
     rpc::CommonFlags flags;
-    for (const char* service : {"idgen", "broker", "testsvc"}) {
+    for (const char* service : {"idgen", "ratelimit", "broker", "testsvc"}) {
       try {
         (void)rpc::hostOptionsFrom(config, service, flags, "tcp://127.0.0.1:0");
       } catch (const rpc::ConfigError&) {

@@ -1,10 +1,12 @@
 // A data directory from arbitrary bytes: a snapshot and a log file recovered
-// as zmesh-idgen recovers them, every record then read as an idgen record.
+// as the services recover them, every record then read as an idgen record
+// (checked) and replayed as a rate limiter's (overrides into a Limiter).
 // A damaged directory is refused with StorageError (or the record with
 // FrameError), never a crash, never an endless read.
 #include <cstdlib>
 #include <string>
 
+#include "service.h"  // zmesh-ratelimit's replay
 #include "zmesh/idl/idgen.capnp.h"
 #include "zmesh/rpc/frame.h"
 #include "zmesh/storage/fault_env.h"
@@ -42,6 +44,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     auto recovered = storage::Journal::recover(env, dir, "idgen");
     if (recovered.snapshot) read<idl::IdGenSnapshot>(*recovered.snapshot);
     for (auto& record : recovered.records) read<idl::IdGenLogRecord>(record);
+    ratelimit::Limiter limiter;
+    if (recovered.snapshot) ratelimit::replaySnapshot(limiter, *recovered.snapshot);
+    for (auto& record : recovered.records) ratelimit::replayRecord(limiter, record);
+    // Whatever was replayed, the rules index it or leave it aside; checks then run.
+    ratelimit::Rule rule{"tr",
+                         {ratelimit::Algorithm::fixedWindow, 3, 1'000'000'000, 0},
+                         {"tenant", "route"},
+                         false,
+                         {}};
+    limiter.setRules({rule});
+    std::vector<ratelimit::DescriptorView> d{{"tenant", "acme"}, {"route", "/"}};
+    (void)limiter.check({"tr", {}, d, 1}, 0);
   } catch (const storage::StorageError&) {
   }
   return 0;

@@ -14,6 +14,7 @@
 #include "testsvc.capnp.h"
 #include "wire.h"
 #include "zmesh/idl/idgen.capnp.h"
+#include "zmesh/idl/ratelimit.capnp.h"
 #include "zmesh/rpc/client.h"
 #include "zmesh/rpc/frame.h"
 #include "zmesh/storage/record_log.h"
@@ -182,6 +183,9 @@ void configSeeds(const std::string& sourceDir) {
   write("config", "huge-durations",
         std::string("[idgen]\ndefault_deadline = \"99999999999d\"\nstop_grace = 99999999999999\n"));
   write("config", "not-toml", std::string("[idgen\nendpoint = "));
+  write("config", "bad-rules",
+        std::string("[ratelimit.rules.r]\nalgorithm = \"gcra\"\nrate = \"0/s\"\ndescriptors = "
+                    "[\"k\", \"k\"]\noverrides = [{ descriptors = { k = 5 }, limit = -1 }]\n"));
 }
 
 void journalSeeds() {
@@ -238,6 +242,32 @@ void journalSeeds() {
   both += storage::logFileHeader();
   storage::appendRecord(both, good);
   write("journal", "snapshot-and-log", both);
+
+  // The rate limiter's overrides: set and clear, and a set damaged every way.
+  auto set = [](capnp::MallocMessageBuilder& m) {
+    auto r = m.initRoot<idl::RateLimitLogRecord>().initSet();
+    r.setRule("tr");
+    auto o = r.initOverride();
+    auto d = o.initDescriptors(1);
+    d[0].setKey("tenant");
+    d[0].setValue("acme");
+    o.setLimit(10);
+  };
+  std::string clear = record([](auto& m) {
+    auto r = m.template initRoot<idl::RateLimitLogRecord>().initClear();
+    r.setRule("tr");
+    auto d = r.initDescriptors(1);
+    d[0].setKey("tenant");
+    d[0].setValue("acme");
+  });
+  write("journal", "ratelimit-log", logOnly({record(set), clear, record(set)}));
+  for (auto d : crafted::kAllDamage) {
+    capnp::MallocMessageBuilder m;
+    set(m);
+    auto bad = crafted::damaged(m, 0, d);
+    write("journal", "ratelimit-record-" + slug(d),
+          logOnly({record(set), std::string(bad.begin(), bad.end())}));
+  }
 }
 
 void httpSeeds() {

@@ -309,9 +309,38 @@ void setField(capnp::DynamicStruct::Builder params, capnp::StructSchema::Field f
         bad("a number");
       }
       return;
+    case capnp::schema::Type::LIST: {
+      // A list of pairs (descriptors): "tenant=acme,route=/orders".
+      auto element = type.asList().getElementType();
+      if (element.isStruct()) {
+        auto pair = element.asStruct();
+        auto fields = pair.getFields();
+        if (fields.size() == 2 && fields[0].getType().isText() && fields[1].getType().isText()) {
+          std::vector<std::pair<std::string, std::string>> items;
+          size_t start = 0;
+          while (start <= word.size() && !word.empty()) {
+            auto end = std::min(word.find(',', start), word.size());
+            auto item = word.substr(start, end - start);
+            auto eq = item.find('=');
+            if (eq == std::string::npos || eq == 0) bad("name=value pairs separated by commas");
+            items.emplace_back(item.substr(0, eq), item.substr(eq + 1));
+            start = end + 1;
+          }
+          auto list =
+              params.init(field, static_cast<unsigned>(items.size())).as<capnp::DynamicList>();
+          for (unsigned i = 0; i < items.size(); ++i) {
+            auto out = list[i].as<capnp::DynamicStruct>();
+            out.set(fields[0], capnp::Text::Reader(items[i].first.c_str()));
+            out.set(fields[1], capnp::Text::Reader(items[i].second.c_str()));
+          }
+          return;
+        }
+      }
+      [[fallthrough]];
+    }
     default:
-      throw std::invalid_argument("field " + name +
-                                  " cannot be given positionally; use --params JSON");
+      throw std::invalid_argument("field " + name + " cannot be given on the command line; use " +
+                                  "--params JSON");
   }
 }
 
@@ -325,16 +354,18 @@ std::string fieldList(capnp::StructSchema schema) {
 }  // namespace
 
 int cmdCall(const std::string& configPath, const std::string& service, const std::string& method,
-            const std::vector<std::string>& args, const std::string& paramsJson, bool json,
-            std::chrono::milliseconds timeout) {
+            const std::vector<std::string>& args,
+            const std::vector<std::pair<std::string, std::string>>& named,
+            const std::string& paramsJson, bool json, std::chrono::milliseconds timeout) {
   Mesh mesh(configPath);
   DynamicCall call(service, method);
   capnp::MallocMessageBuilder message;
   auto params = message.initRoot<capnp::DynamicStruct>(call.paramsSchema());
   capnp::JsonCodec codec;
   if (!paramsJson.empty()) {
-    if (!args.empty())
-      throw std::invalid_argument("give either --params or positional arguments, not both");
+    if (!args.empty() || !named.empty())
+      throw std::invalid_argument(
+          "give either --params or positional and --field arguments, not both");
     try {
       codec.decode(kj::StringPtr(paramsJson.c_str()), params);
     } catch (const kj::Exception& e) {
@@ -351,6 +382,33 @@ int cmdCall(const std::string& configPath, const std::string& service, const std
         setField(params, fields[i], args[i]);
       } catch (const kj::Exception& e) {
         throw std::invalid_argument("argument '" + args[i] + "': " + e.getDescription().cStr());
+      }
+    }
+    std::vector<std::string> given;
+    for (size_t i = 0; i < args.size(); ++i) given.push_back(fields[i].getProto().getName().cStr());
+    for (auto& [option, value] : named) {
+      // --retry-after-ms and --retry_after_ms both name retryAfterMs.
+      std::string name;
+      for (size_t i = 0; i < option.size(); ++i) {
+        bool joint = (option[i] == '-' || option[i] == '_') && i + 1 < option.size();
+        if (joint)
+          name.push_back(static_cast<char>(std::toupper(option[++i])));
+        else
+          name.push_back(option[i]);
+      }
+      KJ_IF_MAYBE (field, call.paramsSchema().findFieldByName(name)) {
+        if (std::find(given.begin(), given.end(), name) != given.end())
+          throw std::invalid_argument("--" + option + ": " + name + " is given twice");
+        given.push_back(name);
+        try {
+          setField(params, *field, value);
+        } catch (const kj::Exception& e) {
+          throw std::invalid_argument("--" + option + " '" + value +
+                                      "': " + e.getDescription().cStr());
+        }
+      } else {
+        throw std::invalid_argument(service + " " + method + " has no field " + name +
+                                    " (it takes " + fieldList(call.paramsSchema()) + ")");
       }
     }
   }

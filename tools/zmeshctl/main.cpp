@@ -2,12 +2,62 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <iostream>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "commands.h"
 #include "zmesh/rpc/config.h"
 #include "zmesh/rpc/host.h"
 #include "zmesh/rpc/status.h"
+
+namespace {
+
+// `zmeshctl call ratelimit check api --key user:1`: after `call`, an option
+// zmeshctl does not have names a params field. Taken out of argv before CLI11
+// parses it (CLI11 would reject it), as (field, value) pairs in order.
+std::vector<std::pair<std::string, std::string>> takeFieldOptions(std::vector<std::string>& args) {
+  static const std::vector<std::string> kOwn = {"--params", "--json", "--timeout", "--config",
+                                                "--help",   "-c",     "-h"};
+  std::vector<std::pair<std::string, std::string>> fields;
+  // The subcommand is the first word that is neither an option nor its value.
+  auto call = args.begin();
+  while (call != args.end() && call->starts_with("-")) {
+    if ((*call == "-c" || *call == "--config") && call + 1 != args.end()) ++call;
+    ++call;
+  }
+  if (call == args.end() || *call != "call") return fields;
+  std::vector<std::string> kept(args.begin(), call + 1);
+  for (auto it = call + 1; it != args.end(); ++it) {
+    const std::string& word = *it;
+    if (word == "--") {  // the rest are positional
+      kept.insert(kept.end(), it, args.end());
+      break;
+    }
+    std::string name = word.substr(0, word.find('='));
+    if (!word.starts_with("--") || std::find(kOwn.begin(), kOwn.end(), name) != kOwn.end()) {
+      kept.push_back(word);
+      if (std::find(kOwn.begin(), kOwn.end(), word) != kOwn.end() && word != "--json" &&
+          word != "--help" && word != "-h" && it + 1 != args.end())
+        kept.push_back(*++it);  // the value of zmeshctl's own option
+      continue;
+    }
+    if (word.find('=') != std::string::npos) {
+      fields.emplace_back(name.substr(2), word.substr(word.find('=') + 1));
+    } else if (it + 1 != args.end()) {
+      fields.emplace_back(name.substr(2), *++it);
+    } else {
+      throw std::invalid_argument("option " + word + " needs a value");
+    }
+  }
+  args = std::move(kept);
+  return fields;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   using namespace zmesh;
@@ -26,7 +76,11 @@ int main(int argc, char** argv) {
   app.add_subcommand("down", "stop the mesh started by `up` (SIGTERM, then SIGKILL)");
   app.add_subcommand("status", "each service's endpoint, pid, uptime, restarts and health");
 
-  auto* call = app.add_subcommand("call", "call any method: zmeshctl call idgen next orders 10");
+  auto* call =
+      app.add_subcommand("call",
+                         "call any method: zmeshctl call idgen next orders 10, or by field name: "
+                         "zmeshctl call ratelimit check api --key user:1 (a list of descriptors as "
+                         "--descriptors tenant=acme,route=/orders)");
   std::string service, method, params;
   std::vector<std::string> args;
   bool json = false;
@@ -48,8 +102,15 @@ int main(int argc, char** argv) {
   events->add_option("--timeout", eventsTimeoutMs,
                      "exit after this many ms (exit 1 if --count not reached)");
 
+  std::vector<std::pair<std::string, std::string>> fieldOptions;
   try {
-    app.parse(argc, argv);
+    std::vector<std::string> words(argv + 1, argv + argc);
+    fieldOptions = takeFieldOptions(words);
+    std::reverse(words.begin(), words.end());  // CLI11 takes a vector in reverse
+    app.parse(words);
+  } catch (const std::invalid_argument& e) {
+    std::cerr << "zmeshctl: " << e.what() << '\n';
+    return 2;
   } catch (const CLI::ParseError& e) {
     // Usage errors exit 2 like every other bad argument (CLI11's own codes are 100+).
     return app.exit(e) == 0 ? 0 : 2;
@@ -60,7 +121,7 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("down")) return ctl::cmdDown(config);
     if (app.got_subcommand("status")) return ctl::cmdStatus(config);
     if (app.got_subcommand("call"))
-      return ctl::cmdCall(config, service, method, args, params, json,
+      return ctl::cmdCall(config, service, method, args, fieldOptions, params, json,
                           std::chrono::milliseconds(timeoutMs));
     if (app.got_subcommand("events"))
       return ctl::cmdEvents(config, prefixes, json, count,

@@ -86,6 +86,45 @@ class IdGenClient {
   CallSettings settings_;
 };
 
+class RateLimitClient {
+ public:
+  explicit RateLimitClient(rpc::Channel channel, CallSettings settings = {});
+  using Descriptors = std::vector<std::pair<std::string, std::string>>;
+  struct Decision {
+    bool allowed;
+    uint64_t limit;                        // what the key may take at once
+    uint64_t remaining;                    // left after this decision
+    std::chrono::milliseconds reset;       // until the key is back to its full quota
+    std::chrono::milliseconds retryAfter;  // denied: until the same cost would pass
+    std::chrono::milliseconds window;
+    std::string rule;
+    bool shadowDenied;   // a shadow rule allowed what it would have denied
+    std::string reason;  // denied for good (cost above the capacity, table full)
+    bool untracked;
+  };
+  // Takes `cost` (0: only reads) from `rule`'s limit for a rule keyed on one
+  // descriptor, or for these descriptors. Never resent on its own: a lost
+  // reply may have taken the cost.
+  Decision check(const std::string& rule, const std::string& key, uint32_t cost = 1) const;
+  Decision check(const std::string& rule, const Descriptors& descriptors, uint32_t cost = 1) const;
+  struct Lease {
+    uint32_t granted;  // taken from the global limit for the caller to admit on its own
+    std::chrono::milliseconds ttl;
+    Decision decision;
+  };
+  // Two-stage limiting's global stage (TwoStageLimiter uses it): up to `want` now.
+  Lease lease(const std::string& rule, const std::string& key, uint32_t want,
+              std::chrono::milliseconds ttl = {}) const;
+  // A run-time override of `rule` for these descriptors, durable once this returns.
+  void setOverride(const std::string& rule, const Descriptors& descriptors, uint64_t limit,
+                   uint64_t burst = 0) const;
+  const rpc::Channel& channel() const { return channel_; }
+
+ private:
+  rpc::Channel channel_;
+  CallSettings settings_;
+};
+
 // One pub/sub event as a subscriber sees it.
 struct Event {
   std::string topic;
@@ -145,6 +184,7 @@ class Mesh {
   Mesh& operator=(const Mesh&) = delete;
 
   IdGenClient idgen(CallSettings settings = {});
+  RateLimitClient ratelimit(CallSettings settings = {});
   AdminClient admin(const std::string& service, CallSettings settings = {});
   Events events();
   // The request/reply endpoint of a configured service; throws ConfigError if none.
