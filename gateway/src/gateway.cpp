@@ -37,7 +37,8 @@ rpc::ConnectionOptions connectionOptions() {
 
 }  // namespace
 
-Worker::Worker(Gateway& gateway, size_t index) : gateway_(gateway), index_(index), io_(1) {}
+Worker::Worker(Gateway& gateway, size_t index)
+    : gateway_(gateway), index_(index), io_(1), limiter_(std::make_unique<TokenLimiter>(*this)) {}
 
 AsioConnection& Worker::connection(const std::string& endpoint) {
   auto it = connections_.find(endpoint);
@@ -55,7 +56,10 @@ std::map<std::string, rpc::ConnectionCounters> Worker::counters() const {
   return out;
 }
 
-void Worker::closeConnections() { connections_.clear(); }
+void Worker::closeConnections() {
+  limiter_->close();  // the calls failed below must not start others
+  connections_.clear();
+}
 
 Gateway::Gateway(GatewayConfig config, Mesh& mesh, zmq::context_t& context)
     : config_(std::move(config)),

@@ -28,6 +28,7 @@
 #include "metrics.h"
 #include "router.h"
 #include "shared_result.h"
+#include "token_limit.h"
 #include "zmq_asio.h"
 
 namespace zmesh {
@@ -67,11 +68,15 @@ class Worker {
   // Sums of this worker's connection counters by endpoint. Worker thread only.
   std::map<std::string, rpc::ConnectionCounters> counters() const;
   void closeConnections();  // worker thread, at stop
+  // This worker's stage of the per-token rate limit. Worker thread only.
+  TokenLimiter& limiter() { return *limiter_; }
 
  private:
   Gateway& gateway_;
   size_t index_;
   boost::asio::io_context io_;
+  // Before the connections: their calls' callbacks (failed when they close) use it.
+  std::unique_ptr<TokenLimiter> limiter_;
   std::map<std::string, std::unique_ptr<AsioConnection>> connections_;
 };
 

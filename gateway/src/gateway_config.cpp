@@ -64,7 +64,12 @@ GatewayConfig gatewayConfigFrom(const rpc::MeshConfig& mesh) {
                    "readiness_timeout",
                    "ops_cache_max_age",
                    "stop_grace",
-                   "tokens"});
+                   "tokens",
+                   "ratelimit_rule",
+                   "ratelimit_batch",
+                   "ratelimit_fail_open",
+                   "ratelimit_max_keys",
+                   "ratelimit_queue"});
   if (s.has("listen")) parseListen(s.string("listen", ""), c, mesh.source() + ": gateway.listen");
   c.threads = static_cast<int>(s.integer("threads", c.threads, 1, 64));
   c.requestTimeout = s.duration("request_timeout", c.requestTimeout);
@@ -107,6 +112,21 @@ GatewayConfig gatewayConfigFrom(const rpc::MeshConfig& mesh) {
     s.fail("max_sse_streams",
            "must be at most max_connections (" + std::to_string(c.maxConnections) + ")");
   if (c.sseHeartbeat.count() == 0) s.fail("sse_heartbeat", "must be more than 0");
+  c.ratelimitRule = s.string("ratelimit_rule", c.ratelimitRule);
+  if (s.has("ratelimit_rule")) {
+    // As the rate limiter names rules; checked here so a typo fails at start.
+    auto& rule = c.ratelimitRule;
+    auto ruleOk = !rule.empty() && rule.size() <= 64 &&
+                  std::all_of(rule.begin(), rule.end(), [](unsigned char ch) {
+                    return std::isalnum(ch) || ch == '_' || ch == '-' || ch == '.';
+                  });
+    if (!ruleOk) s.fail("ratelimit_rule", "a rule's name is 1-64 characters of [A-Za-z0-9_.-]");
+  }
+  c.ratelimitBatch =
+      static_cast<uint32_t>(s.integer("ratelimit_batch", c.ratelimitBatch, 1, 1'000'000));
+  c.ratelimitFailOpen = s.boolean("ratelimit_fail_open", c.ratelimitFailOpen);
+  c.ratelimitMaxKeys = s.integer("ratelimit_max_keys", c.ratelimitMaxKeys, 1, 100'000'000);
+  c.ratelimitQueue = s.integer("ratelimit_queue", c.ratelimitQueue, 1, 1'000'000);
 
   auto tokens = s.child("tokens");
   for (auto& name : tokens.keys()) {

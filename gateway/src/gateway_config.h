@@ -51,6 +51,14 @@ struct GatewayConfig {
   std::chrono::milliseconds opsCacheMaxAge = 1s;
   std::chrono::milliseconds stopGrace = 5s;
   std::vector<TokenConfig> tokens;  // empty: auth off
+  // The gateway's own per-token limit (the only 429): a rule of the rate
+  // limiter keyed on one descriptor, whose value is the bearer token's name
+  // (the client's address without auth). Empty: off.
+  std::string ratelimitRule;
+  uint32_t ratelimitBatch = 10;     // tokens a worker leases at once per key
+  bool ratelimitFailOpen = false;   // the rate limiter unreachable: admit (else 503)
+  size_t ratelimitMaxKeys = 10000;  // keys a worker tracks; beyond, each request asks
+  size_t ratelimitQueue = 256;      // requests of one key waiting for its lease; beyond: 503
 };
 
 // Reads [gateway] (and [gateway.tokens.<name>]); throws rpc::ConfigError naming the key.

@@ -261,6 +261,20 @@ std::string Metrics::render(const std::vector<ServiceSample>& services,
              "Times /metrics or /readyz asked every service again."},
             {"zmesh_gateway_worker_errors_total",
              "Exceptions a handler let escape, stopped at its worker thread (which goes on)."},
+            {"zmesh_gateway_ratelimit_admitted_total",
+             "Requests the per-token rate limit (ratelimit_rule) let through."},
+            {"zmesh_gateway_ratelimit_denied_total",
+             "Requests over the per-token rate limit, answered 429."},
+            {"zmesh_gateway_ratelimit_failed_closed_total",
+             "Requests answered 503 because the rate limiter could not be asked "
+             "(ratelimit_fail_open off)."},
+            {"zmesh_gateway_ratelimit_queue_full_total",
+             "Requests answered 503 because ratelimit_queue of their caller's requests were "
+             "already waiting for the rate limiter."},
+            {"zmesh_gateway_ratelimit_leases_total",
+             "RateLimit.lease calls made for the per-token rate limit."},
+            {"zmesh_gateway_ratelimit_lease_failures_total",
+             "RateLimit.lease calls that failed or went unanswered."},
         }};
     for (size_t i = 0; i < kLimits; ++i) {
       family(out, kLimitText[i].first, "counter", kLimitText[i].second);

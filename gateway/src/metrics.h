@@ -53,8 +53,15 @@ class Metrics {
     kOpsCacheHits,        // ops_cache_hits: /metrics or /readyz answered from the cache
     kOpsCacheRefreshes,   // ops_cache_refreshes: the services asked again
     kWorkerErrors,        // worker_errors: a handler threw; its worker went on
+    // The per-token limit (gateway.ratelimit_rule):
+    kRatelimitAdmitted,       // ratelimit_admitted: requests it let through
+    kRatelimitDenied,         // ratelimit_denied: answered 429
+    kRatelimitFailedClosed,   // ratelimit_failed_closed: the rate limiter unreachable, 503
+    kRatelimitQueueFull,      // ratelimit_queue_full: over ratelimit_queue waiting, 503
+    kRatelimitLeases,         // ratelimit_leases: RateLimit.lease calls made
+    kRatelimitLeaseFailures,  // ratelimit_lease_failures: of those, failed or unanswered
   };
-  static constexpr size_t kLimits = 8;
+  static constexpr size_t kLimits = 14;
 
   // HTTP methods become labels from a closed set: the methods of RFC 9110 and
   // PATCH by name, anything else (an invented method) "OTHER".

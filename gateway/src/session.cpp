@@ -322,6 +322,37 @@ void Session::dispatch(Request request) {
                           route.service + "] in the mesh file)");
   }
 
+  // The per-token limit, on the routes that take a token. Before the
+  // Idempotency-Key is recorded: a 429 must not become what a retry replays.
+  auto& limiter = worker_.limiter();
+  if (!route.scope || !limiter.enabled())
+    return serve(std::move(request), route, std::move(match.params), std::move(query), principal);
+  std::string caller;
+  if (principal) {
+    caller = principal->name;
+  } else {
+    beast::error_code ec;
+    auto remote = stream_.remote_endpoint(ec);
+    caller = ec ? std::string("unknown") : remote.address().to_string();
+  }
+  limiter.admit(caller, requestId_,
+                [self = shared_from_this(), request = std::move(request), &route,
+                 params = std::move(match.params), query = std::move(query),
+                 principal](std::optional<Response> refusal) mutable {
+                  if (refusal) return self->send(std::move(*refusal));
+                  self->serve(std::move(request), route, std::move(params), std::move(query),
+                              principal);
+                });
+}
+
+void Session::serve(Request request, const Route& route,
+                    std::vector<std::pair<std::string, std::string>> params,
+                    std::vector<std::pair<std::string, std::string>> query,
+                    const Principal* principal) {
+  auto& config = gateway_.config();
+  auto failHttp = [&](http::status status, std::string_view code, std::string_view message) {
+    send(errorResponse(status, code, message, requestId_, config.retryAfter));
+  };
   if (auto it = request.find("Idempotency-Key"); route.idempotencyKey && it != request.end()) {
     auto key = it->value();
     if (!isToken(key, kMaxIdempotencyKeyBytes))
@@ -352,7 +383,7 @@ void Session::dispatch(Request request) {
   }
 
   auto exchange = std::make_shared<Exchange>(shared_from_this(), worker_, std::move(request), route,
-                                             std::move(match.params), std::move(query), requestId_);
+                                             std::move(params), std::move(query), requestId_);
   if (principal) exchange->setPrincipal(principal->name);
   try {
     route.handler(exchange);

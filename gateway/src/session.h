@@ -44,6 +44,10 @@ class Session : public std::enable_shared_from_this<Session> {
   void onHeader(boost::beast::error_code ec);
   void onBody(boost::beast::error_code ec);
   void dispatch(Request request);
+  // The rest of dispatch() once the per-token rate limit let the request through.
+  void serve(Request request, const Route& route,
+             std::vector<std::pair<std::string, std::string>> params,
+             std::vector<std::pair<std::string, std::string>> query, const Principal* principal);
   // Accounting of one request (metrics, the in-flight count stop() waits for).
   void beginRequest();
   void finishRequest(int status);

@@ -68,7 +68,8 @@ std::optional<std::pair<uint64_t, Nanos>> parseRate(std::string_view text) {
   if (!per.empty() && (per[0] < '0' || per[0] > '9')) per.insert(0, "1");  // "10/s" = "10/1s"
   if (per == "1") return std::nullopt;                                     // no unit at all
   auto window = rpc::parseDuration(per);
-  if (!window || window->count() == 0) return std::nullopt;
+  if (!window || window->count() == 0 || window->count() > kMaxWindow / kNanosPerMs)
+    return std::nullopt;
   return std::pair{count, static_cast<Nanos>(window->count()) * kNanosPerMs};
 }
 

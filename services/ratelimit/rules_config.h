@@ -36,7 +36,8 @@ std::vector<Rule> parseRules(const rpc::ConfigSection& ratelimit);
 // Both, from the mesh file at `path` (reload).
 std::vector<Rule> loadRules(const std::string& path);
 
-// "10/s", "1/1s", "100/1m", "5/250ms": limit and window; nullopt when malformed.
+// "10/s", "1/1s", "100/1m", "5/250ms": limit and window; nullopt when malformed
+// or the window is over kMaxWindow.
 std::optional<std::pair<uint64_t, Nanos>> parseRate(std::string_view text);
 
 }  // namespace zmesh::ratelimit

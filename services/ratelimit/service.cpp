@@ -27,7 +27,8 @@ std::string_view view(capnp::Text::Reader t) { return {t.cStr(), t.size()}; }
 
 // Milliseconds for the wire, rounded up: a client that waits retryAfterMs must not be early.
 uint64_t ceilMs(Nanos n) {
-  return n <= 0 ? 0 : static_cast<uint64_t>((n + kNanosPerMs - 1) / kNanosPerMs);
+  if (n <= 0) return 0;
+  return static_cast<uint64_t>(n / kNanosPerMs + (n % kNanosPerMs != 0));  // n may be INT64_MAX
 }
 
 // The request's descriptors as the core reads them; views into the params message.
@@ -46,7 +47,8 @@ struct DescriptorList {
 
 Descriptors toDescriptors(capnp::List<idl::Descriptor>::Reader list) {
   Descriptors out;
-  for (auto d : list) out.emplace_back(d.getKey().cStr(), d.getValue().cStr());
+  // Whole texts: a NUL inside one is the core's to refuse, not to cut the value at.
+  for (auto d : list) out.emplace_back(view(d.getKey()), view(d.getValue()));
   return out;
 }
 
@@ -186,20 +188,25 @@ void RateLimitService::report(const Outcome& o, uint64_t cost, idl::Decision::Bu
   else if (o.refused)
     out.setReason("the limiter tracks max_keys keys and none is idle: new keys are denied");
   if ((!d.allowed || o.shadowDenied) && publisher_) {
-    // Values are kept NUL-separated; an event shows them '|'-separated.
-    std::string key(o.key);
-    std::replace(key.begin(), key.end(), '\0', '|');
-    if (auto event = coalescer_.denied(o.rule->name, key, o.shadowDenied, d.retryAfter, clock_())) {
-      capnp::MallocMessageBuilder message(32);
-      auto body = message.initRoot<idl::Denied>();
-      body.setRule(event->rule);
-      body.setKey(event->key);
-      body.setDenials(event->denials);
-      body.setShadow(event->shadow);
-      body.setRetryAfterMs(ceilMs(event->retryAfter));
-      publisher_->publish<idl::Denied>("ratelimit.denied", body.asReader());
-    }
+    if (auto event = coalescer_.denied(o.rule->name, o.key, o.shadowDenied, d.retryAfter, clock_()))
+      publishDenied(*event);
   }
+}
+
+void RateLimitService::publishDenied(const DeniedEvent& event) {
+  if (!publisher_) return;
+  // Keys are coalesced by their values NUL-separated (unambiguous); an event
+  // shows them '|'-separated.
+  std::string key = event.key;
+  std::replace(key.begin(), key.end(), '\0', '|');
+  capnp::MallocMessageBuilder message(32);
+  auto body = message.initRoot<idl::Denied>();
+  body.setRule(event.rule);
+  body.setKey(key);
+  body.setDenials(event.denials);
+  body.setShadow(event.shadow);
+  body.setRetryAfterMs(ceilMs(event.retryAfter));
+  publisher_->publish<idl::Denied>("ratelimit.denied", body.asReader());
 }
 
 template <typename Params>
@@ -227,17 +234,23 @@ kj::Promise<void> RateLimitService::checkBatch(CheckBatchContext context) {
                                 "checks: " + std::to_string(checks.size()) +
                                     " in one batch, at most " +
                                     std::to_string(options_.settings.maxBatch) + " (max_batch)");
-  auto decisions = context.getResults().initDecisions(checks.size());
+  // All or nothing: every check is valid before any takes from its limit.
+  DescriptorList descriptors;
   for (size_t i = 0; i < checks.size(); ++i) {
-    try {
-      decideOne(checks[i], checks[i].getCost(), decisions[i]);
-    } catch (const kj::Exception& e) {
-      // The checks before it were decided and taken: say which one failed.
-      auto status = rpc::statusFromException(e);
-      throw rpc::statusException(status.code,
-                                 "checks[" + std::to_string(i) + "]: " + status.message);
+    auto c = checks[i];
+    auto f = descriptors.read(c.getDescriptors());
+    if (!f)
+      f = limiter_.validateRequest(
+          CheckRequest{view(c.getRule()), view(c.getKey()), descriptors.views, c.getCost()});
+    if (f) {
+      auto e = toException(*f);
+      return rpc::statusException(rpc::statusFromException(e).code,
+                                  "checks[" + std::to_string(i) + "]: " + f->message);
     }
   }
+  auto decisions = context.getResults().initDecisions(checks.size());
+  for (size_t i = 0; i < checks.size(); ++i)
+    decideOne(checks[i], checks[i].getCost(), decisions[i]);
   return kj::READY_NOW;
 }
 
@@ -300,7 +313,13 @@ kj::Promise<void> RateLimitService::override(OverrideContext context) {
       rule, Override{toDescriptors(p.getDescriptors()), p.getLimit(), p.getBurst()});
   if (auto* f = std::get_if<Failure>(&checked)) return toException(*f);
   auto o = std::get<Override>(kj::mv(checked));
-  journaled_[{rule, o.match}] = o;
+  // Counted with those on their way to disk: the limit holds when they land.
+  auto key = std::pair{rule, sortedByName(o.match)};
+  if (!journaled_.count(key) && journaled_.size() >= options_.settings.limiter.maxRuntimeOverrides)
+    return rpc::statusException(
+        rpc::StatusCode::FAILED_PRECONDITION,
+        "already " + std::to_string(journaled_.size()) + " run-time overrides (max_overrides)");
+  journaled_[key] = o;
   capnp::MallocMessageBuilder record;
   auto set = record.initRoot<idl::RateLimitLogRecord>().initSet();
   set.setRule(rule);
@@ -324,29 +343,24 @@ kj::Promise<void> RateLimitService::clearOverride(ClearOverrideContext context) 
   auto p = context.getParams();
   std::string rule = p.getRule();
   auto given = toDescriptors(p.getDescriptors());
-  std::sort(given.begin(), given.end());
-  // The override as kept (descriptors in the rule's order): what the log names.
-  std::optional<Descriptors> match;
-  for (auto& [key, o] : journaled_) {
-    if (key.first != rule) continue;
-    auto sorted = o.match;
-    std::sort(sorted.begin(), sorted.end());
-    if (sorted == given) match = o.match;
-  }
-  if (!match) {
-    // Nothing to clear (or no such rule): the answer needs no record.
-    auto result = limiter_.clearOverride(rule, given);
-    if (auto* f = std::get_if<Failure>(&result)) return toException(*f);
+  auto it = journaled_.find({rule, sortedByName(given)});
+  if (it == journaled_.end()) {
+    // Nothing to clear: answered from what the log holds, changing nothing.
+    bool known = false;
+    for (auto& r : limiter_.rules()) known = known || r.name == rule;
+    if (!known)
+      return rpc::statusException(rpc::StatusCode::NOT_FOUND, "no rule named \"" + rule + "\"");
     context.getResults().setRemoved(false);
     return kj::READY_NOW;
   }
-  journaled_.erase({rule, *match});
+  auto match = it->second.match;  // as the log names it
+  journaled_.erase(it);
   capnp::MallocMessageBuilder record;
   auto clear = record.initRoot<idl::RateLimitLogRecord>().initClear();
   clear.setRule(rule);
-  setDescriptors(clear.initDescriptors(match->size()), *match);
+  setDescriptors(clear.initDescriptors(match.size()), match);
   auto paf = kj::newPromiseAndFulfiller<void>();
-  append(record, [this, rule, match = *match, fulfiller = shared(kj::mv(paf.fulfiller))] {
+  append(record, [this, rule, match, fulfiller = shared(kj::mv(paf.fulfiller))] {
     auto result = limiter_.clearOverride(rule, match);
     if (std::get_if<Failure>(&result)) limiter_.restoreClear(rule, match);  // rule gone meanwhile
     fulfiller->fulfiller->fulfill();
@@ -393,7 +407,7 @@ void RateLimitService::recover() {
   auto recovered = storage::Journal::recover(env_, options_.dataDir, kJournalName);
   if (recovered.snapshot) replaySnapshot(limiter_, *recovered.snapshot);
   for (auto& bytes : recovered.records) replayRecord(limiter_, bytes);
-  for (auto& [rule, o] : limiter_.runtimeOverrides()) journaled_[{rule, o.match}] = o;
+  for (auto& [rule, o] : limiter_.runtimeOverrides()) journaled_[{rule, sortedByName(o.match)}] = o;
   if (recovered.cutBytes > 0)
     spdlog::warn("ratelimit: cut a torn log tail of {} bytes (a crash interrupted a write)",
                  recovered.cutBytes);
@@ -456,17 +470,7 @@ void RateLimitService::onFatal(const std::string& message) {
 void RateLimitService::tick() {
   Nanos now = clock_();
   limiter_.sweep(now, options_.settings.sweepBudget);
-  for (auto& event : coalescer_.flush(now)) {
-    if (!publisher_) break;
-    capnp::MallocMessageBuilder message(32);
-    auto body = message.initRoot<idl::Denied>();
-    body.setRule(event.rule);
-    body.setKey(event.key);
-    body.setDenials(event.denials);
-    body.setShadow(event.shadow);
-    body.setRetryAfterMs(ceilMs(event.retryAfter));
-    publisher_->publish<idl::Denied>("ratelimit.denied", body.asReader());
-  }
+  for (auto& event : coalescer_.flush(now)) publishDenied(event);
   auto period = options_.settings.sweepInterval / kNanosPerMs;
   // tick() replaces ticker_: run it after this continuation, never inside it.
   ticker_ = server_.timer()

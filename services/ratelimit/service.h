@@ -67,6 +67,7 @@ class RateLimitService final : public idl::RateLimit::Server {
   template <typename Params>
   Outcome decideOne(Params p, uint64_t cost, idl::Decision::Builder out);
   void report(const Outcome& outcome, uint64_t cost, idl::Decision::Builder out);
+  void publishDenied(const DeniedEvent& event);
   void recover();
   void append(capnp::MessageBuilder& record, std::function<void()> done);
   void maybeRewrite(bool force = false);
@@ -83,7 +84,7 @@ class RateLimitService final : public idl::RateLimit::Server {
   std::unique_ptr<storage::DirLock> lock_;
   std::unique_ptr<storage::Journal> journal_;
   // The run-time overrides as the log has them (appended, durable or not),
-  // by (rule, descriptors in the rule's order): what a snapshot holds.
+  // by (rule, descriptors sorted by name): what a snapshot holds.
   std::map<std::pair<std::string, Descriptors>, Override> journaled_;
   kj::Promise<void> ticker_ = nullptr;
   bool rewriting_ = false;

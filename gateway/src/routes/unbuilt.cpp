@@ -5,13 +5,6 @@
 
 namespace zmesh::gateway {
 
-void addRateLimitRoutes(Router& router) {
-  router.add({http::verb::post, "/v1/ratelimit/check", Scope::kRatelimit, "ratelimit", false, {}});
-  router.add({http::verb::get, "/v1/ratelimit/rules", Scope::kRatelimit, "ratelimit", false, {}});
-  router.add(
-      {http::verb::put, "/v1/ratelimit/overrides/{rule}", Scope::kAdmin, "ratelimit", true, {}});
-}
-
 void addLockRoutes(Router& router) {
   router.add({http::verb::post, "/v1/locks/{name}", Scope::kLocks, "lock", true, {}});
   router.add({http::verb::post, "/v1/locks/{name}/renew", Scope::kLocks, "lock", true, {}});

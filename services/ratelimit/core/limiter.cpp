@@ -80,6 +80,15 @@ std::optional<std::string> validate(const Rule& rule) {
   return std::nullopt;
 }
 
+Descriptors sortedByName(Descriptors d) {
+  std::sort(d.begin(), d.end());
+  return d;
+}
+
+bool sameDescriptors(const Descriptors& a, const Descriptors& b) {
+  return a.size() == b.size() && sortedByName(a) == sortedByName(b);
+}
+
 Descriptors inRuleOrder(const Rule& rule, Descriptors match) {
   auto index = [&](const std::string& k) {
     return std::find(rule.descriptors.begin(), rule.descriptors.end(), k) -
@@ -150,7 +159,15 @@ struct Limiter::RuleSlot {
   RuleStats stats;
   // Overrides by match key (mask byte + values); run-time ones written last, so they win.
   std::unordered_map<std::string, Quota, KeyHash, std::equal_to<>> overrides;
-  std::map<uint32_t, size_t, std::greater<>> masks;  // masks in use, most specific first
+  // Masks in use, most specific (most descriptors) first; equally specific, the
+  // one naming later descriptors first (documented in limiter.h).
+  struct MoreSpecific {
+    bool operator()(uint32_t a, uint32_t b) const {
+      int pa = std::popcount(a), pb = std::popcount(b);
+      return pa != pb ? pa > pb : a > b;
+    }
+  };
+  std::map<uint32_t, size_t, MoreSpecific> masks;
   const Rule* rule = nullptr;
 };
 
@@ -217,6 +234,13 @@ size_t Limiter::setRules(std::vector<Rule> rules) {
   return kept;
 }
 
+Failure Limiter::noRule(std::string_view name) const {
+  std::string names;
+  for (auto& r : rules_) names += (names.empty() ? "" : ", ") + r.name;
+  return Failure{Fail::notFound, "no rule named \"" + std::string(name) +
+                                     "\" (rules: " + (names.empty() ? "none" : names) + ")"};
+}
+
 Limiter::RuleSlot* Limiter::find(std::string_view name) const {
   for (size_t i = 0; i < rules_.size(); ++i)
     if (rules_[i].name == name) return slots_[i].get();
@@ -275,6 +299,12 @@ Quota Limiter::quotaFor(const RuleSlot& slot) const {
   return slot.rule->quota;
 }
 
+std::optional<Failure> Limiter::validateRequest(const CheckRequest& request) {
+  RuleSlot* slot = find(request.rule);
+  if (!slot) return noRule(request.rule);
+  return keyOf(*slot, request);
+}
+
 std::variant<Failure, Outcome> Limiter::check(const CheckRequest& request, Nanos now) {
   return decideFor(request, request.cost, 0, now, nullptr);
 }
@@ -292,12 +322,7 @@ std::variant<Failure, LeaseOutcome> Limiter::lease(const CheckRequest& request, 
 std::variant<Failure, Outcome> Limiter::decideFor(const CheckRequest& request, uint64_t cost,
                                                   uint64_t want, Nanos now, uint64_t* granted) {
   RuleSlot* slot = find(request.rule);
-  if (!slot) {
-    std::string names;
-    for (auto& r : rules_) names += (names.empty() ? "" : ", ") + r.name;
-    return Failure{Fail::notFound, "no rule named \"" + std::string(request.rule) +
-                                       "\" (rules: " + (names.empty() ? "none" : names) + ")"};
-  }
+  if (!slot) return noRule(request.rule);
   if (auto f = keyOf(*slot, request)) return *f;
   const Rule& rule = *slot->rule;
   Outcome out{};
@@ -341,7 +366,7 @@ std::variant<Failure, Outcome> Limiter::decideFor(const CheckRequest& request, u
       d.allowed = false;
     }
     *granted = d.allowed ? take : 0;
-    if (out.untracked || rule.shadow) *granted = want;
+    if (out.untracked || (rule.shadow && !out.refused)) *granted = want;
   } else {
     size_t before = state->heapBytes();
     d = decide(out.quota, *state, cost, now);
@@ -364,7 +389,7 @@ std::variant<Failure, Outcome> Limiter::decideFor(const CheckRequest& request, u
   ++slot->stats.decisions;
   if (d.allowed) {
     ++slot->stats.allowed;
-  } else if (rule.shadow) {
+  } else if (rule.shadow && !out.refused) {
     ++slot->stats.shadowDenied;
     out.shadowDenied = true;
     d.allowed = true;
@@ -376,7 +401,10 @@ std::variant<Failure, Outcome> Limiter::decideFor(const CheckRequest& request, u
 
 bool Limiter::makeRoom(Nanos now) { return visit(now, options_.evictionScan, true) > 0; }
 
-size_t Limiter::sweep(Nanos now, size_t budget) { return visit(now, budget, false); }
+size_t Limiter::sweep(Nanos now, size_t budget) {
+  // Each key once at most: a small table is not gone round again and again.
+  return visit(now, std::min<size_t>(budget, stats_.keys), false);
+}
 
 // Moves the clock hand over up to `budget` keys, a rule's table at a time
 // round-robin: drops each key at its default, sends the others to the back.
@@ -426,12 +454,13 @@ size_t Limiter::visit(Nanos now, size_t budget, bool stopAtFirstDrop) {
 std::variant<Failure, Override> Limiter::checkOverride(std::string_view ruleName,
                                                        Override o) const {
   RuleSlot* slot = find(ruleName);
-  if (!slot) return Failure{Fail::notFound, "no rule named \"" + std::string(ruleName) + "\""};
+  if (!slot) return noRule(ruleName);
   if (auto why = validate(*slot->rule, o)) return Failure{Fail::invalidArgument, *why};
   o.match = inRuleOrder(*slot->rule, std::move(o.match));
   auto it = runtime_.find(ruleName);
-  bool replaces = it != runtime_.end() && std::any_of(it->second.begin(), it->second.end(),
-                                                      [&](auto& x) { return x.match == o.match; });
+  bool replaces = it != runtime_.end() &&
+                  std::any_of(it->second.begin(), it->second.end(),
+                              [&](auto& x) { return sameDescriptors(x.match, o.match); });
   if (!replaces && runtimeCount_ >= options_.maxRuntimeOverrides)
     return Failure{Fail::exhausted, "already " + std::to_string(runtimeCount_) +
                                         " run-time overrides (max_overrides)"};
@@ -454,14 +483,14 @@ std::variant<Failure, Override> Limiter::setOverride(std::string_view ruleName, 
 std::variant<Failure, bool> Limiter::clearOverride(std::string_view ruleName,
                                                    const Descriptors& unordered) {
   RuleSlot* slot = find(ruleName);
-  if (!slot) return Failure{Fail::notFound, "no rule named \"" + std::string(ruleName) + "\""};
+  if (!slot) return noRule(ruleName);
   auto match = inRuleOrder(*slot->rule, unordered);
   if (!restoreClear(ruleName, match)) return false;
   if (auto mask = maskOf(*slot->rule, match)) {
     auto key = matchKey(*mask, match);
     // The rules file's override for the same descriptors, if any, applies again.
     auto file = std::find_if(slot->rule->overrides.begin(), slot->rule->overrides.end(),
-                             [&](auto& x) { return x.match == match; });
+                             [&](auto& x) { return sameDescriptors(x.match, match); });
     if (file != slot->rule->overrides.end()) {
       slot->overrides.insert_or_assign(key, overridden(*slot->rule, *file));
     } else if (slot->overrides.erase(key) && --slot->masks[*mask] == 0) {
@@ -473,7 +502,8 @@ std::variant<Failure, bool> Limiter::clearOverride(std::string_view ruleName,
 
 void Limiter::restoreOverride(std::string rule, Override o) {
   auto& list = runtime_[std::move(rule)];
-  auto same = std::find_if(list.begin(), list.end(), [&](auto& x) { return x.match == o.match; });
+  auto same = std::find_if(list.begin(), list.end(),
+                           [&](auto& x) { return sameDescriptors(x.match, o.match); });
   if (same != list.end()) {
     *same = std::move(o);
   } else {
@@ -486,7 +516,8 @@ bool Limiter::restoreClear(std::string_view rule, const Descriptors& match) {
   auto it = runtime_.find(rule);
   if (it == runtime_.end()) return false;
   auto& list = it->second;
-  auto same = std::find_if(list.begin(), list.end(), [&](auto& x) { return x.match == match; });
+  auto same = std::find_if(list.begin(), list.end(),
+                           [&](auto& x) { return sameDescriptors(x.match, match); });
   if (same == list.end()) return false;
   list.erase(same);
   --runtimeCount_;

@@ -40,6 +40,9 @@ inline constexpr size_t kMaxDescriptorValueBytes = 256;
 inline constexpr size_t kMaxRuleNameBytes = 64;
 
 // A different quota for the keys whose descriptors include all of `match`.
+// Where several apply, the one naming more descriptors wins; of equally many,
+// the one naming descriptors later in the rule's list; a run-time override
+// replaces a file one for the same descriptors.
 struct Override {
   Descriptors match;   // a subset of the rule's descriptors (kept in the rule's order)
   uint64_t limit = 0;  // >= 1
@@ -58,6 +61,10 @@ struct Rule {
 
 // Why the rule cannot be used, or nullopt.
 std::optional<std::string> validate(const Rule& rule);
+// Descriptors sorted by name, and equality regardless of order: how overrides
+// are compared (a rules file may reorder a rule's descriptors).
+Descriptors sortedByName(Descriptors d);
+bool sameDescriptors(const Descriptors& a, const Descriptors& b);
 // `match` sorted into the order of the rule's descriptors (how overrides are
 // kept and compared); names the rule lacks go last.
 Descriptors inRuleOrder(const Rule& rule, Descriptors match);
@@ -102,7 +109,7 @@ struct Outcome {
   bool shadowDenied = false;
   bool untracked = false;  // admitted or denied without a tracked key (max_keys)
   bool refused = false;    // denied because max_keys are tracked (not by the quota)
-  std::string_view key;    // the key's text (values joined by '|'), valid until the next call
+  std::string_view key;    // the key: the values NUL-separated; valid until the next call
 };
 
 struct LeaseOutcome {
@@ -141,6 +148,9 @@ class Limiter {
   const std::vector<Rule>& rules() const;
 
   std::variant<Failure, Outcome> check(const CheckRequest& request, Nanos now);
+  // Why check() would fail for this request (no rule, bad descriptors), or
+  // nullopt; changes nothing. A batch is validated whole before any is taken.
+  std::optional<Failure> validateRequest(const CheckRequest& request);
   // Takes up to `want` of what is available now (two-stage limiting).
   std::variant<Failure, LeaseOutcome> lease(const CheckRequest& request, uint64_t want, Nanos now);
 
@@ -168,6 +178,7 @@ class Limiter {
   struct Table;
   struct RuleSlot;
   RuleSlot* find(std::string_view name) const;
+  Failure noRule(std::string_view name) const;
   std::variant<Failure, Outcome> decideFor(const CheckRequest& request, uint64_t cost,
                                            uint64_t want, Nanos now, uint64_t* granted);
   std::optional<Failure> keyOf(const RuleSlot& slot, const CheckRequest& request);

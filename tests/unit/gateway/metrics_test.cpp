@@ -95,6 +95,30 @@ const char* const kLimitsZero =
     "worker thread (which goes on).\n"
     "# TYPE zmesh_gateway_worker_errors_total counter\n"
     "zmesh_gateway_worker_errors_total 0\n"
+    "# HELP zmesh_gateway_ratelimit_admitted_total Requests the per-token rate limit "
+    "(ratelimit_rule) let through.\n"
+    "# TYPE zmesh_gateway_ratelimit_admitted_total counter\n"
+    "zmesh_gateway_ratelimit_admitted_total 0\n"
+    "# HELP zmesh_gateway_ratelimit_denied_total Requests over the per-token rate limit, "
+    "answered 429.\n"
+    "# TYPE zmesh_gateway_ratelimit_denied_total counter\n"
+    "zmesh_gateway_ratelimit_denied_total 0\n"
+    "# HELP zmesh_gateway_ratelimit_failed_closed_total Requests answered 503 because the rate "
+    "limiter could not be asked (ratelimit_fail_open off).\n"
+    "# TYPE zmesh_gateway_ratelimit_failed_closed_total counter\n"
+    "zmesh_gateway_ratelimit_failed_closed_total 0\n"
+    "# HELP zmesh_gateway_ratelimit_queue_full_total Requests answered 503 because "
+    "ratelimit_queue of their caller's requests were already waiting for the rate limiter.\n"
+    "# TYPE zmesh_gateway_ratelimit_queue_full_total counter\n"
+    "zmesh_gateway_ratelimit_queue_full_total 0\n"
+    "# HELP zmesh_gateway_ratelimit_leases_total RateLimit.lease calls made for the per-token "
+    "rate limit.\n"
+    "# TYPE zmesh_gateway_ratelimit_leases_total counter\n"
+    "zmesh_gateway_ratelimit_leases_total 0\n"
+    "# HELP zmesh_gateway_ratelimit_lease_failures_total RateLimit.lease calls that failed or "
+    "went unanswered.\n"
+    "# TYPE zmesh_gateway_ratelimit_lease_failures_total counter\n"
+    "zmesh_gateway_ratelimit_lease_failures_total 0\n"
     "# HELP zmesh_gateway_idempotency_entries Idempotency-Key answers kept (and requests running "
     "with a key).\n"
     "# TYPE zmesh_gateway_idempotency_entries gauge\n"
@@ -299,7 +323,7 @@ zmesh_service_counter{service="idgen",name="rpc.calls"} 12
         CHECK(declared.contains(name));
       }
     }
-    CHECK(declared.size() == 24);
+    CHECK(declared.size() == 30);
   }
   SECTION("rendering is deterministic, whatever the order things happened in") {
     CHECK(metrics.render(services, clients) == text);
@@ -552,6 +576,12 @@ TEST_CASE("Metrics: the limits' counters and gauges", "[metrics]") {
   metrics.count(Metrics::Limit::kOpsCacheHits, 6);
   metrics.count(Metrics::Limit::kOpsCacheRefreshes, 7);
   metrics.count(Metrics::Limit::kWorkerErrors, 12);
+  metrics.count(Metrics::Limit::kRatelimitAdmitted, 13);
+  metrics.count(Metrics::Limit::kRatelimitDenied, 14);
+  metrics.count(Metrics::Limit::kRatelimitFailedClosed, 15);
+  metrics.count(Metrics::Limit::kRatelimitQueueFull, 16);
+  metrics.count(Metrics::Limit::kRatelimitLeases, 17);
+  metrics.count(Metrics::Limit::kRatelimitLeaseFailures, 18);
   metrics.setIdempotency({8, 9, 10, 11});
   CHECK(value("zmesh_gateway_connections_refused_total") == "1");
   CHECK(value("zmesh_gateway_header_timeouts_total") == "2");
@@ -561,6 +591,12 @@ TEST_CASE("Metrics: the limits' counters and gauges", "[metrics]") {
   CHECK(value("zmesh_gateway_ops_cache_hits_total") == "6");
   CHECK(value("zmesh_gateway_ops_cache_refreshes_total") == "7");
   CHECK(value("zmesh_gateway_worker_errors_total") == "12");
+  CHECK(value("zmesh_gateway_ratelimit_admitted_total") == "13");
+  CHECK(value("zmesh_gateway_ratelimit_denied_total") == "14");
+  CHECK(value("zmesh_gateway_ratelimit_failed_closed_total") == "15");
+  CHECK(value("zmesh_gateway_ratelimit_queue_full_total") == "16");
+  CHECK(value("zmesh_gateway_ratelimit_leases_total") == "17");
+  CHECK(value("zmesh_gateway_ratelimit_lease_failures_total") == "18");
   CHECK(value("zmesh_gateway_idempotency_entries") == "8");
   CHECK(value("zmesh_gateway_idempotency_bytes") == "9");
   CHECK(value("zmesh_gateway_idempotency_evictions_total") == "10");

@@ -203,6 +203,52 @@ TEST_CASE("overrides: the most specific wins, run-time over file", "[limiter]") 
   CHECK(l.stats().runtimeOverrides == 1);
 }
 
+TEST_CASE("overrides: more descriptors win over a higher position", "[limiter]") {
+  auto rule = fixedRule("trr", 1, {"tenant", "route", "region"});
+  rule.overrides.push_back(Override{{{"tenant", "acme"}, {"route", "/o"}}, 5, 0});
+  rule.overrides.push_back(Override{{{"region", "eu"}}, 7, 0});
+  rule.overrides.push_back(Override{{{"route", "/o"}}, 9, 0});
+  auto l = limiterWith({rule});
+  auto admitted = [&](std::string tenant, std::string route, std::string region) {
+    int n = 0;
+    while (n < 100 &&
+           check(l, "trr", {{"tenant", tenant}, {"route", route}, {"region", region}}, 0).allowed())
+      ++n;
+    return n;
+  };
+  CHECK(admitted("acme", "/o", "eu") == 5);   // two descriptors beat one
+  CHECK(admitted("other", "/o", "eu") == 7);  // one each: region comes later in the rule
+  CHECK(admitted("other", "/o", "us") == 9);
+  CHECK(admitted("other", "/p", "us") == 1);
+}
+
+TEST_CASE("run-time overrides survive a reload that reorders the rule's descriptors", "[limiter]") {
+  auto l = limiterWith({fixedRule("tr", 1, {"tenant", "route"})});
+  Override o{{{"tenant", "a"}, {"route", "/x"}}, 4, 0};
+  REQUIRE(std::holds_alternative<Override>(l.setOverride("tr", o)));
+  l.setRules({fixedRule("tr", 1, {"route", "tenant"})});
+  // The same override again replaces the one kept, in either order.
+  REQUIRE(std::holds_alternative<Override>(
+      l.setOverride("tr", Override{{{"route", "/x"}, {"tenant", "a"}}, 6, 0})));
+  CHECK(l.stats().runtimeOverrides == 1);
+  int n = 0;
+  while (n < 100 && check(l, "tr", {{"tenant", "a"}, {"route", "/x"}}, 0).allowed()) ++n;
+  CHECK(n == 6);
+  auto cleared = l.clearOverride("tr", {{"tenant", "a"}, {"route", "/x"}});
+  REQUIRE(std::holds_alternative<bool>(cleared));
+  CHECK(std::get<bool>(cleared));
+  CHECK(l.stats().runtimeOverrides == 0);
+}
+
+TEST_CASE("validateRequest says what check() would refuse, taking nothing", "[limiter]") {
+  auto l = limiterWith({fixedRule("api", 1)});
+  CHECK_FALSE(l.validateRequest(CheckRequest{"api", "a", {}, 1}));
+  auto f = l.validateRequest(CheckRequest{"nope", "a", {}, 1});
+  REQUIRE(f);
+  CHECK(f->code == Fail::notFound);
+  CHECK(check(l, "api", "a", 0).allowed());  // nothing was taken
+}
+
 TEST_CASE("bad overrides are refused", "[limiter]") {
   LimiterOptions options;
   options.maxRuntimeOverrides = 1;
