@@ -48,14 +48,16 @@ struct Harness {
   std::unique_ptr<gateway::Gateway> gateway;
   Harness() {
     spdlog::set_level(spdlog::level::off);  // each input may log
-    // idgen's endpoint has nobody behind it: calls fail fast, as when a service is down.
+    // The services' endpoints have nobody behind them: calls fail fast, as when
+    // a service is down (bodies are parsed and refused before any call).
     const char* text =
         "[idgen]\nendpoint = \"tcp://127.0.0.1:1\"\n"
+        "[ratelimit]\nendpoint = \"tcp://127.0.0.1:1\"\n"
         "[gateway]\nlisten = \"127.0.0.1:0\"\nthreads = 1\nrequest_timeout = \"50ms\"\n"
         "header_timeout = \"200ms\"\nidle_timeout = \"200ms\"\nmax_body_bytes = 4096\n"
         "max_header_bytes = 2048\nmax_uri_bytes = 512\nsse_heartbeat = \"100ms\"\n"
         "[gateway.tokens.fuzz]\ntoken = \"fuzz-token\"\nscopes = [\"ids\", \"events\", "
-        "\"admin\"]\n";
+        "\"admin\", \"ratelimit\"]\n";
     auto config = rpc::MeshConfig::parse(text, "http_fuzz");
     auto options = gateway::gatewayConfigFrom(config);
     mesh = std::make_unique<Mesh>(std::move(config));

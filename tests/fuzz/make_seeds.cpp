@@ -288,6 +288,33 @@ void httpSeeds() {
   put("pipelined",
       "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /readyz HTTP/1.1\r\nHost: "
       "x\r\n\r\nGET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+  // Rate-limit bodies: right, and almost right in one place each.
+  auto post = [&](const std::string& name, const std::string& target, const std::string& body,
+                  const char* method = "POST") {
+    put(name, std::string(method) + " " + target +
+                  " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer fuzz-token\r\n"
+                  "Content-Type: application/json\r\nContent-Length: " +
+                  std::to_string(body.size()) + "\r\n\r\n" + body);
+  };
+  const std::string check = "/v1/ratelimit/check";
+  post("rl-check", check, R"({"rule":"api","key":"user:1","cost":1})");
+  post("rl-check-descriptors", check,
+       R"({"rule":"tenant_route","descriptors":{"tenant":"acme","route":"/orders"}})");
+  post("rl-check-wrong-type", check, R"({"rule":"tenant_route","descriptors":{"tenant":5}})");
+  post("rl-check-cost-fraction", check, R"({"rule":"api","key":"k","cost":1.5})");
+  post("rl-check-cost-huge", check, R"({"rule":"api","key":"k","cost":1e300})");
+  post("rl-check-duplicate", check, R"({"rule":"api","rule":"burst","key":"k"})");
+  post("rl-check-nested", check,
+       "{\"rule\":" + std::string(200, '[') + std::string(200, ']') + "}");
+  post("rl-check-unknown", check, R"({"rule":"api","key":"k","costs":2})");
+  post("rl-check-not-object", check, R"(["api"])");
+  post("rl-check-truncated", check, R"({"rule":"api","key":)");
+  post("rl-override", "/v1/ratelimit/overrides/tenant_route",
+       R"({"descriptors":{"tenant":"acme"},"limit":1000})", "PUT");
+  post("rl-override-negative", "/v1/ratelimit/overrides/api",
+       R"({"descriptors":{"key":"vip"},"limit":-1})", "PUT");
+  put("rl-rules",
+      "GET /v1/ratelimit/rules HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer fuzz-token\r\n\r\n");
   put("invented-method", "BREW /v1/ids/x HTTP/1.1\r\nHost: x\r\n\r\n");
   put("long-uri", "GET /" + std::string(3000, 'a') + " HTTP/1.1\r\nHost: x\r\n\r\n");
   put("long-header", "GET / HTTP/1.1\r\nX: " + std::string(3000, 'b') + "\r\n\r\n");
