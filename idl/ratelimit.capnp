@@ -38,6 +38,9 @@ struct Decision {
   # Why denied when waiting cannot help (cost above the capacity); else empty.
   untracked @9 :Bool;
   # The service tracks no more keys (max_keys) and admits this one untracked.
+  refused @10 :Bool;
+  # Denied because the service tracks max_keys keys and none is idle: its
+  # capacity, not the key's quota (retryAfterMs says when to try again).
 }
 
 struct Override {

@@ -130,7 +130,9 @@ void setDescriptors(capnp::List<idl::Descriptor>::Builder out,
   }
 }
 
-RateLimitClient::Decision decisionOf(idl::Decision::Reader d) {
+}  // namespace
+
+RateLimitClient::Decision RateLimitClient::decisionOf(idl::Decision::Reader d) {
   using std::chrono::milliseconds;
   return {d.getAllowed(),
           d.getLimit(),
@@ -141,10 +143,9 @@ RateLimitClient::Decision decisionOf(idl::Decision::Reader d) {
           d.getRule().cStr(),
           d.getShadowDenied(),
           d.getReason().cStr(),
-          d.getUntracked()};
+          d.getUntracked(),
+          d.getRefused()};
 }
-
-}  // namespace
 
 RateLimitClient::RateLimitClient(rpc::Channel channel, CallSettings settings)
     : channel_(std::move(channel)), settings_(std::move(settings)) {}

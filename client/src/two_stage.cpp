@@ -172,6 +172,7 @@ TwoStage::Admission TwoStage::applyLease(Entry* e, uint32_t cost,
   } else {
     ++stats_.denied;
     a.retryAfter = d.allowed ? milliseconds(0) : d.retryAfter;
+    a.refused = d.refused;
   }
   return a;
 }

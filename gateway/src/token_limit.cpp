@@ -4,6 +4,7 @@
 
 #include "gateway.h"
 #include "zmesh/idl/ratelimit.capnp.h"
+#include "zmesh/rpc/barrier.h"
 #include "zmesh/rpc/frame.h"
 
 namespace zmesh::gateway {
@@ -23,21 +24,6 @@ std::string quoted(std::string_view text) {
     out += c;
   }
   out += '"';
-  return out;
-}
-
-RateLimitClient::Decision decisionOf(idl::Decision::Reader d) {
-  RateLimitClient::Decision out{};
-  out.allowed = d.getAllowed();
-  out.limit = d.getLimit();
-  out.remaining = d.getRemaining();
-  out.reset = milliseconds(d.getResetMs());
-  out.retryAfter = milliseconds(d.getRetryAfterMs());
-  out.window = milliseconds(d.getWindowMs());
-  out.rule = d.getRule().cStr();
-  out.shadowDenied = d.getShadowDenied();
-  out.reason = d.getReason().cStr();
-  out.untracked = d.getUntracked();
   return out;
 }
 
@@ -146,12 +132,14 @@ void TokenLimiter::onLease(const std::string& key, const std::string& requestId,
                            rpc::Reply& reply) {
   auto now = TwoStage::Clock::now();
   std::string failure;
+  // Only the reading of the reply is guarded: the request's own handler runs
+  // from answer(), and what it throws is its own, not the lease's.
+  std::optional<RateLimitClient::Lease> lease;
   if (reply.status.ok()) {
     try {
       auto r = reply.results<RateLimit::LeaseResults>();
-      RateLimitClient::Lease lease{r.getGranted(), milliseconds(r.getTtlMs()),
-                                   decisionOf(r.getDecision())};
-      return answer(core_.leased(rule_, key, 1, lease, now), requestId, done);
+      lease = RateLimitClient::Lease{r.getGranted(), milliseconds(r.getTtlMs()),
+                                     RateLimitClient::decisionOf(r.getDecision())};
     } catch (const rpc::RpcError& e) {  // a malformed reply, named by field
       failure = e.what();
     } catch (const kj::Exception& e) {
@@ -160,7 +148,25 @@ void TokenLimiter::onLease(const std::string& key, const std::string& requestId,
   } else {
     failure = std::string(rpc::statusName(reply.status.code)) + ": " + reply.status.message;
   }
+  if (lease) return answer(core_.leased(rule_, key, 1, *lease, now), requestId, done);
   worker_.gateway().metrics().count(Metrics::Limit::kRatelimitLeaseFailures);
+  auto code = reply.status.code;
+  if (!reply.status.ok() && code != rpc::StatusCode::UNAVAILABLE &&
+      code != rpc::StatusCode::DEADLINE_EXCEEDED && code != rpc::StatusCode::INTERNAL) {
+    // The service answered, and refused the rule itself (renamed by a reload,
+    // keyed on more than one descriptor): the gateway's configuration is
+    // wrong, not the service down. Neither fail-open nor 503 says that.
+    core_.leaseCancelled(rule_, key);
+    if (auto held = log_.admit())
+      spdlog::error(
+          "gateway.ratelimit_rule {}: the rate limiter refuses it ({}) ({} more not "
+          "logged)",
+          rule_, failure, *held);
+    return done(errorResponse(
+        http::status::internal_server_error, "INTERNAL",
+        "gateway.ratelimit_rule " + rule_ + " is refused by the rate limiter: " + failure,
+        requestId, {}));
+  }
   if (auto held = log_.admit())
     spdlog::warn("gateway.ratelimit_rule {}: lease failed ({}); {} ({} more not logged)", rule_,
                  failure, core_.options().failOpen ? "admitting (fail open)" : "answering 503",
@@ -182,10 +188,17 @@ void TokenLimiter::drain(const std::string& key) {
     if (a.verdict == TwoStage::Verdict::kWait) return;  // a lease in flight again
     Waiter waiter = std::move(it->second.front());
     it->second.pop_front();
-    if (a.verdict == TwoStage::Verdict::kLease)
-      lease(key, a.want, waiter.requestId, std::move(waiter.done));
-    else
-      answer(a, waiter.requestId, waiter.done);
+    // One waiter's failure must not strand the ones behind it.
+    rpc::barrier(
+        [&] {
+          if (a.verdict == TwoStage::Verdict::kLease)
+            lease(key, a.want, waiter.requestId, std::move(waiter.done));
+          else
+            answer(a, waiter.requestId, waiter.done);
+        },
+        [&](const char* what) {
+          spdlog::error("gateway.ratelimit_rule {}: a queued request failed: {}", rule_, what);
+        });
   }
 }
 
@@ -202,6 +215,14 @@ void TokenLimiter::answer(const TwoStage::Admission& a, const std::string& reque
                               "the rate limiter cannot be asked about this caller's limit (rule " +
                                   rule_ + ") and gateway.ratelimit_fail_open is off",
                               requestId, a.retryAfter));
+  }
+  if (a.refused) {
+    // The rate limiter is out of room for new keys: its capacity, not this
+    // caller's quota (429 is for quota only).
+    gateway.metrics().count(Metrics::Limit::kRatelimitFailedClosed);
+    return done(errorResponse(http::status::service_unavailable, "UNAVAILABLE",
+                              "the rate limiter cannot track this caller: " + a.reason, requestId,
+                              a.retryAfter));
   }
   gateway.metrics().count(Metrics::Limit::kRatelimitDenied);
   std::string message = "over this caller's rate limit (rule " + rule_ + ")";

@@ -182,6 +182,7 @@ void RateLimitService::report(const Outcome& o, uint64_t cost, idl::Decision::Bu
   out.setWindowMs(ceilMs(o.quota.window));
   out.setShadowDenied(o.shadowDenied);
   out.setUntracked(o.untracked);
+  out.setRefused(o.refused);
   if (d.impossible)
     out.setReason("cost " + std::to_string(cost) + " exceeds the limit's capacity of " +
                   std::to_string(d.limit) + ": it can never be allowed");

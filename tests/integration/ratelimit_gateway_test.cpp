@@ -511,3 +511,20 @@ TEST_CASE("gateway: ratelimit_rule without a rate limiter in the mesh is refused
   CHECK(WEXITSTATUS(status) == 2);
   CHECK_THAT(readText(dir.path() + "/gateway.log"), Contains("[ratelimit]"));
 }
+
+TEST_CASE("gateway: a ratelimit_rule the rate limiter does not know is a 500 and never fails open",
+          "[ratelimit][gateway]") {
+  Mesh mesh(
+      "ratelimit_rule = \"missing\"\nratelimit_fail_open = true\n"
+      "[gateway.tokens.alice]\ntoken = \"alice-secret\"\nscopes = [\"ratelimit\"]\n");
+  HttpClient http(mesh.port);
+  std::vector<std::pair<std::string, std::string>> alice{{"Authorization", "Bearer alice-secret"}};
+  for (int i = 0; i < 3; ++i) {
+    auto r = http.get("/v1/ratelimit/rules", alice);
+    CHECK(r.status == 500);
+    CHECK(errorCode(r) == "INTERNAL");
+    CHECK_THAT(errorMessage(r), Contains("gateway.ratelimit_rule missing is refused"));
+    CHECK_THAT(errorMessage(r), Contains("NOT_FOUND"));
+  }
+  CHECK(metric(http, "zmesh_gateway_ratelimit_admitted_total") == "0");
+}

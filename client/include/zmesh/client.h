@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "zmesh/idl/ratelimit.capnp.h"
 #include "zmesh/rpc/client.h"
 #include "zmesh/rpc/config.h"
 #include "zmesh/rpc/status.h"
@@ -99,8 +100,9 @@ class RateLimitClient {
     std::chrono::milliseconds window;
     std::string rule;
     bool shadowDenied;   // a shadow rule allowed what it would have denied
-    std::string reason;  // denied for good (cost above the capacity, table full)
+    std::string reason;  // why, when waiting cannot help or the table is full
     bool untracked;
+    bool refused;  // the service tracks max_keys keys: its capacity, not this key's quota
   };
   // Takes `cost` (0: only reads) from `rule`'s limit for a rule keyed on one
   // descriptor, or for these descriptors. Never resent on its own: a lost
@@ -115,6 +117,8 @@ class RateLimitClient {
   // Two-stage limiting's global stage (TwoStageLimiter uses it): up to `want` now.
   Lease lease(const std::string& rule, const std::string& key, uint32_t want,
               std::chrono::milliseconds ttl = {}) const;
+  // A Decision as the wire carries it (for callers that make the call themselves).
+  static Decision decisionOf(idl::Decision::Reader d);
   // A run-time override of `rule` for these descriptors, durable once this returns.
   void setOverride(const std::string& rule, const Descriptors& descriptors, uint64_t limit,
                    uint64_t burst = 0) const;

@@ -78,7 +78,8 @@ class TwoStage {
     std::chrono::milliseconds window{0};
     uint64_t remaining = 0;              // tokens this stage holds for the key, after this
     std::chrono::milliseconds reset{0};  // until the key is back to its full quota
-    std::string reason;                  // denied for good (cost above the capacity)
+    std::string reason;                  // denied for good (cost above the capacity), or refused
+    bool refused = false;  // the service is out of room for keys: not this caller's quota
   };
 
   struct Stats {

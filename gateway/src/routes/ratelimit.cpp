@@ -203,11 +203,13 @@ void check(const std::shared_ptr<Exchange>& ex) {
     if (d.getShadowDenied()) out["shadow_denied"] = true;
     if (!reason.empty()) out["reason"] = reason;
     if (d.getUntracked()) out["untracked"] = true;
+    if (d.getRefused()) out["refused"] = true;
     auto response = jsonResponse(http::status::ok, out);
     setRateLimitHeaders(response, ruleName, d.getLimit(), milliseconds(d.getWindowMs()),
                         d.getRemaining(), milliseconds(d.getResetMs()));
-    // Waiting cannot help a request denied for good (reason): no Retry-After then.
-    if (!d.getAllowed() && reason.empty())
+    // Waiting cannot help a request denied for good (a cost above the
+    // capacity: retry_after_ms 0): no Retry-After then.
+    if (!d.getAllowed() && d.getRetryAfterMs() > 0)
       setRetryAfter(response, milliseconds(d.getRetryAfterMs()));
     ex.reply(std::move(response));
   });
