@@ -26,20 +26,6 @@ namespace json = boost::json;
 
 namespace {
 
-// A process stopped with SIGSTOP (alive and connected, answering nothing)
-// until resume() or the end of the scope, whichever comes first.
-class Paused {
- public:
-  explicit Paused(pid_t pid) : pid_(pid) { REQUIRE(::kill(pid_, SIGSTOP) == 0); }
-  ~Paused() { resume(); }
-  Paused(const Paused&) = delete;
-  Paused& operator=(const Paused&) = delete;
-  void resume() { ::kill(pid_, SIGCONT); }
-
- private:
-  pid_t pid_;
-};
-
 json::value parse(const std::string& body) {
   INFO("body: " << body);
   return json::parse(body);

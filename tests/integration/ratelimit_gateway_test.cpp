@@ -101,20 +101,6 @@ struct Mesh {
   }
 };
 
-// A process stopped with SIGSTOP (connected, answering nothing) until
-// resume() or the end of the scope.
-class Paused {
- public:
-  explicit Paused(pid_t pid) : pid_(pid) { REQUIRE(::kill(pid_, SIGSTOP) == 0); }
-  ~Paused() { resume(); }
-  Paused(const Paused&) = delete;
-  Paused& operator=(const Paused&) = delete;
-  void resume() { ::kill(pid_, SIGCONT); }
-
- private:
-  pid_t pid_;
-};
-
 // The value of one sample line of /metrics ("" when absent).
 std::string metric(HttpClient& http, const std::string& series) {
   auto text = http.get("/metrics").body;

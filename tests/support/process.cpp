@@ -175,4 +175,7 @@ std::vector<uint64_t> snowflakeRetrying(const IdGenClient& idgen, uint32_t count
   }
 }
 
+Paused::Paused(pid_t pid) : pid_(pid) { REQUIRE(::kill(pid_, SIGSTOP) == 0); }
+void Paused::resume() { ::kill(pid_, SIGCONT); }
+
 }  // namespace zmesh::testing

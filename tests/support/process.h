@@ -60,6 +60,20 @@ class Process {
   int status_ = 0;
 };
 
+// A process stopped with SIGSTOP (alive and connected, answering nothing)
+// until resume() or the end of the scope, whichever comes first.
+class Paused {
+ public:
+  explicit Paused(pid_t pid);
+  ~Paused() { resume(); }
+  Paused(const Paused&) = delete;
+  Paused& operator=(const Paused&) = delete;
+  void resume();
+
+ private:
+  pid_t pid_;
+};
+
 // Polls Admin.health on `endpoint` until it answers ok or `timeout` passes.
 bool waitHealthy(const std::string& endpoint, std::chrono::milliseconds timeout = 10s);
 
