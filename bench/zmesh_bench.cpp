@@ -5,6 +5,9 @@
 //       --connections 1 --window 64 --seconds 3
 //   zmesh-bench idgen --endpoint tcp://127.0.0.1:7110 --connections 50
 //       --window 1 --count 1 --requests 200000
+//   zmesh-bench ratelimit --endpoint tcp://127.0.0.1:7120 --connections 50
+//       --window 1 --rule fixed_window --keys 1000000 --batch 16 --seconds 3
+//   zmesh-bench stats --endpoint tcp://127.0.0.1:7120   (Admin.stats, name=value)
 #include <sys/epoll.h>
 #include <unistd.h>
 
@@ -13,6 +16,8 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <functional>
+#include <numeric>
 #include <optional>
 #include <stdexcept>
 #include <system_error>
@@ -21,7 +26,9 @@
 
 #include "testsvc.capnp.h"
 #include "wire.h"
+#include "zmesh/idl/admin.capnp.h"
 #include "zmesh/idl/idgen.capnp.h"
+#include "zmesh/idl/ratelimit.capnp.h"
 #include "zmesh/rpc/client.h"
 #include "zmesh/rpc/server.h"
 
@@ -46,6 +53,33 @@ struct Load {
   // Built once and copied per call, as redis-benchmark builds its command once;
   // calls take them in turn (one a namespace with --namespaces).
   std::vector<zmq::message_t> params;
+  // ratelimit --keys N > 1: where the 12 digits of each check's key sit in the
+  // params (one place per check of a batch). Each call's copy gets the next
+  // keys written there, as redis-benchmark writes __rand_int__ into its
+  // command. Key number d of the run is (d × keyStride) mod keys: every key
+  // once per `keys` checks, in an order unrelated to the order they were
+  // first filled in (sequential: keyStride 1).
+  std::vector<size_t> keyOffsets;
+  uint64_t keys = 1, keyStride = 1, nextKey = 0;
+  // Sees every 16th reply that succeeded (ratelimit: counts what it decided).
+  std::function<void(rpc::Reply&)> sample;
+
+  zmq::message_t paramsFor(uint64_t call) {
+    zmq::message_t& model = params[call % params.size()];
+    zmq::message_t out;
+    if (keyOffsets.empty()) {
+      out.copy(model);  // shares the buffer: nothing in it changes
+      return out;
+    }
+    // Its own buffer: libzmq may still be sending an earlier copy.
+    out.rebuild(model.data(), model.size());
+    auto* bytes = static_cast<char*>(out.data());
+    for (size_t at : keyOffsets) {
+      uint64_t k = (nextKey++ % keys) * keyStride % keys;
+      for (int i = 11; i >= 0; --i, k /= 10) bytes[at + i] = static_cast<char>('0' + k % 10);
+    }
+    return out;
+  }
 };
 
 struct Result {
@@ -104,19 +138,20 @@ Result drive(Load& load, int window, uint64_t requests, double seconds) {
     Result& r;
     bool recordLatency;
     std::function<void(rpc::Connection&)>& issue;
-  } shared{r, recordLatency, issue};
+    std::function<void(rpc::Reply&)>& sample;
+  } shared{r, recordLatency, issue, load.sample};
   issue = [&](rpc::Connection& c) {
     if (started >= requests || Clock::now() >= end) return;
-    zmq::message_t params;
-    params.copy(load.params[started % load.params.size()]);
+    zmq::message_t params = load.paramsFor(started);
     ++started;
     auto sent = recordLatency ? Clock::now() : Clock::time_point();
     c.call(load.interfaceId, load.methodId, std::move(params), options,
            [s = &shared, conn = &c, sent](rpc::Reply reply) {
-             if (reply.status.ok())
-               ++s->r.done;
-             else
+             if (reply.status.ok()) {
+               if ((++s->r.done & 15) == 0 && s->sample) s->sample(reply);
+             } else {
                ++s->r.failed;
+             }
              if (s->recordLatency)
                s->r.latenciesUs.push_back(
                    std::chrono::duration<double, std::micro>(Clock::now() - sent).count());
@@ -251,6 +286,73 @@ void rawEchoServer(zmq::context_t& context, const std::string& endpoint, std::at
   }
 }
 
+// A stride through `keys` that visits each once (coprime with it) and puts
+// consecutive checks far apart: the golden section of the range.
+uint64_t scatterStride(uint64_t keys) {
+  if (keys <= 2) return 1;
+  uint64_t stride = keys * 618 / 1000 | 1;
+  while (std::gcd(stride, keys) != 1) stride += 2;
+  return stride;
+}
+
+// RateLimit.check or checkBatch params naming `rule` and a 16-character key
+// (prefix + 12 digits, redis-benchmark -r's shape); with keys > 1 the digits
+// are placeholders whose offsets go into load.keyOffsets.
+void rateLimitParams(Load& load, const std::string& rule, const std::string& prefix,
+                     uint64_t keys, uint32_t batch) {
+  const std::string key = prefix + (keys > 1 ? "############" : "000000000000");
+  capnp::MallocMessageBuilder m(64);
+  if (batch == 0) {
+    auto p = m.initRoot<idl::RateLimit::CheckParams>();
+    p.setRule(rule);
+    p.setKey(key);
+  } else {
+    auto checks = m.initRoot<idl::RateLimit::CheckBatchParams>().initChecks(batch);
+    for (auto c : checks) {
+      c.setRule(rule);
+      c.setKey(key);
+    }
+  }
+  load.params.push_back(rpc::toFrame(m));
+  if (keys <= 1) return;
+  std::string_view bytes(static_cast<const char*>(load.params[0].data()), load.params[0].size());
+  for (size_t at = bytes.find("############"); at != std::string_view::npos;
+       at = bytes.find("############", at + 12))
+    load.keyOffsets.push_back(at);
+  if (load.keyOffsets.size() != std::max<uint32_t>(batch, 1))
+    throw std::runtime_error("ratelimit params: key placeholders not found");
+  load.keys = keys;
+}
+
+// Admin.stats of the process at `endpoint`, one "name=value" word per counter.
+int printStats(zmq::context_t& context, const std::string& endpoint) {
+  rpc::ConnectionOptions o;
+  o.monitor = false;
+  rpc::Connection c(context, endpoint, o);
+  rpc::CallOptions options;
+  options.timeout = std::chrono::seconds(5);
+  std::optional<int> code;
+  c.call(capnp::typeId<idl::Admin>(), rpc::methodOrdinal(capnp::Schema::from<idl::Admin>(), "stats"),
+         zmq::message_t(), options, [&](rpc::Reply reply) {
+           if (!reply.status.ok()) {
+             std::fprintf(stderr, "Admin.stats: %s\n", reply.status.message.c_str());
+             code = 1;
+             return;
+           }
+           for (auto counter : reply.results<idl::Admin::StatsResults>().getCounters())
+             std::printf("%s=%lld ", counter.getName().cStr(),
+                         static_cast<long long>(counter.getValue()));
+           std::printf("\n");
+           code = 0;
+         });
+  while (!code) {
+    auto items = c.pollItems();
+    zmq::poll(items.data(), items.size(), std::chrono::milliseconds(100));
+    c.process();
+  }
+  return *code;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -280,7 +382,35 @@ int main(int argc, char** argv) {
                    "calls go round-robin over this many namespaces, <namespace>:000000000000 and "
                    "on (redis-benchmark -r's key shape)")
       ->check(CLI::Range(size_t{1}, size_t{1'000'000}));
-  for (auto* sub : {echo, idgen}) {
+  auto* ratelimit = app.add_subcommand(
+      "ratelimit", "RateLimit.check (or checkBatch) against a running zmesh-ratelimit");
+  std::string rule = "fixed_window", keyPrefix = "key:", order = "scattered",
+              rateLimitEndpoint = "tcp://127.0.0.1:7120";
+  ratelimit->add_option("--endpoint", rateLimitEndpoint);
+  uint64_t keys = 1;
+  uint32_t batch = 0;
+  ratelimit->add_option("--rule", rule, "the rule every check names");
+  ratelimit
+      ->add_option("--keys", keys,
+                   "1: one hot key, <prefix>000000000000; N: every check the next of N keys, "
+                   "<prefix>000000000000 to <prefix>N-1 (redis-benchmark -r's key shape)")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{1'000'000'000'000}));
+  ratelimit->add_option("--key-prefix", keyPrefix);
+  ratelimit
+      ->add_option("--order", order,
+                   "scattered: key (d × a stride coprime with N) mod N for check d; "
+                   "sequential: d mod N (filling)")
+      ->check(CLI::IsMember({"scattered", "sequential"}));
+  ratelimit
+      ->add_option("--batch", batch, "0: RateLimit.check; B: checkBatch of B checks per call")
+      ->check(CLI::Range(0u, 1000u));
+  auto* stats = app.add_subcommand("stats", "Admin.stats of a running process, name=value");
+  stats->add_option("--endpoint", endpoint);
+  int warmup = 100;
+  for (auto* sub : {echo, idgen, ratelimit}) {
+    sub->add_option("--warmup", warmup,
+                    "calls per connection before measuring (0: none; --client raw: one)")
+        ->check(CLI::Range(0, 1'000'000));
     sub->add_option("--connections", connections)->check(CLI::Range(1, 1000));
     sub->add_option("--window", window, "calls in flight per connection")
         ->check(CLI::Range(1, 100000));
@@ -298,6 +428,7 @@ int main(int argc, char** argv) {
   // it has when it runs as its own process; sharing one I/O thread between
   // both ends made that thread the bottleneck of the measurement.
   zmq::context_t context, serverContext;
+  if (app.got_subcommand("stats")) return printStats(context, endpoint);
   Load load;
   std::thread serverThread;
   std::atomic<bool> stop{false}, ready{false};
@@ -334,6 +465,13 @@ int main(int argc, char** argv) {
     capnp::MallocMessageBuilder m(16);
     m.initRoot<test::TestService::EchoParams>().setText("0123456789abcdef");
     load.params.push_back(rpc::toFrame(m));
+  } else if (app.got_subcommand("ratelimit")) {
+    endpoint = rateLimitEndpoint;
+    load.interfaceId = capnp::typeId<idl::RateLimit>();
+    load.methodId = rpc::methodOrdinal(capnp::Schema::from<idl::RateLimit>(),
+                                       batch == 0 ? "check" : "checkBatch");
+    rateLimitParams(load, rule, keyPrefix, keys, batch);
+    load.keyStride = order == "scattered" ? scatterStride(keys) : 1;
   } else {
     load.interfaceId = capnp::typeId<idl::IdGen>();
     load.methodId = rpc::methodOrdinal(capnp::Schema::from<idl::IdGen>(), "next");
@@ -349,8 +487,23 @@ int main(int argc, char** argv) {
   }
   Result result;
   uint64_t warmupCalls = 0;
-  std::string name =
-      app.got_subcommand("idgen") ? "idgen-next" : "echo-" + serverKind + "-" + transport;
+  // ratelimit: what every 16th reply decided.
+  uint64_t sampledDecisions = 0, sampledAllowed = 0;
+  if (app.got_subcommand("ratelimit"))
+    load.sample = [&](rpc::Reply& reply) {
+      auto count = [&](idl::Decision::Reader d) {
+        ++sampledDecisions;
+        sampledAllowed += d.getAllowed();
+      };
+      if (batch == 0)
+        count(reply.results<idl::RateLimit::CheckResults>().getDecision());
+      else
+        for (auto d : reply.results<idl::RateLimit::CheckBatchResults>().getDecisions()) count(d);
+    };
+  std::string name = app.got_subcommand("idgen")       ? "idgen-next"
+                     : app.got_subcommand("ratelimit") ? (batch ? "ratelimit-checkbatch"
+                                                                : "ratelimit-check")
+                                                       : "echo-" + serverKind + "-" + transport;
   if (clientKind == "raw") {
     result = driveRaw(context, endpoint, connections, load.params.front(), window, seconds);
     name += "-rawclient";
@@ -364,7 +517,7 @@ int main(int argc, char** argv) {
           std::make_unique<rpc::Connection>(context, endpoint, connectionOptions));
     // Warm up (connect, first allocations) before measuring, in the measured
     // shape: its calls count in a server's CPU per call.
-    warmupCalls = drive(load, window, 100 * connections, 5).done;
+    if (warmup > 0) warmupCalls = drive(load, window, uint64_t(warmup) * connections, 5).done;
     result = drive(load, window, requests, seconds);
   }
   report(name.c_str(), result, connections, window);
@@ -373,6 +526,14 @@ int main(int argc, char** argv) {
   if (app.got_subcommand("idgen"))
     std::printf("ids_per_s=%.0f warmup_calls=%llu\n", result.done * count / result.seconds,
                 static_cast<unsigned long long>(warmupCalls));
+  if (app.got_subcommand("ratelimit"))
+    std::printf(
+        "decisions_per_s=%.0f batch=%u keys=%llu rule=%s warmup_calls=%llu "
+        "allowed_sampled=%.4f\n",
+        result.done * std::max<uint32_t>(batch, 1) / result.seconds, batch,
+        static_cast<unsigned long long>(keys), rule.c_str(),
+        static_cast<unsigned long long>(warmupCalls),
+        sampledDecisions ? static_cast<double>(sampledAllowed) / sampledDecisions : 0.0);
 
   load.connections.clear();
   stop = true;
