@@ -298,8 +298,8 @@ uint64_t scatterStride(uint64_t keys) {
 // RateLimit.check or checkBatch params naming `rule` and a 16-character key
 // (prefix + 12 digits, redis-benchmark -r's shape); with keys > 1 the digits
 // are placeholders whose offsets go into load.keyOffsets.
-void rateLimitParams(Load& load, const std::string& rule, const std::string& prefix,
-                     uint64_t keys, uint32_t batch) {
+void rateLimitParams(Load& load, const std::string& rule, const std::string& prefix, uint64_t keys,
+                     uint32_t batch) {
   const std::string key = prefix + (keys > 1 ? "############" : "000000000000");
   capnp::MallocMessageBuilder m(64);
   if (batch == 0) {
@@ -332,8 +332,9 @@ int printStats(zmq::context_t& context, const std::string& endpoint) {
   rpc::CallOptions options;
   options.timeout = std::chrono::seconds(5);
   std::optional<int> code;
-  c.call(capnp::typeId<idl::Admin>(), rpc::methodOrdinal(capnp::Schema::from<idl::Admin>(), "stats"),
-         zmq::message_t(), options, [&](rpc::Reply reply) {
+  c.call(capnp::typeId<idl::Admin>(),
+         rpc::methodOrdinal(capnp::Schema::from<idl::Admin>(), "stats"), zmq::message_t(), options,
+         [&](rpc::Reply reply) {
            if (!reply.status.ok()) {
              std::fprintf(stderr, "Admin.stats: %s\n", reply.status.message.c_str());
              code = 1;
@@ -401,8 +402,7 @@ int main(int argc, char** argv) {
                    "scattered: key (d × a stride coprime with N) mod N for check d; "
                    "sequential: d mod N (filling)")
       ->check(CLI::IsMember({"scattered", "sequential"}));
-  ratelimit
-      ->add_option("--batch", batch, "0: RateLimit.check; B: checkBatch of B checks per call")
+  ratelimit->add_option("--batch", batch, "0: RateLimit.check; B: checkBatch of B checks per call")
       ->check(CLI::Range(0u, 1000u));
   auto* stats = app.add_subcommand("stats", "Admin.stats of a running process, name=value");
   stats->add_option("--endpoint", endpoint);
@@ -500,10 +500,10 @@ int main(int argc, char** argv) {
       else
         for (auto d : reply.results<idl::RateLimit::CheckBatchResults>().getDecisions()) count(d);
     };
-  std::string name = app.got_subcommand("idgen")       ? "idgen-next"
-                     : app.got_subcommand("ratelimit") ? (batch ? "ratelimit-checkbatch"
-                                                                : "ratelimit-check")
-                                                       : "echo-" + serverKind + "-" + transport;
+  std::string name = app.got_subcommand("idgen") ? "idgen-next"
+                     : app.got_subcommand("ratelimit")
+                         ? (batch ? "ratelimit-checkbatch" : "ratelimit-check")
+                         : "echo-" + serverKind + "-" + transport;
   if (clientKind == "raw") {
     result = driveRaw(context, endpoint, connections, load.params.front(), window, seconds);
     name += "-rawclient";
