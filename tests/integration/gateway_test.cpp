@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "http_client.h"
+#include "json_answer.h"
 #include "process.h"
 #include "zmesh/idl/idgen.capnp.h"
 #include "zmesh/rpc/events.h"
@@ -25,16 +26,6 @@ using Catch::Matchers::Contains;
 namespace json = boost::json;
 
 namespace {
-
-json::value parse(const std::string& body) {
-  INFO("body: " << body);
-  return json::parse(body);
-}
-
-std::string errorCode(const HttpResponse& r) {
-  auto v = parse(r.body);
-  return std::string(v.at("error").at("code").as_string());
-}
 
 // A mesh of broker + idgen + gateway on free ports. `gatewayExtra` is added
 // to [gateway]; `tables` after it (e.g. [gateway.tokens.x]).

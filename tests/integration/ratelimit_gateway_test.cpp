@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "http_client.h"
+#include "json_answer.h"
 #include "process.h"
 
 using namespace zmesh::testing;
@@ -23,18 +24,6 @@ using Catch::Matchers::StartsWith;
 namespace json = boost::json;
 
 namespace {
-
-json::value parse(const std::string& body) {
-  INFO("body: " << body);
-  return json::parse(body);
-}
-
-std::string errorCode(const HttpResponse& r) {
-  return std::string(parse(r.body).at("error").at("code").as_string());
-}
-std::string errorMessage(const HttpResponse& r) {
-  return std::string(parse(r.body).at("error").at("message").as_string());
-}
 
 // A JSON number read as an integer, whatever Boost.JSON stored it as.
 int64_t integer(const json::value& v) { return v.to_number<int64_t>(); }
