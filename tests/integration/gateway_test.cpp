@@ -57,7 +57,7 @@ struct Mesh {
     if (withBroker) {
       broker.emplace(std::vector<std::string>{bin("zmesh-broker"), "--config", path},
                      dir.path() + "/broker.log");
-      REQUIRE(waitHealthy(brokerAdmin));
+      requireHealthy(*broker, brokerAdmin);
     }
     startIdgen();
     startGateway();
@@ -65,7 +65,7 @@ struct Mesh {
   void startIdgen() {
     idgen.emplace(std::vector<std::string>{bin("zmesh-idgen"), "--config", path},
                   dir.path() + "/idgen.log");
-    REQUIRE(waitHealthy(idgenEndpoint));
+    requireHealthy(*idgen, idgenEndpoint);
   }
   void startGateway() {
     std::vector<std::string> argv{bin("zmesh-gateway"), "--config", path};

@@ -41,11 +41,11 @@ struct HostileMesh {
       return Process({bin(name), "--config", path}, dir.path() + "/" + name + ".log");
     };
     brokerProcess.emplace(start("zmesh-broker"));
-    REQUIRE(waitHealthy(brokerAdmin));
+    requireHealthy(*brokerProcess, brokerAdmin);
     idgenProcess.emplace(start("zmesh-idgen"));
-    REQUIRE(waitHealthy(idgen));
+    requireHealthy(*idgenProcess, idgen);
     gatewayProcess.emplace(start("zmesh-gateway"));
-    REQUIRE(waitHealthy(gatewayAdmin));
+    requireHealthy(*gatewayProcess, gatewayAdmin);
   }
 };
 

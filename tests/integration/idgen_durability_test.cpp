@@ -294,8 +294,7 @@ TEST_CASE("idgen: 50 rounds of kill -9 under load lose no id order and repeat no
   std::optional<Process> server;
   auto start = [&] {
     server.emplace(argv, log);
-    if (!waitHealthy(endpoint, 15s))
-      FAIL("zmesh-idgen did not start; its log:\n" << std::ifstream(log).rdbuf());
+    requireHealthy(*server, endpoint, 15s);
   };
   start();
 

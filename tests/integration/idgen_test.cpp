@@ -86,12 +86,6 @@ std::optional<int> waitExit(Process& p, std::chrono::milliseconds timeout) {
   return std::nullopt;
 }
 
-// Admin.health answers ok within 15 s, or the test stops with the service's log.
-void requireHealthy(const std::string& endpoint, const std::string& log) {
-  if (!waitHealthy(endpoint, 15s))
-    FAIL(endpoint << " did not become healthy; log:\n" << readText(log));
-}
-
 struct Client {
   zmq::context_t context;
   rpc::ClientThread thread{context};

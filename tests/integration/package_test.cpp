@@ -39,8 +39,8 @@ TEST_CASE("an installed zmesh package builds and runs the consumer example", "[p
                         << dir.path() << "/idgen\"\n";
   Process broker({bin("zmesh-broker"), "--config", config}, dir.path() + "/broker.log");
   Process service({bin("zmesh-idgen"), "--config", config}, dir.path() + "/idgen.log");
-  REQUIRE(waitHealthy(tcpEndpoint(admin)));
-  REQUIRE(waitHealthy(tcpEndpoint(idgen)));
+  requireHealthy(broker, tcpEndpoint(admin));
+  requireHealthy(service, tcpEndpoint(idgen));
 
   Process consumer({build + "/zmesh-consumer", config, "pkg"}, dir.path() + "/consumer.log");
   int status = consumer.wait(15s);

@@ -196,7 +196,7 @@ TEST_CASE("ratelimit: 20 rounds of kill -9 under overrides lose none acknowledge
     INFO("round " << round);
     Process p({bin("zmesh-ratelimit"), "--config", path, "--broker", "none", "--log-level", "warn"},
               dir.path() + "/ratelimit.log");
-    REQUIRE(waitHealthy(endpoint, 15s));
+    requireHealthy(p, endpoint, 15s);
     checkRecovered(writer.ledger(), overridesOf(endpoint));
     writer.resume();
     std::this_thread::sleep_for(std::chrono::milliseconds(50 + rng() % 150));
@@ -205,7 +205,7 @@ TEST_CASE("ratelimit: 20 rounds of kill -9 under overrides lose none acknowledge
   }
   Process p({bin("zmesh-ratelimit"), "--config", path, "--broker", "none", "--log-level", "warn"},
             dir.path() + "/ratelimit.log");
-  REQUIRE(waitHealthy(endpoint, 15s));
+  requireHealthy(p, endpoint, 15s);
   writer.stop();
   checkRecovered(writer.ledger(), overridesOf(endpoint));
   CHECK(writer.acknowledged() > 20);

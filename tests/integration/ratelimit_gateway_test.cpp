@@ -72,9 +72,7 @@ struct Mesh {
     if (startRatelimit) {
       ratelimit.emplace(std::vector<std::string>{bin("zmesh-ratelimit"), "--config", path},
                         dir.path() + "/ratelimit.log");
-      if (!waitHealthy(ratelimitEndpoint, 15s))
-        FAIL("zmesh-ratelimit did not become healthy; log:\n"
-             << readText(dir.path() + "/ratelimit.log"));
+      requireHealthy(*ratelimit, ratelimitEndpoint, 15s);
     }
     gateway.emplace(std::vector<std::string>{bin("zmesh-gateway"), "--config", path},
                     dir.path() + "/gateway.log");
@@ -338,7 +336,7 @@ TEST_CASE("ratelimit REST: rules and an override a check then sees", "[ratelimit
     mesh.ratelimit->stop();
     mesh.ratelimit.emplace(std::vector<std::string>{bin("zmesh-ratelimit"), "--config", mesh.path},
                            mesh.dir.path() + "/ratelimit2.log");
-    REQUIRE(waitHealthy(mesh.ratelimitEndpoint, 15s));
+    requireHealthy(*mesh.ratelimit, mesh.ratelimitEndpoint, 15s);
     CHECK(rules().at("tr").at("runtime_overrides").as_array().size() == 1);
   }
 }

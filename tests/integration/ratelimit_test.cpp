@@ -121,11 +121,6 @@ Process startRatelimit(const MeshFile& mesh, const std::string& logName, bool ev
   return Process(argv, mesh.log(logName));
 }
 
-void requireHealthy(const std::string& endpoint, const std::string& log) {
-  if (!waitHealthy(endpoint, 15s))
-    FAIL(endpoint << " did not become healthy; log:\n" << readText(log));
-}
-
 struct Client {
   zmq::context_t context;
   rpc::ClientThread thread{context};

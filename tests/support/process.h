@@ -20,7 +20,8 @@ using namespace std::chrono_literals;
 // The whole file ("" when it cannot be read): logs and fixtures in test messages.
 std::string readText(const std::string& path);
 
-// A TCP port on 127.0.0.1 that was free a moment ago.
+// A TCP port on 127.0.0.1 that was free a moment ago, outside the kernel's
+// ephemeral range and claimed for a minute against tests running in parallel.
 int freePort();
 std::string tcpEndpoint(int port);
 // Path of a binary built by this project.
@@ -54,10 +55,13 @@ class Process {
   int wait(std::chrono::milliseconds timeout);
   // SIGTERM, wait up to `grace`, then SIGKILL. Returns the wait status.
   int stop(std::chrono::milliseconds grace = 5s);
+  // What the process wrote to its log file so far ("" without one).
+  std::string log() const { return log_.empty() ? std::string() : readText(log_); }
 
  private:
   pid_t pid_ = -1;
   int status_ = 0;
+  std::string log_;
 };
 
 // A process stopped with SIGSTOP (alive and connected, answering nothing)
@@ -76,6 +80,13 @@ class Paused {
 
 // Polls Admin.health on `endpoint` until it answers ok or `timeout` passes.
 bool waitHealthy(const std::string& endpoint, std::chrono::milliseconds timeout = 10s);
+// waitHealthy for a process of the test's own: fails the test at once when the
+// process exits, and either way with its log, so a failure in CI says why.
+void requireHealthy(Process& process, const std::string& endpoint,
+                    std::chrono::milliseconds timeout = 10s);
+// The same for a process known by its log file only.
+void requireHealthy(const std::string& endpoint, const std::string& logFile,
+                    std::chrono::milliseconds timeout = 15s);
 
 // IdGen.snowflake, retried while it answers UNAVAILABLE (after a restart the
 // clock may be behind the persisted time bound) — and DEADLINE_EXCEEDED too
