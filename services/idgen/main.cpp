@@ -47,11 +47,7 @@ int main(int argc, char** argv) {
                     rpc::kHostKeys);
     idgen::IdGenOptions options;
     options.dataDir = memory ? "" : dataDir.value_or(s.path("data_dir", "var/idgen"));
-    try {
-      options.fsync = storage::parseFsyncPolicy(fsync.value_or(s.string("fsync", "everysec")));
-    } catch (const std::invalid_argument& e) {
-      s.fail("fsync", e.what());
-    }
+    options.fsync = s.parsed("fsync", "everysec", fsync, storage::parseFsyncPolicy);
     const int64_t maxBlock = idgen::kMaxBlockSize;
     options.book.blockSize = checkedFlag("--block-size", blockSize, 1, maxBlock)
                                  .value_or(s.integer("block_size", 1000, 1, maxBlock));

@@ -31,11 +31,7 @@ int main(int argc, char** argv) {
     options.settings = ratelimit::parseSettings(s);
     options.configPath = flags.config;
     options.dataDir = memory ? "" : dataDir.value_or(s.path("data_dir", "var/ratelimit"));
-    try {
-      options.fsync = storage::parseFsyncPolicy(fsync.value_or(s.string("fsync", "everysec")));
-    } catch (const std::invalid_argument& e) {
-      s.fail("fsync", e.what());
-    }
+    options.fsync = s.parsed("fsync", "everysec", fsync, storage::parseFsyncPolicy);
     options.rewriteAfterBytes = s.integer("rewrite_after_bytes", 1 << 20, 4096, INT64_MAX);
     auto rules = ratelimit::parseRules(s);
     if (rules.empty())

@@ -396,6 +396,10 @@ int cmdCall(const std::string& configPath, const std::string& service, const std
         else
           name.push_back(option[i]);
       }
+      // --ttl and --wait name ttlMs and waitMs: a duration field is in ms by its name.
+      if (call.paramsSchema().findFieldByName(name) == nullptr &&
+          call.paramsSchema().findFieldByName(name + "Ms") != nullptr)
+        name += "Ms";
       KJ_IF_MAYBE (field, call.paramsSchema().findFieldByName(name)) {
         if (std::find(given.begin(), given.end(), name) != given.end())
           throw std::invalid_argument("--" + option + ": " + name + " is given twice");
@@ -414,6 +418,12 @@ int cmdCall(const std::string& configPath, const std::string& service, const std
   }
   CallSettings settings;
   settings.timeout = timeout;
+  // A call that may wait on the service's side (a lock's acquire) has the
+  // wait on top of the timeout, so the service answers before the client gives up.
+  KJ_IF_MAYBE (wait, call.paramsSchema().findFieldByName("waitMs")) {
+    auto ms = params.asReader().get(*wait).as<uint64_t>();
+    settings.timeout += std::chrono::milliseconds(std::min<uint64_t>(ms, 24 * 3600 * 1000));
+  }
   auto reply = call.invoke(mesh.channel(service), message, settings, false);
   auto results = reply.results(call.resultsSchema());
   if (json) {

@@ -49,6 +49,21 @@ class ConfigSection {
   // A string naming a file or directory; relative to the mesh file's directory
   // (not the process's), so every process reading the file means the same place.
   std::string path(std::string_view key, std::string fallback) const;
+  // The string at `key` — or `flag`, a command-line flag's value, when given —
+  // read by `parse`, whose std::invalid_argument becomes this key's error, or
+  // the flag's (fsync = "sometimes", --fsync sometimes).
+  template <typename Parse>
+  auto parsed(std::string_view key, std::string fallback, const std::optional<std::string>& flag,
+              Parse parse) const -> decltype(parse(std::string())) {
+    try {
+      return parse(flag.value_or(string(key, std::move(fallback))));
+    } catch (const std::invalid_argument& e) {
+      if (!flag) fail(key, e.what());
+      std::string option(key);  // the flag spells the key with dashes: --data-dir
+      for (auto& c : option) c = c == '_' ? '-' : c;
+      throw ConfigError("--" + option + ": " + e.what());
+    }
+  }
   bool has(std::string_view key) const;
   bool present() const { return table_ != nullptr; }
   // A nested table ([gateway.tokens] under [gateway]), named "<this>.<key>" in errors.
