@@ -20,8 +20,8 @@ kj::Exception toException(const Failure& f) {
       return rpc::statusException(rpc::StatusCode::CONFLICT, f.message);
     case Fail::notFound:
       return rpc::statusException(rpc::StatusCode::NOT_FOUND, f.message);
-    case Fail::resourceExhausted:
-      return rpc::statusException(rpc::StatusCode::RESOURCE_EXHAUSTED, f.message);
+    case Fail::resourceExhausted:  // the service's own bounds: busy, not a quota (DESIGN.md §5)
+      return rpc::statusException(rpc::StatusCode::UNAVAILABLE, f.message);
     case Fail::unavailable:
       return rpc::statusException(rpc::StatusCode::UNAVAILABLE, f.message);
   }
@@ -30,82 +30,7 @@ kj::Exception toException(const Failure& f) {
 
 std::string_view view(capnp::Text::Reader t) { return {t.cStr(), t.size()}; }
 
-idl::LockMode toWire(Mode m) {
-  return m == Mode::shared ? idl::LockMode::SHARED : idl::LockMode::EXCLUSIVE;
-}
-Mode fromWire(idl::LockMode m) {
-  return m == idl::LockMode::SHARED ? Mode::shared : Mode::exclusive;
-}
-
-// A duration from the wire as the core's Millis; beyond any range the core
-// accepts, so the core's own check names it.
-Millis millis(uint64_t ms) { return static_cast<Millis>(std::min<uint64_t>(ms, INT64_MAX / 4)); }
-
-// Records are read as any untrusted message is; a bad one is a storage failure naming it.
-template <typename T, typename Fn>
-void readRecord(const std::string& bytes, const char* what, Fn fn) {
-  try {
-    rpc::readRecord<T>(bytes, what, fn);
-  } catch (const rpc::FrameError& e) {
-    throw storage::StorageError(std::string("lock journal: ") + e.what());
-  }
-}
-
-Lease leaseOf(idl::LockSnapshot::Lease::Reader l) {
-  return Lease{l.getName(),    l.getOwner(),   l.getToken(),      fromWire(l.getMode()),
-               l.getPermits(), l.getSession(), l.getExpiresAtMs()};
-}
-
-void free(LockLogState& state, uint64_t token) {
-  auto it = state.leases.find(token);
-  if (it == state.leases.end()) return;
-  // The name's last token, as validate() remembers freed names; a name
-  // still held keeps its entry in the table instead.
-  state.retained.emplace_back(it->second.name, token);
-  state.leases.erase(it);
-}
-
 }  // namespace
-
-void replaySnapshot(LockLogState& state, const std::string& bytes) {
-  readRecord<idl::LockSnapshot>(bytes, "snapshot", [&](idl::LockSnapshot::Reader s) {
-    state.tokens = std::max(state.tokens, s.getTokens());
-    for (auto l : s.getLeases()) state.leases[l.getToken()] = leaseOf(l);
-    for (auto x : s.getSessions()) state.sessions[x.getId()] = millis(x.getTimeoutMs());
-    for (auto r : s.getRetained()) state.retained.emplace_back(r.getName(), r.getLastToken());
-  });
-}
-
-void replayRecord(LockLogState& state, const std::string& bytes) {
-  readRecord<idl::LockLogRecord>(bytes, "log record", [&](idl::LockLogRecord::Reader r) {
-    switch (r.which()) {
-      case idl::LockLogRecord::TOKENS:
-        state.tokens = std::max(state.tokens, r.getTokens());
-        break;
-      case idl::LockLogRecord::GRANT: {
-        auto g = r.getGrant();
-        state.leases[g.getToken()] =
-            Lease{g.getName(),    g.getOwner(),   g.getToken(),      fromWire(g.getMode()),
-                  g.getPermits(), g.getSession(), g.getExpiresAtMs()};
-        break;
-      }
-      case idl::LockLogRecord::RENEW: {
-        auto it = state.leases.find(r.getRenew().getToken());
-        if (it != state.leases.end()) it->second.expiresAt = r.getRenew().getExpiresAtMs();
-        break;
-      }
-      case idl::LockLogRecord::FREE:
-        free(state, r.getFree());
-        break;
-      case idl::LockLogRecord::OPEN_SESSION:
-        state.sessions[r.getOpenSession().getId()] = millis(r.getOpenSession().getTimeoutMs());
-        break;
-      case idl::LockLogRecord::CLOSE_SESSION:
-        state.sessions.erase(r.getCloseSession());
-        break;
-    }
-  });
-}
 
 LockService::LockService(rpc::Server& server, rpc::Publisher* publisher, storage::Env& env,
                          LockServiceOptions options, LockClocks clocks)
@@ -146,6 +71,7 @@ LockService::LockService(rpc::Server& server, rpc::Publisher* publisher, storage
     add("lock.token_limit", table_.tokenLimit());
     add("lock.events_published", published_);
     add("lock.durable_waits", durableWaits_);
+    add("lock.waiting_for_durable", afterDurable_.size());
     add("lock.pending_acquires", calls_.size());
     if (journal_)
       for (auto [name, value] : journal_->counters()) add(name, value);
@@ -264,6 +190,8 @@ void LockService::handle(Events& events, uint64_t issuedFrom) {
   }
   events.clear();
   reserveTokens();
+  // Only between calls' records: a snapshot holds exactly what was appended.
+  maybeRewrite();
   armWake();
 }
 
@@ -285,6 +213,7 @@ void LockService::publish(const char* topic, const Lease& lease) {
 
 void LockService::append(capnp::MessageBuilder& record, storage::Durability durability,
                          std::function<void()> done) {
+  if (closed_) return;  // stopping: nothing more is written, so nothing more is answered
   if (!journal_) {
     if (done) done();
     return;
@@ -292,17 +221,18 @@ void LockService::append(capnp::MessageBuilder& record, storage::Durability dura
   ++appended_;
   journal_->append(rpc::toRecord(record), durability, [this, done = std::move(done)] {
     ++durable_;
-    if (done) done();
+    // What waited for the records before this one goes first, in order.
     while (!afterDurable_.empty() && afterDurable_.front().first <= durable_) {
       auto fn = std::move(afterDurable_.front().second);
       afterDurable_.pop_front();
       fn();
     }
+    if (done) done();
   });
-  maybeRewrite();
 }
 
 void LockService::whenDurable(std::function<void()> fn) {
+  if (closed_) return;
   if (durable_ >= appended_) {
     fn();
     return;
@@ -317,6 +247,12 @@ kj::Promise<void> LockService::durable() {
     (*f)->fulfill();
   });
   return kj::mv(paf.promise);
+}
+
+// A refusal names holders and tokens: sent, like any answer, only once the
+// state it describes is durable.
+kj::Promise<void> LockService::refuse(const Failure& failure) {
+  return durable().then([failure]() -> void { kj::throwFatalException(toException(failure)); });
 }
 
 // Tokens are issued only below a bound already fsynced, so none a client has
@@ -357,27 +293,8 @@ void LockService::recover() {
     spdlog::warn("lock: cut a torn log tail of {} bytes (a crash interrupted a write)",
                  recovered.cutBytes);
 
-  const Millis now = clocks_.monotonic();
-  const int64_t wallNow = clocks_.wall();
-  try {
-    for (auto& [name, token] : state.retained) table_.restoreRetained(name, token);
-    for (auto& [id, timeout] : state.sessions) table_.restoreSession(id, timeout, now);
-    std::vector<Lease> leases;
-    for (auto& [token, lease] : state.leases) leases.push_back(lease);
-    std::sort(leases.begin(), leases.end(),
-              [](const Lease& a, const Lease& b) { return a.token < b.token; });
-    for (auto& lease : leases) {
-      // The time it had left, on this process's clock; a lease whose session
-      // is gone ended with it.
-      if (lease.session != 0 && !state.sessions.count(lease.session)) continue;
-      lease.expiresAt = now + (lease.expiresAt - wallNow);
-      table_.restoreLease(lease);
-    }
-    table_.restoreTokens(state.tokens);
-  } catch (const std::invalid_argument& e) {
-    throw storage::StorageError(std::string("lock journal: ") + e.what());
-  }
-  reservedTokens_ = state.tokens;
+  restore(table_, state, clocks_.monotonic(), clocks_.wall());
+  reservedTokens_ = std::max(state.tokens, table_.nextToken());
   spdlog::info("lock: recovered {} leases, {} sessions, tokens from {} ({} log records)",
                table_.stats().holders, state.sessions.size(), state.tokens,
                recovered.records.size());
@@ -393,38 +310,13 @@ void LockService::maybeRewrite(bool force) {
     return;
   // The table holds exactly what was appended (every change is appended in
   // the call that made it); the token bound is the highest one appended.
-  capnp::MallocMessageBuilder message;
-  auto s = message.initRoot<idl::LockSnapshot>();
-  s.setTokens(reservedTokens_);
-  auto leases = table_.leases();
-  auto list = s.initLeases(leases.size());
-  for (size_t i = 0; i < leases.size(); ++i) {
-    auto& l = leases[i];
-    list[i].setName(l.name);
-    list[i].setOwner(l.owner);
-    list[i].setToken(l.token);
-    list[i].setMode(toWire(l.mode));
-    list[i].setPermits(l.permits);
-    list[i].setSession(l.session);
-    list[i].setExpiresAtMs(toWall(l.expiresAt));
-  }
-  auto sessions = table_.sessions();
-  auto sl = s.initSessions(sessions.size());
-  for (size_t i = 0; i < sessions.size(); ++i) {
-    sl[i].setId(sessions[i].first);
-    sl[i].setTimeoutMs(static_cast<uint64_t>(sessions[i].second));
-  }
-  auto retained = table_.retained();
-  auto rl = s.initRetained(retained.size());
-  for (size_t i = 0; i < retained.size(); ++i) {
-    rl[i].setName(retained[i].first);
-    rl[i].setLastToken(retained[i].second);
-  }
+  auto snapshot = lockSnapshot(table_, reservedTokens_, clocks_.monotonic(), clocks_.wall());
   rewriting_ = true;
-  journal_->rewrite(rpc::toRecord(message), [this] { rewriting_ = false; });
+  journal_->rewrite(std::move(snapshot), [this] { rewriting_ = false; });
 }
 
 void LockService::close() {
+  closed_ = true;
   if (journal_) journal_->close();
   journal_.reset();
   lock_.reset();
@@ -454,7 +346,7 @@ kj::Promise<void> LockService::acquire(AcquireContext context) {
   auto result = table_.acquire(request, call, clocks_.monotonic(), events);
   if (auto* f = std::get_if<Failure>(&result)) {
     handle(events, issuedFrom);  // what advance() did before the refusal
-    return toException(*f);
+    return refuse(*f);
   }
   auto paf = kj::newPromiseAndFulfiller<Granted>();
   calls_.emplace(call, kj::mv(paf.fulfiller));
@@ -471,7 +363,12 @@ kj::Promise<void> LockService::acquire(AcquireContext context) {
         if (!calls_.erase(call)) return;
         Events events;
         uint64_t issuedFrom = table_.nextToken();
-        if (table_.cancel(call, clocks_.monotonic(), events)) handle(events, issuedFrom);
+        if (!table_.cancel(call, clocks_.monotonic(), events)) return;
+        // Stopping, every waiting call is being dropped: the waiters behind
+        // this one would be granted leases nobody hears of. The state dies
+        // with the process; nothing of it is journaled.
+        if (server_.stopping() || closed_) return;
+        handle(events, issuedFrom);
       }));
 }
 
@@ -482,7 +379,7 @@ kj::Promise<void> LockService::release(ReleaseContext context) {
   auto f = table_.release(view(p.getName()), view(p.getOwner()), p.getToken(), clocks_.monotonic(),
                           events);
   handle(events, issuedFrom);
-  if (f) return toException(*f);
+  if (f) return refuse(*f);
   return durable();
 }
 
@@ -493,7 +390,7 @@ kj::Promise<void> LockService::renew(RenewContext context) {
   auto result = table_.renew(view(p.getName()), view(p.getOwner()), p.getToken(),
                              millis(p.getTtlMs()), clocks_.monotonic(), events);
   handle(events, issuedFrom);
-  if (auto* f = std::get_if<Failure>(&result)) return toException(*f);
+  if (auto* f = std::get_if<Failure>(&result)) return refuse(*f);
   Millis expiresAt = std::get<Millis>(result);
   return durable().then([this, context, expiresAt]() mutable {
     context.getResults().setExpiresMs(remainingMs(expiresAt));
@@ -502,12 +399,14 @@ kj::Promise<void> LockService::renew(RenewContext context) {
 
 // Reads answer once everything appended before them is durable: a lease they
 // show cannot be lost by a crash afterwards.
+// Reads take their answer when they arrive and send it once everything
+// appended before them is durable: what they show cannot be lost by a crash.
 kj::Promise<void> LockService::inspect(InspectContext context) {
   std::string name = context.getParams().getName();
   if (auto why = checkName(name))
     return rpc::statusException(rpc::StatusCode::INVALID_ARGUMENT, "name: " + *why);
-  return durable().then([this, context, name]() mutable {
-    auto view = table_.inspect(name, clocks_.monotonic());
+  auto view = table_.inspect(name, clocks_.monotonic());
+  return durable().then([this, context, name, view = std::move(view)]() mutable {
     if (!view) rpc::fail(rpc::StatusCode::NOT_FOUND, "'" + name + "' is free");
     auto info = context.getResults().initInfo();
     info.setName(view->name);
@@ -531,9 +430,8 @@ kj::Promise<void> LockService::validate(ValidateContext context) {
   std::string name = context.getParams().getName();
   if (auto why = checkName(name))
     return rpc::statusException(rpc::StatusCode::INVALID_ARGUMENT, "name: " + *why);
-  uint64_t token = context.getParams().getToken();
-  return durable().then([this, context, name, token]() mutable {
-    auto v = table_.validate(name, token, clocks_.monotonic());
+  auto v = table_.validate(name, context.getParams().getToken(), clocks_.monotonic());
+  return durable().then([context, v]() mutable {
     context.getResults().setValid(v.valid);
     context.getResults().setCurrent(v.current);
   });
@@ -545,7 +443,7 @@ kj::Promise<void> LockService::openSession(OpenSessionContext context) {
   auto result =
       table_.openSession(millis(context.getParams().getTimeoutMs()), clocks_.monotonic(), events);
   handle(events, issuedFrom);
-  if (auto* f = std::get_if<Failure>(&result)) return toException(*f);
+  if (auto* f = std::get_if<Failure>(&result)) return refuse(*f);
   auto [id, timeout] = std::get<std::pair<uint64_t, Millis>>(result);
   return durable().then([context, id = id, timeout = timeout]() mutable {
     context.getResults().setSession(id);
@@ -557,7 +455,7 @@ kj::Promise<void> LockService::heartbeat(HeartbeatContext context) {
   // Not journaled: a restart gives every session a whole timeout anyway.
   auto result = table_.heartbeat(context.getParams().getSession(), clocks_.monotonic());
   armWake();
-  if (auto* f = std::get_if<Failure>(&result)) return toException(*f);
+  if (auto* f = std::get_if<Failure>(&result)) return refuse(*f);
   context.getResults().setTimeoutMs(static_cast<uint64_t>(std::get<Millis>(result)));
   return kj::READY_NOW;
 }
@@ -567,7 +465,7 @@ kj::Promise<void> LockService::closeSession(CloseSessionContext context) {
   uint64_t issuedFrom = table_.nextToken();
   auto result = table_.closeSession(context.getParams().getSession(), clocks_.monotonic(), events);
   handle(events, issuedFrom);
-  if (auto* f = std::get_if<Failure>(&result)) return toException(*f);
+  if (auto* f = std::get_if<Failure>(&result)) return refuse(*f);
   uint32_t released = std::get<uint32_t>(result);
   return durable().then(
       [context, released]() mutable { context.getResults().setReleased(released); });

@@ -15,6 +15,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "lock_log.h"
 #include "lock_table.h"
 #include "zmesh/idl/lock.capnp.h"
 #include "zmesh/rpc/events.h"
@@ -38,19 +39,6 @@ struct LockClocks {
   std::function<Millis()> monotonic;
   std::function<int64_t()> wall;
 };
-
-// What the log and snapshot hold, replayed: the leases and sessions to restore
-// (lease expiry in Unix ms), the freed names remembered, and the token bound.
-struct LockLogState {
-  std::unordered_map<uint64_t, Lease> leases;  // by token; expiresAt in Unix ms
-  std::unordered_map<uint64_t, Millis> sessions;
-  std::deque<std::pair<std::string, uint64_t>> retained;  // oldest first
-  uint64_t tokens = 1;                                    // tokens below it may have been issued
-};
-// A record or snapshot that does not read as its type throws
-// storage::StorageError naming it.
-void replaySnapshot(LockLogState& state, const std::string& bytes);
-void replayRecord(LockLogState& state, const std::string& bytes);
 
 class LockService final : public idl::Lock::Server {
  public:
@@ -86,6 +74,7 @@ class LockService final : public idl::Lock::Server {
   // Runs `fn` once every record appended so far is durable: now, if all are.
   void whenDurable(std::function<void()> fn);
   kj::Promise<void> durable();
+  kj::Promise<void> refuse(const Failure& failure);
   void reserveTokens();
   void armWake();
   void wake();
@@ -118,6 +107,7 @@ class LockService final : public idl::Lock::Server {
   std::optional<Millis> wakeArmedAt_;
   kj::Promise<void> wakeTimer_ = nullptr;
   bool rewriting_ = false;
+  bool closed_ = false;
   std::string fatal_;
   uint64_t published_ = 0, durableWaits_ = 0;
 };

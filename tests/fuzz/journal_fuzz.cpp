@@ -1,12 +1,15 @@
 // A data directory from arbitrary bytes: a snapshot and a log file recovered
 // as the services recover them, every record then read as an idgen record
-// (checked) and replayed as a rate limiter's (overrides into a Limiter).
+// (checked), replayed as a rate limiter's (overrides into a Limiter) and as
+// the lock service's (restored into a LockTable, whose snapshot must replay
+// into the same state).
 // A damaged directory is refused with StorageError (or the record with
 // FrameError), never a crash, never an endless read.
 #include <cstdlib>
 #include <string>
 
-#include "service.h"  // zmesh-ratelimit's replay
+#include "lock_log.h"  // zmesh-lock's replay
+#include "service.h"   // zmesh-ratelimit's replay
 #include "zmesh/idl/idgen.capnp.h"
 #include "zmesh/rpc/frame.h"
 #include "zmesh/storage/fault_env.h"
@@ -56,6 +59,24 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     limiter.setRules({rule});
     std::vector<ratelimit::DescriptorView> d{{"tenant", "acme"}, {"route", "/"}};
     (void)limiter.check({"tr", {}, d, 1}, 0);
+  } catch (const storage::StorageError&) {
+  }
+  try {
+    auto recovered = storage::Journal::recover(env, dir, "idgen");
+    lock::LockLogState state;
+    if (recovered.snapshot) lock::replaySnapshot(state, *recovered.snapshot);
+    for (auto& record : recovered.records) lock::replayRecord(state, record);
+    lock::LockTable table;
+    lock::restore(table, state, 1000, 1'700'000'000'000);
+    // What a rewrite would write reads back as the same table.
+    lock::LockLogState again;
+    lock::replaySnapshot(again, lock::lockSnapshot(table, state.tokens, 1000, 1'700'000'000'000));
+    lock::LockTable copy;
+    lock::restore(copy, again, 1000, 1'700'000'000'000);
+    if (copy.leases().size() != table.leases().size() || copy.nextToken() < table.nextToken())
+      std::abort();
+    lock::Events events;
+    table.advance(1'000'000'000, events);  // every lease expires, every session ends
   } catch (const storage::StorageError&) {
   }
   return 0;

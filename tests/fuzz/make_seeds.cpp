@@ -14,6 +14,7 @@
 #include "testsvc.capnp.h"
 #include "wire.h"
 #include "zmesh/idl/idgen.capnp.h"
+#include "zmesh/idl/lock.capnp.h"
 #include "zmesh/idl/ratelimit.capnp.h"
 #include "zmesh/rpc/client.h"
 #include "zmesh/rpc/frame.h"
@@ -267,6 +268,50 @@ void journalSeeds() {
     auto bad = crafted::damaged(m, 0, d);
     write("journal", "ratelimit-record-" + slug(d),
           logOnly({record(set), std::string(bad.begin(), bad.end())}));
+  }
+
+  // The lock service's: a token block, a session, grants (one tied to it),
+  // a renewal, a free, the session closed; and a grant damaged every way.
+  auto grant = [](capnp::MallocMessageBuilder& m) {
+    auto g = m.initRoot<idl::LockLogRecord>().initGrant();
+    g.setName("report");
+    g.setOwner("alice");
+    g.setToken(2);
+    g.setExpiresAtMs(1'700'000'060'000);
+  };
+  auto lockRecord = [&](auto fill) {
+    return record([&](auto& m) { fill(m.template initRoot<idl::LockLogRecord>()); });
+  };
+  std::vector<std::string> lockLog{
+      lockRecord([](auto r) { r.setTokens(100); }),
+      lockRecord([](auto r) {
+        r.initOpenSession().setId(1);
+        r.getOpenSession().setTimeoutMs(10000);
+      }),
+      record(grant),
+      lockRecord([](auto r) {
+        auto g = r.initGrant();
+        g.setName("pool");
+        g.setOwner("bob");
+        g.setToken(3);
+        g.setPermits(2);
+        g.setSession(1);
+        g.setExpiresAtMs(1'700'000'001'000);
+      }),
+      lockRecord([](auto r) {
+        r.initRenew().setToken(2);
+        r.getRenew().setExpiresAtMs(1'700'000'090'000);
+      }),
+      lockRecord([](auto r) { r.setFree(3); }),
+      lockRecord([](auto r) { r.setCloseSession(1); }),
+  };
+  write("journal", "lock-log", logOnly(lockLog));
+  for (auto d : crafted::kAllDamage) {
+    capnp::MallocMessageBuilder m;
+    grant(m);
+    auto bad = crafted::damaged(m, 0, d);
+    write("journal", "lock-record-" + slug(d),
+          logOnly({lockLog[0], std::string(bad.begin(), bad.end())}));
   }
 }
 

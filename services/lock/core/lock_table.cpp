@@ -449,8 +449,16 @@ void LockTable::advance(Millis now, Events& out) {
         State::Place place = s_->byCall.at(s_->waitTimers.top()->second);
         Entry& e = *place.entry;
         bool wasHead = place.waiter == e.queue.begin();
+        // The head of a starved entry waited on the token supply alone:
+        // the service is behind on its log, not the lock held.
+        bool starved = wasHead && e.starvedSeq != 0;
         Waiter w = s_->unlink(e, place.waiter);
-        State::reject(e, w, conflict("not granted within " + ms(w.wait)), out);
+        State::reject(
+            e, w,
+            starved ? Failure{Fail::unavailable,
+                              "no fencing token could be reserved within " + ms(w.wait) + "; retry"}
+                    : conflict("not granted within " + ms(w.wait)),
+            out);
         s_->stats.waitTimeouts++;
         waiterLeft(e, wasHead, now, out);
         break;
@@ -502,9 +510,16 @@ std::variant<Queued, Failure> LockTable::acquire(const AcquireRequest& r, uint64
           Event{Event::Kind::granted, call, e->holders.at(held->second), std::nullopt, 0, 0});
       return Queued{};
     }
-    if (auto waiting = e->waiterOf.find(r.owner); waiting != e->waiterOf.end() && r.wait > 0) {
-      supersede(*e, waiting->second->call, r, call, now, out);
-      return Queued{};
+    if (auto waiting = e->waiterOf.find(r.owner); waiting != e->waiterOf.end()) {
+      if (r.wait > 0) {
+        supersede(*e, waiting->second->call, r, call, now, out);
+        return Queued{};
+      }
+      // A try-once from an owner that waits: its newest word is not to wait,
+      // so the older call leaves the queue rather than be granted a lease
+      // its owner was told it did not get.
+      withdraw(*e, waiting->second->call, now, out);
+      e = s_->find(r.name);  // it may have gone, or been granted to others
     }
   }
 
@@ -520,6 +535,10 @@ std::variant<Queued, Failure> LockTable::acquire(const AcquireRequest& r, uint64
   }
   bool stalled = !obstacle && !tokenAvailable();
   if (!obstacle && !stalled) {
+    if (s_->byToken.size() >= options_.maxHolders)
+      return full(std::to_string(s_->byToken.size()) +
+                  " leases are held, the most the table grants at once (waiters may add up "
+                  "to max_waiters more)");
     if (!e) {
       if (s_->entries.size() >= options_.maxLocks) return full(locksFull());
       e = &s_->create(r.name, r.permits);
@@ -574,6 +593,15 @@ void LockTable::supersede(Entry& e, uint64_t oldCall, const AcquireRequest& r, u
   s_->link(e, it);
   // Its new mode may fit where the old one did not.
   if (it == e.queue.begin()) grantPass(e, now, out);
+}
+
+void LockTable::withdraw(Entry& e, uint64_t oldCall, Millis now, Events& out) {
+  State::Place place = s_->byCall.at(oldCall);
+  bool wasHead = place.waiter == e.queue.begin();
+  Waiter w = s_->unlink(e, place.waiter);
+  State::reject(e, w, conflict("superseded by a newer acquire of the same owner"), out);
+  s_->stats.waitersSuperseded++;
+  waiterLeft(e, wasHead, now, out);
 }
 
 Failure LockTable::full(std::string message) {
@@ -833,10 +861,19 @@ void LockTable::restoreRetained(std::string_view name, uint64_t lastToken) {
   std::string where = "restoreRetained: " + quoted(name);
   if (auto why = checkName(name)) refuse(where + ": " + *why);
   if (lastToken == 0) refuse(where + ": token 0 is never issued");
-  if (s_->find(name)) refuse(where + ": the name is in use");
-  if (s_->retainedAt.count(name)) refuse(where + ": retained twice");
-  s_->retain(std::string(name), lastToken, options_.retainNames);
   passToken(lastToken);
+  // A log names a name once per time it was freed, and a snapshot names live
+  // names too: the highest token wins, and the latest mention counts as newest.
+  if (Entry* e = s_->find(name)) {
+    e->lastToken = std::max(e->lastToken, lastToken);
+    return;
+  }
+  if (auto r = s_->retainedAt.find(name); r != s_->retainedAt.end()) {
+    lastToken = std::max(lastToken, r->second->second);
+    s_->retained.erase(r->second);
+    s_->retainedAt.erase(r);
+  }
+  s_->retain(std::string(name), lastToken, options_.retainNames);
 }
 
 void LockTable::restoreTokens(uint64_t next) {
@@ -864,6 +901,15 @@ std::vector<std::pair<uint64_t, Millis>> LockTable::sessions() const {
 
 std::vector<std::pair<std::string, uint64_t>> LockTable::retained() const {
   return {s_->retained.begin(), s_->retained.end()};
+}
+
+std::vector<std::pair<std::string, uint64_t>> LockTable::lastTokens() const {
+  std::vector<std::pair<std::string, uint64_t>> all;
+  all.reserve(s_->entries.size());
+  for (auto& [name, e] : s_->entries)
+    if (e.lastToken != 0) all.emplace_back(name, e.lastToken);
+  std::sort(all.begin(), all.end());
+  return all;
 }
 
 LockStats LockTable::stats() const {

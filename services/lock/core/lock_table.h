@@ -59,6 +59,7 @@ struct LockOptions {
   size_t maxWaiters = 100'000;        // waiters over all locks
   size_t maxWaitersPerLock = 10'000;  // one queue's length
   size_t maxSharedHolders = 10'000;   // shared holders of one lock
+  size_t maxHolders = 1'000'000;      // leases at once (beyond: only waiters already queued)
   size_t maxSessions = 100'000;
   size_t retainNames = 100'000;  // freed names whose last token validate() remembers
   uint64_t tokenLowWater = 500;  // tokensLow() once fewer than this remain
@@ -163,8 +164,10 @@ class LockTable {
   // when it need not wait. Returns the failure when the request is refused
   // outright (nothing joins the queue, no event). An owner that already
   // holds the lock gets its lease back unchanged; an owner already waiting
-  // in the queue hands its place to this call (the older call is rejected),
-  // unless this call has wait 0, which is then refused as taken.
+  // in the queue hands its place to this call (the older call is rejected);
+  // with wait 0 the older call leaves the queue (rejected) and this one is
+  // tried once as any other (its owner's newest word is not to wait, so no
+  // lease it was told it did not get is granted later).
   std::variant<Queued, Failure> acquire(const AcquireRequest& request, uint64_t call, Millis now,
                                         Events& out);
   std::optional<Failure> release(std::string_view name, std::string_view owner, uint64_t token,
@@ -210,7 +213,9 @@ class LockTable {
   // must be restored first. Throws std::invalid_argument on state that
   // cannot be (a name or owner that checkName/checkOwner refuse, two
   // exclusive holders, more holders than permits, an unknown session, one
-  // owner holding a name twice, a token or id given twice). Restored ids and
+  // owner holding a name twice, a token or id given twice). A name given to
+  // restoreRetained more than once keeps its highest token, as newest; a live
+  // name given to it takes the token as its last if higher. Restored ids and
   // tokens move nextToken() past them, and the limit only up to it: nothing
   // is issued before setTokenLimit.
   void restoreSession(uint64_t id, Millis timeout, Millis now);
@@ -223,6 +228,9 @@ class LockTable {
   std::vector<Lease> leases() const;
   std::vector<std::pair<uint64_t, Millis>> sessions() const;  // id, timeout
   std::vector<std::pair<std::string, uint64_t>> retained() const;
+  // The last token of every live name (held, waited for or in lock-delay), by
+  // name: a snapshot keeps them, as validate() reports them after a restart.
+  std::vector<std::pair<std::string, uint64_t>> lastTokens() const;
 
   LockStats stats() const;
   const LockOptions& options() const { return options_; }
@@ -249,6 +257,7 @@ class LockTable {
   uint32_t endSession(uint64_t id, bool timedOut, Millis at, Millis now, Events& out);
   void supersede(Entry& e, uint64_t oldCall, const AcquireRequest& r, uint64_t call, Millis now,
                  Events& out);
+  void withdraw(Entry& e, uint64_t oldCall, Millis now, Events& out);
   Failure full(std::string message);
   std::string locksFull() const;
   bool sessionOverdue(uint64_t session, Millis now) const;

@@ -104,13 +104,26 @@ class Model {
         }
         case Event::Kind::rejected: {
           REQUIRE(e.failure);
-          REQUIRE(e.failure->code == Fail::conflict);
           const std::string& why = e.failure->message;
+          // The head of a queue held back by the token supply alone times out
+          // unavailable; every other refusal is a conflict.
+          const bool supply = why.rfind("no fencing token could be reserved within ", 0) == 0;
+          REQUIRE(e.failure->code == (supply ? Fail::unavailable : Fail::conflict));
           auto w = waiting.find(e.call);
           REQUIRE(w != waiting.end());
           auto& q = queues[w->second];
           auto slot = std::find_if(q.begin(), q.end(), [&](auto& s) { return s.call == e.call; });
           REQUIRE(slot != q.end());
+          if (why == "superseded by a newer acquire of the same owner" && asked &&
+              asked->wait == 0) {
+            // A try-once withdraws the owner's waiting call; it answers for itself.
+            REQUIRE(current != 0);
+            answered.insert(e.call);
+            q.erase(slot);
+            waiting.erase(w);
+            n.superseded++;
+            break;
+          }
           if (why == "superseded by a newer acquire of the same owner") {
             REQUIRE(current != 0);
             REQUIRE(!o.currentTookPlace);
@@ -127,7 +140,13 @@ class Model {
             break;
           }
           answer(e.call, current, o);
-          if (why.rfind("not granted within ", 0) == 0) {
+          if (supply) {
+            // Only the head, and only when nothing but the supply stood in its way.
+            REQUIRE(slot == q.begin());
+            REQUIRE(!tokens);
+            REQUIRE(headFits(w->second));
+            n.timeouts++;
+          } else if (why.rfind("not granted within ", 0) == 0) {
             // At its deadline the head did not fit: whatever freed capacity
             // at that instant went first.
             Millis deadline = slot->since + std::stoll(why.substr(19));

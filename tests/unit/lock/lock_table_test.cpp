@@ -260,9 +260,14 @@ TEST_CASE("a newer acquire of a waiting owner takes over its place in the queue"
   CHECK(h.events() == Lines{"released a t1", "granted c4 b t2"});
   CHECK(leaseOf(h, 4).expiresAt == 900);
 
-  // A try-once acquire leaves the waiting call be.
+  // A try-once acquire withdraws the owner's waiting call, then is refused:
+  // nothing is granted to c later that it was told it did not get.
   CHECK(why(h.acquire({.name = "x", .owner = "c"})) == "conflict: 'x' is held by 'b' (token 2)");
-  CHECK(h.out.empty());
+  CHECK(h.events() == Lines{"rejected c3: superseded by a newer acquire of the same owner"});
+  CHECK_FALSE(h.table.inspect("x", h.now)->waiters);
+  h.release("x", "b", 2);
+  CHECK(h.events() == Lines{"released b t2"});
+  CHECK_FALSE(h.table.inspect("x", h.now));
 }
 
 TEST_CASE("a superseding acquire at the head with a mode that fits is granted at once",
@@ -566,9 +571,26 @@ TEST_CASE("a try-once acquire held back by the supply waits a second at least", 
   CHECK(why(h.acquire({.name = "x", .owner = "a", .wait = 10})) == "");
   CHECK(h.table.nextDeadline() == 1000);
   h.at(1000);
-  CHECK(h.events() == Lines{"rejected c1: not granted within 1000 ms"});
+  // Nothing held it: the answer says the supply, not the lock, was the obstacle.
+  CHECK(h.events() ==
+        Lines{"rejected c1: no fencing token could be reserved within 1000 ms; retry"});
+  REQUIRE(h.out[0].failure);
+  CHECK(h.out[0].failure->code == Fail::unavailable);
   CHECK_FALSE(h.table.inspect("x", h.now));
   CHECK(h.table.stats().locks == 0);
+}
+
+TEST_CASE("leases granted at once are bounded by maxHolders", "[lock_table]") {
+  LockOptions o;
+  o.maxHolders = 2;
+  Harness h(o);
+  h.acquire({.name = "a", .owner = "o"});
+  h.acquire({.name = "b", .owner = "o", .mode = Mode::shared});
+  CHECK(why(h.acquire({.name = "b", .owner = "p", .mode = Mode::shared}))
+            .starts_with("resourceExhausted: 2 leases are held"));
+  // An owner that holds it already gets it back: no new lease.
+  CHECK(why(h.acquire({.name = "a", .owner = "o"})) == "");
+  CHECK(h.table.stats().refusedFull == 1);
 }
 
 // ---- sessions ----
@@ -896,16 +918,28 @@ TEST_CASE("restore refuses state that cannot be", "[lock_table]") {
           "restoreSession: session 0: id 0 is never issued");
   refuses([](LockTable& t) { t.restoreSession(30, 0, 0); },
           "restoreSession: session 30: timeout 0 is not positive");
-  refuses([](LockTable& t) { t.restoreRetained("x", 3); },
-          "restoreRetained: 'x': the name is in use");
-  refuses(
-      [](LockTable& t) {
-        t.restoreRetained("old", 3);
-        t.restoreRetained("old", 4);
-      },
-      "restoreRetained: 'old': retained twice");
   refuses([](LockTable& t) { t.restoreRetained("old", 0); },
           "restoreRetained: 'old': token 0 is never issued");
+}
+
+TEST_CASE("restoreRetained keeps the highest token per name and moves it to the newest",
+          "[lock_table][restore]") {
+  LockOptions o;
+  o.retainNames = 2;
+  LockTable t(o);
+  t.restoreRetained("a", 5);
+  t.restoreRetained("b", 6);
+  t.restoreRetained("a", 3);  // named again (a log names it once per free): a is newest now
+  t.restoreRetained("c", 7);  // b, the oldest, is forgotten
+  CHECK(t.retained() == std::vector<std::pair<std::string, uint64_t>>{{"a", 5}, {"c", 7}});
+  CHECK(t.validate("b", 6, 0).current == 0);
+  // A live name takes a higher last token; a lower one changes nothing.
+  t.restoreLease({.name = "x", .owner = "o", .token = 10, .expiresAt = 1000});
+  t.restoreRetained("x", 12);
+  t.restoreRetained("x", 11);
+  CHECK(t.validate("x", 10, 0).current == 12);
+  CHECK(t.lastTokens() == std::vector<std::pair<std::string, uint64_t>>{{"x", 12}});
+  CHECK(t.nextToken() == 13);
 }
 
 // ---- odds and ends ----
