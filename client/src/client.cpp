@@ -4,13 +4,17 @@
 #include <capnp/dynamic.h>
 #include <capnp/schema.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
+#include <random>
 #include <thread>
 
 #include "zmesh/idl/admin.capnp.h"
 #include "zmesh/idl/common.capnp.h"
 #include "zmesh/idl/idgen.capnp.h"
+#include "zmesh/idl/lock.capnp.h"
 #include "zmesh/idl/ratelimit.capnp.h"
 #include "zmesh/rpc/barrier.h"
 #include "zmesh/rpc/events.h"
@@ -201,6 +205,172 @@ void RateLimitClient::setOverride(const std::string& rule, const Descriptors& de
   });
 }
 
+// ---- Lock ----
+
+namespace {
+
+idl::LockMode wireMode(LockMode mode) {
+  return mode == LockMode::shared ? idl::LockMode::SHARED : idl::LockMode::EXCLUSIVE;
+}
+
+LockMode modeOf(idl::LockMode mode) {
+  return mode == idl::LockMode::SHARED ? LockMode::shared : LockMode::exclusive;
+}
+
+uint64_t wireMs(std::chrono::milliseconds d) {
+  return static_cast<uint64_t>(std::max<int64_t>(d.count(), 0));
+}
+
+}  // namespace
+
+std::chrono::milliseconds Lease::remaining() const {
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      expiry - std::chrono::steady_clock::now());
+  return std::max(left, std::chrono::milliseconds(0));
+}
+
+std::string LockClient::defaultOwner() {
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) != 0 || host[0] == '\0')
+    std::snprintf(host, sizeof host, "host");
+  // Owners are printable ASCII, 1-128 characters: a hostname is cut to 64.
+  std::string owner;
+  for (const char* c = host; *c && owner.size() < 64; ++c)
+    owner += (*c > 0x20 && *c < 0x7f) ? *c : '_';
+  std::random_device random;
+  uint64_t nonce = (static_cast<uint64_t>(random()) << 32) ^ random();
+  char tail[48];
+  std::snprintf(tail, sizeof tail, ":%d:%016llx", static_cast<int>(getpid()),
+                static_cast<unsigned long long>(nonce));
+  return owner + tail;
+}
+
+LockClient::LockClient(rpc::Channel channel, CallSettings settings, std::string owner)
+    : channel_(std::move(channel)),
+      settings_(std::move(settings)),
+      owner_(owner.empty() ? defaultOwner() : std::move(owner)) {}
+
+std::optional<Lease> LockClient::acquireLease(const std::string& name,
+                                              const AcquireOptions& options,
+                                              bool conflictIsEmpty) const {
+  static const uint16_t m = ordinal<idl::Lock>("acquire");
+  const std::string& owner = options.owner.empty() ? owner_ : options.owner;
+  capnp::MallocMessageBuilder message(64);
+  auto p = message.initRoot<idl::Lock::AcquireParams>();
+  p.setName(name);
+  p.setOwner(owner);
+  p.setTtlMs(wireMs(options.ttl));
+  p.setWaitMs(wireMs(options.wait));
+  p.setMode(wireMode(options.mode));
+  p.setPermits(options.permits);
+  p.setSession(options.session);
+  // The call outlives the wait. Safe to resend: an acquire by an owner that
+  // holds the lock answers its lease again, one that waits keeps its place.
+  CallSettings settings = settings_;
+  settings.timeout += std::max(options.wait, std::chrono::milliseconds(0));
+  auto rpcOptions = optionsOf(settings, true);
+  // Resent while it waits only when the connection drops, not every attempt timeout.
+  rpcOptions.attemptTimeout += std::max(options.wait, std::chrono::milliseconds(0));
+  auto sent = std::chrono::steady_clock::now();  // no later than the service's grant
+  auto reply = channel_.callSync(capnp::typeId<idl::Lock>(), m, rpc::toFrame(message), rpcOptions);
+  if (conflictIsEmpty && reply.status.code == StatusCode::CONFLICT) return std::nullopt;
+  reply.check();
+  auto r = reply.results<idl::Lock::AcquireResults>();
+  return Lease{name,         owner,
+               r.getToken(), sent + std::chrono::milliseconds(r.getExpiresMs()),
+               options.mode, options.session,
+               options.ttl};
+}
+
+Lease LockClient::acquire(const std::string& name, const AcquireOptions& options) const {
+  return *acquireLease(name, options, false);
+}
+
+std::optional<Lease> LockClient::tryAcquire(const std::string& name,
+                                            const AcquireOptions& options) const {
+  return acquireLease(name, options, true);
+}
+
+void LockClient::release(const Lease& lease) const {
+  static const uint16_t m = ordinal<idl::Lock>("release");
+  // A resend is answered from the service's record of the first.
+  invoke<idl::Lock, idl::Lock::ReleaseParams>(channel_, m, settings_, true, [&](auto p) {
+    p.setName(lease.name);
+    p.setOwner(lease.owner);
+    p.setToken(lease.token);
+  });
+}
+
+void LockClient::renew(Lease& lease) const { renew(lease, lease.ttl); }
+
+void LockClient::renew(Lease& lease, std::chrono::milliseconds ttl) const {
+  static const uint16_t m = ordinal<idl::Lock>("renew");
+  auto sent = std::chrono::steady_clock::now();
+  // Renewing twice extends from the later one: safe to resend.
+  auto reply = invoke<idl::Lock, idl::Lock::RenewParams>(channel_, m, settings_, true, [&](auto p) {
+    p.setName(lease.name);
+    p.setOwner(lease.owner);
+    p.setToken(lease.token);
+    p.setTtlMs(wireMs(ttl));
+  });
+  lease.expiry =
+      sent + std::chrono::milliseconds(reply.results<idl::Lock::RenewResults>().getExpiresMs());
+  lease.ttl = ttl;
+}
+
+std::optional<LockInfo> LockClient::inspect(const std::string& name) const {
+  static const uint16_t m = ordinal<idl::Lock>("inspect");
+  capnp::MallocMessageBuilder message(64);
+  message.initRoot<idl::Lock::InspectParams>().setName(name);
+  auto reply = channel_.callSync(capnp::typeId<idl::Lock>(), m, rpc::toFrame(message),
+                                 optionsOf(settings_, true));
+  if (reply.status.code == StatusCode::NOT_FOUND) return std::nullopt;
+  reply.check();
+  auto i = reply.results<idl::Lock::InspectResults>().getInfo();
+  LockInfo info{i.getName().cStr(), {},
+                i.getWaiters(),     i.getPermits(),
+                i.getLastToken(),   std::chrono::milliseconds(i.getDelayedMs())};
+  for (auto h : i.getHolders())
+    info.holders.push_back({h.getOwner().cStr(), h.getToken(),
+                            std::chrono::milliseconds(h.getExpiresMs()), modeOf(h.getMode()),
+                            h.getSession()});
+  return info;
+}
+
+LockClient::Validation LockClient::validate(const std::string& name, uint64_t token) const {
+  static const uint16_t m = ordinal<idl::Lock>("validate");
+  auto reply =
+      invoke<idl::Lock, idl::Lock::ValidateParams>(channel_, m, settings_, true, [&](auto p) {
+        p.setName(name);
+        p.setToken(token);
+      });
+  auto r = reply.results<idl::Lock::ValidateResults>();
+  return {r.getValid(), r.getCurrent()};
+}
+
+LockClient::Session LockClient::openSession(std::chrono::milliseconds timeout) const {
+  static const uint16_t m = ordinal<idl::Lock>("openSession");
+  // Not resent: a resend the service did not recognise would open a second session.
+  auto reply = invoke<idl::Lock, idl::Lock::OpenSessionParams>(
+      channel_, m, settings_, false, [&](auto p) { p.setTimeoutMs(wireMs(timeout)); });
+  auto r = reply.results<idl::Lock::OpenSessionResults>();
+  return {r.getSession(), std::chrono::milliseconds(r.getTimeoutMs())};
+}
+
+std::chrono::milliseconds LockClient::heartbeat(uint64_t session) const {
+  static const uint16_t m = ordinal<idl::Lock>("heartbeat");
+  auto reply = invoke<idl::Lock, idl::Lock::HeartbeatParams>(
+      channel_, m, settings_, true, [&](auto p) { p.setSession(session); });
+  return std::chrono::milliseconds(reply.results<idl::Lock::HeartbeatResults>().getTimeoutMs());
+}
+
+uint32_t LockClient::closeSession(uint64_t session) const {
+  static const uint16_t m = ordinal<idl::Lock>("closeSession");
+  auto reply = invoke<idl::Lock, idl::Lock::CloseSessionParams>(
+      channel_, m, settings_, true, [&](auto p) { p.setSession(session); });
+  return reply.results<idl::Lock::CloseSessionResults>().getReleased();
+}
+
 // ---- Events ----
 
 std::string eventBodyJson(uint64_t bodyType, capnp::AnyPointer::Reader body) {
@@ -208,6 +378,7 @@ std::string eventBodyJson(uint64_t bodyType, capnp::AnyPointer::Reader body) {
   static const capnp::StructSchema known[] = {
       capnp::Schema::from<idl::BlockReserved>(),
       capnp::Schema::from<idl::Denied>(),
+      capnp::Schema::from<idl::LockEvent>(),
       capnp::Schema::from<idl::ServiceState>(),
   };
   for (auto& schema : known) {
@@ -332,6 +503,10 @@ RateLimitClient Mesh::ratelimit(CallSettings settings) {
   return RateLimitClient(transport().thread.channel(endpoint("ratelimit")), std::move(settings));
 }
 
+LockClient Mesh::locks(CallSettings settings) {
+  return LockClient(transport().thread.channel(endpoint("lock")), std::move(settings));
+}
+
 std::string Mesh::adminEndpoint(const std::string& service) const {
   if (service == "broker") {
     if (!config_.has(service)) throw rpc::ConfigError(config_.source() + ": no [broker] section");
@@ -354,6 +529,7 @@ std::vector<capnp::InterfaceSchema> interfacesOf(const std::string& service) {
   capnp::InterfaceSchema admin = capnp::Schema::from<idl::Admin>();
   if (service == "idgen") return {capnp::Schema::from<idl::IdGen>(), admin};
   if (service == "ratelimit") return {capnp::Schema::from<idl::RateLimit>(), admin};
+  if (service == "lock") return {capnp::Schema::from<idl::Lock>(), admin};
   if (service == "broker") return {admin};
   if (service == "gateway") return {admin};
   return {};

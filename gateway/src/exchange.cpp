@@ -64,12 +64,12 @@ std::optional<int64_t> Exchange::queryInteger(std::string_view name, int64_t fal
 }
 
 void Exchange::call(uint64_t interfaceId, uint16_t methodId, capnp::MessageBuilder& params,
-                    OnReply onResults) {
+                    OnReply onResults, std::chrono::milliseconds timeout) {
   auto& gateway = worker_.gateway();
   auto* service = gateway.service(route_.service);
   if (!service) return fail(rpc::StatusCode::UNIMPLEMENTED, "no service for this route");
   rpc::CallOptions options;
-  options.timeout = gateway.config().requestTimeout;
+  options.timeout = timeout.count() > 0 ? timeout : gateway.config().requestTimeout;
   options.traceId = requestId_;
   // Reads are safe to resend; writes are not resent. The service sees the
   // Idempotency-Key of a route that honours one (the session checked it).

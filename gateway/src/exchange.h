@@ -62,9 +62,11 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   // only on success (an exception in it answers 500).
   // The exchange is passed in: a handler's callback needs no capture of its
   // own (and std::function then needs no allocation to hold it).
+  // `timeout` 0: the gateway's request_timeout; a call that may wait on
+  // purpose (a lock's acquire) passes its wait plus that.
   using OnReply = std::function<void(Exchange&, rpc::Reply&)>;
   void call(uint64_t interfaceId, uint16_t methodId, capnp::MessageBuilder& params,
-            OnReply onResults);
+            OnReply onResults, std::chrono::milliseconds timeout = {});
   // The same toward an explicit endpoint (readiness, metrics), never failing
   // the exchange: `onReply` sees every outcome.
   void callEndpoint(const std::string& endpoint, uint64_t interfaceId, uint16_t methodId,

@@ -3,6 +3,7 @@
 //
 //   zmesh::Mesh mesh{"deploy/local/mesh.toml"};
 //   auto ids = mesh.idgen().next("orders", 100);          // [first, first + 100)
+//   auto lease = mesh.locks().acquire("report", {.ttl = 10s, .wait = 2s});
 //   auto sub = mesh.events().subscribe("idgen.", [](const zmesh::Event& e) { ... });
 //
 // Threading: a Mesh and the stubs it hands out may be shared by any number of
@@ -18,6 +19,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -129,6 +131,124 @@ class RateLimitClient {
   CallSettings settings_;
 };
 
+// ---- Locks (API.md "Lock service") ----
+
+enum class LockMode : uint8_t {
+  exclusive,  // one holder (or, for a semaphore, one of its permits)
+  shared,     // any number of shared holders together, none with an exclusive one
+};
+
+// A lease the lock service granted: its fencing token proves it to a resource
+// guarding writes (strictly greater than any token issued before for the name).
+// A plain value: nothing is released when it is destroyed.
+struct Lease {
+  std::string name;
+  std::string owner;
+  uint64_t token = 0;
+  // Until when the lease holds for sure, on this host's clock: when the call
+  // was sent plus the lease the service answered. The service ends it no
+  // sooner (for an acquire that waited, up to the wait later).
+  std::chrono::steady_clock::time_point expiry;
+  LockMode mode = LockMode::exclusive;
+  uint64_t session = 0;             // 0: not tied to a session
+  std::chrono::milliseconds ttl{};  // what was asked: renew(lease) asks for it again
+
+  std::chrono::milliseconds remaining() const;  // until expiry; 0 once past it
+};
+
+// A lock as inspect() sees it.
+struct LockInfo {
+  struct Holder {
+    std::string owner;
+    uint64_t token;
+    std::chrono::milliseconds expiresIn;  // lease left when the service answered
+    LockMode mode;
+    uint64_t session;  // 0: not tied to a session
+  };
+  std::string name;
+  std::vector<Holder> holders;  // in grant order
+  uint32_t waiters;
+  uint32_t permits;                   // 0: a lock; N: a semaphore of N permits
+  uint64_t lastToken;                 // the highest token ever issued for the name
+  std::chrono::milliseconds delayed;  // lock-delay left after an expiry: no grant before
+};
+
+// How to acquire: `mesh.locks().acquire("report", {.ttl = 10s, .wait = 2s})`.
+// Designated initializers name fields in this order.
+struct AcquireOptions {
+  std::chrono::milliseconds ttl = 10s;  // lease length (the service takes 10 ms..1 h by default)
+  // How long to wait in the lock's FIFO queue; 0: try once. The service cuts it
+  // to its max_wait (60 s by default).
+  std::chrono::milliseconds wait = 0ms;
+  LockMode mode = LockMode::exclusive;
+  uint32_t permits = 0;    // N > 0: the name is a semaphore of N permits (every acquire names N)
+  uint64_t session = 0;    // the lease ends with this session (openSession)
+  std::string owner = {};  // "": the client's owner (LockClient::owner())
+};
+
+// The lock service's stub. Calls are made as `owner`, by default one unique to
+// this LockClient ("<hostname>:<pid>:<random>"): two threads that must exclude
+// each other use two LockClients or two owners, since an acquire by an owner
+// that already holds the lock gets that same lease back (that is what makes a
+// resent acquire safe). Thread-safe, like every stub.
+// Failures throw RpcError: CONFLICT (not granted in time, not the holder,
+// wrong token, expired, permits mismatch), NOT_FOUND (unknown session),
+// INVALID_ARGUMENT (name: 1-200 of [A-Za-z0-9._:@-]; owner: 1-128 printable
+// ASCII; ttl out of the service's range), UNAVAILABLE (down, or busy at one
+// of its bounds: locks, waiters, sessions), DEADLINE_EXCEEDED.
+class LockClient {
+ public:
+  // `owner` "": a new one, unique to this client (see defaultOwner()).
+  explicit LockClient(rpc::Channel channel, CallSettings settings = {}, std::string owner = "");
+
+  // Waits up to options.wait; throws RpcError(CONFLICT) when not granted in
+  // time. The call's own timeout is options.wait plus the settings' timeout.
+  Lease acquire(const std::string& name, const AcquireOptions& options = {}) const;
+  // The same, but CONFLICT (not granted in time; also a semaphore's permits
+  // named differently) is nullopt.
+  std::optional<Lease> tryAcquire(const std::string& name,
+                                  const AcquireOptions& options = {}) const;
+  // Only by the holder of the lease (else CONFLICT); the next waiter is granted.
+  void release(const Lease& lease) const;
+  // Makes a lease that has not expired end `ttl` (by default lease.ttl) from
+  // now, and updates lease.expiry (and lease.ttl). CONFLICT when not the holder.
+  void renew(Lease& lease) const;
+  void renew(Lease& lease, std::chrono::milliseconds ttl) const;
+  // nullopt when the lock is free (nobody holds it, nobody waits, no lock-delay).
+  std::optional<LockInfo> inspect(const std::string& name) const;
+  struct Validation {
+    bool valid;        // `token` is held now
+    uint64_t current;  // the highest token issued for the name (0: unknown or forgotten)
+  };
+  // For a resource guarding writes with fencing tokens.
+  Validation validate(const std::string& name, uint64_t token) const;
+
+  // A session ends when no heartbeat comes for its timeout: its leases are
+  // released (lock.lost) and its waiters answered CONFLICT.
+  struct Session {
+    uint64_t id;
+    std::chrono::milliseconds timeout;  // as the service clamped it
+  };
+  Session openSession(std::chrono::milliseconds timeout) const;
+  // The session's timeout; NOT_FOUND once the session ended.
+  std::chrono::milliseconds heartbeat(uint64_t session) const;
+  // How many leases it released.
+  uint32_t closeSession(uint64_t session) const;
+
+  const std::string& owner() const { return owner_; }
+  const rpc::Channel& channel() const { return channel_; }
+  // "<hostname>:<pid>:<16 random hex digits>", new on every call.
+  static std::string defaultOwner();
+
+ private:
+  // CONFLICT answers nullopt when `conflictIsEmpty`, else throws like any failure.
+  std::optional<Lease> acquireLease(const std::string& name, const AcquireOptions& options,
+                                    bool conflictIsEmpty) const;
+  rpc::Channel channel_;
+  CallSettings settings_;
+  std::string owner_;
+};
+
 // One pub/sub event as a subscriber sees it.
 struct Event {
   std::string topic;
@@ -189,6 +309,8 @@ class Mesh {
 
   IdGenClient idgen(CallSettings settings = {});
   RateLimitClient ratelimit(CallSettings settings = {});
+  // Each call gives a LockClient with an owner of its own.
+  LockClient locks(CallSettings settings = {});
   AdminClient admin(const std::string& service, CallSettings settings = {});
   Events events();
   // The request/reply endpoint of a configured service; throws ConfigError if none.

@@ -5,14 +5,6 @@
 
 namespace zmesh::gateway {
 
-void addLockRoutes(Router& router) {
-  router.add({http::verb::post, "/v1/locks/{name}", Scope::kLocks, "lock", true, {}});
-  router.add({http::verb::post, "/v1/locks/{name}/renew", Scope::kLocks, "lock", true, {}});
-  router.add({http::verb::delete_, "/v1/locks/{name}", Scope::kLocks, "lock", true, {}});
-  router.add({http::verb::get, "/v1/locks/{name}", Scope::kLocks, "lock", false, {}});
-  router.add({http::verb::post, "/v1/locks/{name}/validate", Scope::kLocks, "lock", false, {}});
-}
-
 void addCacheRoutes(Router& router) {
   router.add({http::verb::put, "/v1/cache/{key}", Scope::kCache, "cache", true, {}});
   router.add({http::verb::get, "/v1/cache/{key}", Scope::kCache, "cache", false, {}});
