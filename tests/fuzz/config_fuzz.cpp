@@ -3,6 +3,7 @@
 #include <string>
 
 #include "gateway_config.h"
+#include "lock_config.h"
 #include "rules_config.h"
 #include "zmesh/rpc/config.h"
 #include "zmesh/rpc/host.h"
@@ -21,8 +22,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       (void)ratelimit::parseRules(config.section("ratelimit"));
     } catch (const rpc::ConfigError&) {
     }
+    try {
+      (void)lock::parseLockOptions(config.section("lock"));
+    } catch (const rpc::ConfigError&) {
+    }
     rpc::CommonFlags flags;
-    for (const char* service : {"idgen", "ratelimit", "broker", "testsvc"}) {
+    for (const char* service : {"idgen", "ratelimit", "lock", "broker", "testsvc"}) {
       try {
         (void)rpc::hostOptionsFrom(config, service, flags, "tcp://127.0.0.1:0");
       } catch (const rpc::ConfigError&) {
