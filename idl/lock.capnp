@@ -118,6 +118,13 @@ struct LockLogRecord {
       timeoutMs @12 :UInt64;
     }
     closeSession @13 :UInt64;
+    delay :group {
+      # A lease expired or was lost and the name's lock-delay runs: no grant
+      # before untilMs, also after a restart.
+      name @14 :Text;
+      permits @15 :UInt32;
+      untilMs @16 :Int64;
+    }
   }
 }
 
@@ -126,7 +133,9 @@ struct LockSnapshot {
   leases @1 :List(Lease);
   sessions @2 :List(Session);
   retained @3 :List(Retained);
-  # Freed names and their last token, oldest first.
+  # Freed names and their last token, oldest first; then live names'.
+  delays @4 :List(Delay);
+  # Lock-delays running.
 
   struct Lease {
     name @0 :Text;
@@ -144,5 +153,10 @@ struct LockSnapshot {
   struct Retained {
     name @0 :Text;
     lastToken @1 :UInt64;
+  }
+  struct Delay {
+    name @0 :Text;
+    permits @1 :UInt32;
+    untilMs @2 :Int64;
   }
 }

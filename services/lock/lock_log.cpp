@@ -52,6 +52,7 @@ void replaySnapshot(LockLogState& state, const std::string& bytes) {
     for (auto l : s.getLeases()) state.leases[l.getToken()] = leaseOf(l);
     for (auto x : s.getSessions()) state.sessions[x.getId()] = millis(x.getTimeoutMs());
     for (auto r : s.getRetained()) state.retained.emplace_back(r.getName(), r.getLastToken());
+    for (auto d : s.getDelays()) state.delays[d.getName()] = {d.getPermits(), d.getUntilMs()};
   });
 }
 
@@ -82,6 +83,11 @@ void replayRecord(LockLogState& state, const std::string& bytes) {
       case idl::LockLogRecord::CLOSE_SESSION:
         state.sessions.erase(r.getCloseSession());
         break;
+      case idl::LockLogRecord::DELAY: {
+        auto d = r.getDelay();
+        state.delays[d.getName()] = {d.getPermits(), d.getUntilMs()};
+        break;
+      }
       default:
         // Written by a newer version: replaying past it would build a state
         // that never was.
@@ -116,6 +122,11 @@ void restore(LockTable& table, const LockLogState& state, Millis now, int64_t wa
       Lease restored = lease;
       restored.expiresAt = now + left;
       table.restoreLease(restored);
+    }
+    for (auto& [name, d] : state.delays) {
+      // Never longer than the service's own lock-delay from now.
+      Millis left = std::min<Millis>(bounded(d.untilMs) - bounded(wallNow), o.lockDelay);
+      table.restoreDelay(name, d.permits, now + left, now);
     }
     table.restoreTokens(state.tokens);
   } catch (const std::invalid_argument& e) {
@@ -154,6 +165,13 @@ std::string lockSnapshot(const LockTable& table, uint64_t tokens, Millis now, in
   for (size_t i = 0; i < retained.size(); ++i) {
     rl[i].setName(retained[i].first);
     rl[i].setLastToken(retained[i].second);
+  }
+  auto delays = table.delays();
+  auto dl = s.initDelays(delays.size());
+  for (size_t i = 0; i < delays.size(); ++i) {
+    dl[i].setName(delays[i].name);
+    dl[i].setPermits(delays[i].permits);
+    dl[i].setUntilMs(wallNow + (delays[i].until - now));
   }
   return rpc::toRecord(message);
 }

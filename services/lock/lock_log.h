@@ -28,7 +28,12 @@ struct LockLogState {
   std::unordered_map<uint64_t, Lease> leases;  // by token; expiresAt in Unix ms
   std::unordered_map<uint64_t, Millis> sessions;
   std::deque<std::pair<std::string, uint64_t>> retained;  // oldest first
-  uint64_t tokens = 1;                                    // tokens below it may have been issued
+  struct Delay {
+    uint32_t permits = 0;
+    int64_t untilMs = 0;  // Unix ms
+  };
+  std::unordered_map<std::string, Delay> delays;  // lock-delays, by name
+  uint64_t tokens = 1;                            // tokens below it may have been issued
 };
 
 // A record or snapshot that does not read as its type throws

@@ -162,6 +162,7 @@ void LockService::handle(Events& events, uint64_t issuedFrom) {
       case Event::Kind::lost: {
         r.setFree(l.token);
         append(record, storage::Durability::policy);
+        if (e.kind != Event::Kind::released && options_.table.lockDelay > 0) journalDelay(l.name);
         const char* topic = e.kind == Event::Kind::released  ? "lock.released"
                             : e.kind == Event::Kind::expired ? "lock.expired"
                                                              : "lock.lost";
@@ -193,6 +194,18 @@ void LockService::handle(Events& events, uint64_t issuedFrom) {
   // Only between calls' records: a snapshot holds exactly what was appended.
   maybeRewrite();
   armWake();
+}
+
+// The lock-delay an expiry or a loss began, so a restart holds grants back too.
+void LockService::journalDelay(const std::string& name) {
+  auto view = table_.inspect(name, clocks_.monotonic());
+  if (!view || view->delayedUntil == 0) return;
+  capnp::MallocMessageBuilder record(32);
+  auto d = record.initRoot<idl::LockLogRecord>().initDelay();
+  d.setName(name);
+  d.setPermits(view->permits);
+  d.setUntilMs(toWall(view->delayedUntil));
+  append(record, storage::Durability::policy);
 }
 
 void LockService::publish(const char* topic, const Lease& lease) {

@@ -68,6 +68,7 @@ class LockService final : public idl::Lock::Server {
   // `issuedFrom`: the table's nextToken() before that call.
   void handle(Events& events, uint64_t issuedFrom);
   void publish(const char* topic, const Lease& lease);
+  void journalDelay(const std::string& name);
   // Appends a record; `done` (may be empty) runs once it is durable.
   void append(capnp::MessageBuilder& record, storage::Durability durability,
               std::function<void()> done = {});

@@ -876,6 +876,19 @@ void LockTable::restoreRetained(std::string_view name, uint64_t lastToken) {
   s_->retain(std::string(name), lastToken, options_.retainNames);
 }
 
+void LockTable::restoreDelay(std::string_view name, uint32_t permits, Millis until, Millis now) {
+  std::string where = "restoreDelay: " + quoted(name);
+  if (auto why = checkName(name)) refuse(where + ": " + *why);
+  if (until <= now) return;  // over while the service was down
+  Entry* e = s_->find(name);
+  if (e && e->permits != permits)
+    refuse(where + ": permits " + std::to_string(permits) + ", but the name has " +
+           std::to_string(e->permits));
+  if (!e) e = &s_->create(name, permits);
+  e->delayedUntil = std::max(e->delayedUntil, until);
+  s_->delayTimers.set(e->name, e->delayedUntil);
+}
+
 void LockTable::restoreTokens(uint64_t next) {
   nextToken_ = std::max(nextToken_, next);
   tokenLimit_ = std::max(tokenLimit_, nextToken_);
@@ -901,6 +914,14 @@ std::vector<std::pair<uint64_t, Millis>> LockTable::sessions() const {
 
 std::vector<std::pair<std::string, uint64_t>> LockTable::retained() const {
   return {s_->retained.begin(), s_->retained.end()};
+}
+
+std::vector<LockTable::Delay> LockTable::delays() const {
+  std::vector<Delay> all;
+  for (auto& [name, e] : s_->entries)
+    if (e.delayedUntil != 0) all.push_back({name, e.permits, e.delayedUntil});
+  std::sort(all.begin(), all.end(), [](auto& a, auto& b) { return a.name < b.name; });
+  return all;
 }
 
 std::vector<std::pair<std::string, uint64_t>> LockTable::lastTokens() const {

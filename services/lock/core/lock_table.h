@@ -222,6 +222,9 @@ class LockTable {
   void restoreLease(const Lease& lease);
   void restoreRetained(std::string_view name, uint64_t lastToken);
   void restoreTokens(uint64_t next);
+  // A lock-delay running until `until` (already on this clock; one already
+  // over is ignored), so an expiry just before a crash still holds grants back.
+  void restoreDelay(std::string_view name, uint32_t permits, Millis until, Millis now);
 
   // Everything a snapshot needs, in a stable order: leases by token,
   // sessions by id, retained names oldest first.
@@ -231,6 +234,13 @@ class LockTable {
   // The last token of every live name (held, waited for or in lock-delay), by
   // name: a snapshot keeps them, as validate() reports them after a restart.
   std::vector<std::pair<std::string, uint64_t>> lastTokens() const;
+  // The lock-delays running, by name.
+  struct Delay {
+    std::string name;
+    uint32_t permits = 0;
+    Millis until = 0;
+  };
+  std::vector<Delay> delays() const;
 
   LockStats stats() const;
   const LockOptions& options() const { return options_; }
