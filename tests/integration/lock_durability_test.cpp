@@ -129,7 +129,10 @@ struct Crash {
 // restarting) is in doubt: the worker retries the same operation until it is
 // answered, so no lease is left behind unknown to its owner — a request given
 // up on may still sit in the connection's queue and reach the next
-// incarnation, but it reaches it before the retry (one connection, in order).
+// incarnation, but it reaches it before the retry (one connection, in order),
+// and the retry answers for it: an owner that holds the lock gets its lease
+// back, one that waits is moved to the retry (or out of the queue, for a
+// retry that only tries once).
 class Workload {
  public:
   struct Options {
@@ -227,12 +230,7 @@ class Workload {
         const std::string name = retry ? *w.pendingAcquire : nameOf(rng() % kNames);
         AcquireOptions o;
         o.ttl = options_.ttl;
-        // A retry waits at least a little: then it takes the place of the
-        // call in doubt should that one wait in the queue (that call is
-        // answered CONFLICT), as the service's contract for a resent acquire
-        // says; see the test of an acquire in doubt below for a retry that
-        // only tries once.
-        o.wait = std::chrono::milliseconds(rng() % (options_.maxWaitMs + 1) + (retry ? 1 : 0));
+        o.wait = std::chrono::milliseconds(rng() % (options_.maxWaitMs + 1));
         const char* what = retry ? "retry acquire" : "acquire";
         auto start = Clock::now();
         try {
@@ -317,17 +315,6 @@ class Workload {
   std::vector<std::pair<std::string, uint64_t>> released_;  // guarded by mutex_
 };
 
-// Tokens never go back:
-//   - per name, the tokens acknowledged strictly increase in the order of
-//     acknowledgement (across every crash);
-//   - a call that started after another ended got a greater token (calls
-//     across a crash included), unless it retried an acquire whose answer was
-//     lost (the service may hand back the lease it granted then).
-// A lease handed back to its owner again (a token it was answered before for
-// the name) is no new token: under fsync no|everysec a crash can undo the
-// release of a lease, which its owner's next acquire then gets back. With
-// `releasesDurable` (fsync always, or kill -9, which keeps the page cache) that
-// cannot happen.
 // The owner's last calls on the name up to `until`, and the crashes among
 // them, for a failure's message.
 std::string historyOf(const Results& r, const std::vector<Crash>& crashes, const std::string& owner,
@@ -354,6 +341,17 @@ std::string historyOf(const Results& r, const std::vector<Crash>& crashes, const
   return out;
 }
 
+// Tokens never go back:
+//   - per name, the tokens acknowledged strictly increase in the order of
+//     acknowledgement (across every crash);
+//   - a call that started after another ended got a greater token (calls
+//     across a crash included), unless it retried an acquire whose answer was
+//     lost (the service may hand back the lease it granted then).
+// A lease handed back to its owner again (a token it was answered before for
+// the name) is no new token: under fsync no|everysec a crash can undo the
+// release of a lease, which its owner's next acquire then gets back. With
+// `releasesDurable` (fsync always, or kill -9, which keeps the page cache) that
+// cannot happen.
 void checkTokens(const Results& r, bool releasesDurable, const std::vector<Crash>& crashes) {
   for (size_t i = 0; i < r.unexpected.size() && i < 10; ++i) UNSCOPED_INFO(r.unexpected[i]);
   REQUIRE(r.unexpected.empty());
