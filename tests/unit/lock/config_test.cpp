@@ -81,9 +81,9 @@ TEST_CASE("lock config: bad values are refused by line and key", "[lock][config]
 }
 
 TEST_CASE("lock config: a bad --fsync is named as the flag", "[lock][config]") {
-  auto section = rpc::MeshConfig::parse("[lock]\n", "mesh.toml").section("lock");
+  auto config = rpc::MeshConfig::parse("[lock]\n", "mesh.toml");  // outlives its section
   try {
-    lock::parseLockOptions(section, std::string("never"));
+    lock::parseLockOptions(config.section("lock"), std::string("never"));
     FAIL("accepted");
   } catch (const rpc::ConfigError& e) {
     CHECK_THAT(std::string(e.what()), Contains("--fsync: fsync must be one of"));
