@@ -6,6 +6,7 @@
 #include <random>
 #include <zmq_addon.hpp>
 
+#include "zmesh/rpc/clock.h"
 #include "zmesh/rpc/poll.h"
 
 namespace zmesh::rpc {
@@ -26,9 +27,7 @@ idl::Event::Builder Publisher::start(capnp::MessageBuilder& message, std::string
   event.setPublisher(publisherId_);
   event.setIncarnation(incarnation_);
   event.setSequence(++sequences_[std::string(topic)]);
-  event.setWallTimeMs(std::chrono::duration_cast<std::chrono::milliseconds>(
-                          std::chrono::system_clock::now().time_since_epoch())
-                          .count());
+  event.setWallTimeMs(unixMillis());
   auto t = event.initTopic(topic.size());
   std::copy(topic.begin(), topic.end(), t.begin());
   event.setBodyType(bodyType);

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "service.h"
+#include "zmesh/rpc/clock.h"
 #include "zmesh/rpc/host.h"
 
 namespace {
@@ -86,13 +87,8 @@ int main(int argc, char** argv) {
     // Before the host: the service (owned by the host's server) uses it until destroyed.
     auto env = storage::makePosixEnv();
     rpc::ServiceHost service(std::move(host));
-    auto clock = [] {
-      return std::chrono::duration_cast<std::chrono::milliseconds>(
-                 std::chrono::system_clock::now().time_since_epoch())
-          .count();
-    };
-    auto impl =
-        kj::heap<idgen::IdGenService>(service.server(), service.publisher(), *env, options, clock);
+    auto impl = kj::heap<idgen::IdGenService>(service.server(), service.publisher(), *env, options,
+                                              rpc::unixMillis);
     auto& idgen = *impl;
     service.server().serve<idl::IdGen>(kj::mv(impl));
     service.setHealth([&idgen] { return idgen.health(); });

@@ -7,6 +7,7 @@
 
 #include "lock_config.h"
 #include "service.h"
+#include "zmesh/rpc/clock.h"
 #include "zmesh/rpc/host.h"
 
 int main(int argc, char** argv) {
@@ -41,16 +42,7 @@ int main(int argc, char** argv) {
     // Before the host: the service (owned by the host's server) uses it until destroyed.
     auto env = storage::makePosixEnv();
     rpc::ServiceHost service(std::move(host));
-    lock::LockClocks clocks{[] {
-                              return std::chrono::duration_cast<milliseconds>(
-                                         std::chrono::steady_clock::now().time_since_epoch())
-                                  .count();
-                            },
-                            [] {
-                              return std::chrono::duration_cast<milliseconds>(
-                                         std::chrono::system_clock::now().time_since_epoch())
-                                  .count();
-                            }};
+    lock::LockClocks clocks{rpc::monotonicMillis, rpc::unixMillis};
     auto impl =
         kj::heap<lock::LockService>(service.server(), service.publisher(), *env, options, clocks);
     auto& locks = *impl;

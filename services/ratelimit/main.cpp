@@ -6,6 +6,7 @@
 #include <string>
 
 #include "service.h"
+#include "zmesh/rpc/clock.h"
 #include "zmesh/rpc/host.h"
 
 int main(int argc, char** argv) {
@@ -46,13 +47,9 @@ int main(int argc, char** argv) {
     // Before the host: the service (owned by the host's server) uses it until destroyed.
     auto env = storage::makePosixEnv();
     rpc::ServiceHost service(std::move(host));
-    auto clock = [] {
-      return std::chrono::duration_cast<std::chrono::nanoseconds>(
-                 std::chrono::steady_clock::now().time_since_epoch())
-          .count();
-    };
-    auto impl = kj::heap<ratelimit::RateLimitService>(service.server(), service.publisher(), *env,
-                                                      options, std::move(rules), clock);
+    auto impl =
+        kj::heap<ratelimit::RateLimitService>(service.server(), service.publisher(), *env, options,
+                                              std::move(rules), rpc::monotonicNanos);
     auto& limiter = *impl;
     service.server().serve<idl::RateLimit>(kj::mv(impl));
     service.setHealth([&limiter] { return limiter.health(); });

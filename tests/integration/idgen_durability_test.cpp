@@ -23,6 +23,7 @@
 #include "service.h"
 #include "zmesh/client.h"
 #include "zmesh/idl/idgen.capnp.h"
+#include "zmesh/rpc/clock.h"
 #include "zmesh/rpc/server.h"
 #include "zmesh/storage/fault_env.h"
 
@@ -34,12 +35,6 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 constexpr const char* kNamespace = "d";
-
-int64_t unixMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 // ---- the workload: clients calling next and snowflake, every call recorded ----
 
@@ -232,12 +227,6 @@ void checkContinuesAbove(const IdGenClient& idgen, const Results& r) {
   CHECK(snowflakeRetrying(idgen, 1, true).front() > maxFlake);
 }
 
-uint64_t testSeed() {
-  uint64_t seed = std::random_device{}();
-  if (const char* s = std::getenv("ZMESH_TEST_SEED")) seed = std::stoull(s);
-  return seed;
-}
-
 // A connection of its own (a DEALER on its own I/O thread).
 struct Client {
   zmq::context_t context;
@@ -322,7 +311,7 @@ TEST_CASE("idgen on FaultInjectionEnv: crashes drop unsynced writes, the clock i
   spdlog::set_level(spdlog::level::err);  // the service logs every crash and recovery
   storage::FaultInjectionEnv env;
   std::atomic<int64_t> clockOffset{0};
-  idgen::WallClock clock = [&clockOffset] { return unixMs() + clockOffset.load(); };
+  idgen::WallClock clock = [&clockOffset] { return rpc::unixMillis() + clockOffset.load(); };
   idgen::IdGenOptions options;
   options.dataDir = "/data/idgen";
   options.fsync = storage::FsyncPolicy::everysec;

@@ -15,6 +15,7 @@
 #include "process.h"
 #include "zmesh/client.h"
 #include "zmesh/idl/idgen.capnp.h"
+#include "zmesh/rpc/clock.h"
 #include "zmesh/rpc/events.h"
 
 using namespace zmesh;
@@ -28,12 +29,6 @@ constexpr int64_t kEpochMs =
     1704067200000;  // 2024-01-01, not the default: decode must use the config
 constexpr uint32_t kWorker = 7;
 constexpr uint64_t kBlockSize = 100;
-
-int64_t unixMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 // A mesh file with [idgen] (and optionally [broker]) on free ports, data in a temp dir.
 struct MeshFile {
@@ -182,9 +177,9 @@ TEST_CASE("idgen snowflake: strictly increasing, decode round trip with the conf
   std::vector<uint64_t> all;
   const uint32_t counts[] = {1, 2, 3, 17, 1000, 4095, 4096, 4097, 9999, 10000, 1};
   for (uint32_t count : counts) {
-    int64_t before = unixMs();
+    int64_t before = rpc::unixMillis();
     auto ids = client.idgen.snowflake(count);
-    int64_t after = unixMs();
+    int64_t after = rpc::unixMillis();
     REQUIRE(ids.size() == count);
     for (size_t i : {size_t{0}, ids.size() / 2, ids.size() - 1}) {
       uint64_t id = ids[i];
@@ -394,7 +389,7 @@ TEST_CASE("idgen Admin stats count ids, namespaces, reservations and journal wor
   CHECK(c.at("idgen.waited") == 2);  // each namespace's first call waits for its first block
   CHECK(c.at("idgen.blocks_published") == 0);  // --broker none
   CHECK(c.at("snowflake.ids_issued") == 7);
-  CHECK(c.at("snowflake.durable_bound_ms") > unixMs() - 60000);
+  CHECK(c.at("snowflake.durable_bound_ms") > rpc::unixMillis() - 60000);
   CHECK(c.at("journal.appends") >= 3);
   CHECK(c.at("journal.syncs") >= 1);
 

@@ -29,6 +29,7 @@
 #include "process.h"
 #include "service.h"
 #include "zmesh/client.h"
+#include "zmesh/rpc/clock.h"
 #include "zmesh/rpc/frame.h"
 #include "zmesh/storage/fault_env.h"
 #include "zmesh/storage/journal.h"
@@ -41,24 +42,7 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-uint64_t testSeed() {
-  uint64_t seed = std::random_device{}();
-  if (const char* s = std::getenv("ZMESH_TEST_SEED")) seed = std::stoull(s);
-  return seed;
-}
-
-int64_t unixMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-int64_t steadyMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch())
-      .count();
-}
-
-lock::LockClocks realClocks() { return lock::LockClocks{steadyMs, unixMs}; }
+lock::LockClocks realClocks() { return lock::LockClocks{rpc::monotonicMillis, rpc::unixMillis}; }
 
 constexpr int kNames = 3;
 std::string nameOf(int i) { return "dur" + std::to_string(i); }
@@ -1154,7 +1138,7 @@ TEST_CASE("lock replay: a log record of a kind this version does not know is ref
 TEST_CASE("lock recovery: a log that reads but cannot be is refused, one that can is restored",
           "[lock][durability]") {
   spdlog::set_level(spdlog::level::err);
-  const int64_t later = unixMs() + 60000;
+  const int64_t later = rpc::unixMillis() + 60000;
   SECTION("two exclusive holders of one name") {
     CHECK_THAT(startRefusal({tokensRecord(100), grantRecord("x", "a", 5, later),
                              grantRecord("x", "b", 6, later)}),
@@ -1213,7 +1197,7 @@ TEST_CASE("lock recovery: a log that reads but cannot be is refused, one that ca
     auto options = faultOptions(storage::FsyncPolicy::always);
     writeLog(env, options.dataDir,
              {tokensRecord(100), grantRecord("kept", "alice", 5, later),
-              grantRecord("ran-out", "bob", 6, unixMs() - 1000),
+              grantRecord("ran-out", "bob", 6, rpc::unixMillis() - 1000),
               grantRecord("freed", "carol", 7, later), freeRecord(7)});
     const std::string endpoint = tcpEndpoint(freePort());
     InProcessLock server(env, endpoint, options);

@@ -20,6 +20,7 @@
 #include "process.h"
 #include "service.h"
 #include "zmesh/client.h"
+#include "zmesh/rpc/clock.h"
 #include "zmesh/storage/fault_env.h"
 
 using namespace zmesh;
@@ -27,12 +28,6 @@ using namespace zmesh::testing;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-uint64_t testSeed() {
-  uint64_t seed = std::random_device{}();
-  if (const char* s = std::getenv("ZMESH_TEST_SEED")) seed = std::stoull(s);
-  return seed;
-}
 
 constexpr int kTenants = 40;
 
@@ -227,12 +222,8 @@ TEST_CASE("ratelimit on FaultInjectionEnv: crashes drop unsynced writes, overrid
   auto start = [&] {
     return std::make_unique<InProcessServer>(
         "ratelimit", endpoint, [&](rpc::Server& server) -> std::function<void()> {
-          auto impl =
-              kj::heap<ratelimit::RateLimitService>(server, nullptr, env, options, rules, [] {
-                return std::chrono::duration_cast<std::chrono::nanoseconds>(
-                           Clock::now().time_since_epoch())
-                    .count();
-              });
+          auto impl = kj::heap<ratelimit::RateLimitService>(server, nullptr, env, options, rules,
+                                                            rpc::monotonicNanos);
           auto& service = *impl;
           server.serve<idl::RateLimit>(kj::mv(impl));
           return [&service] { service.close(); };

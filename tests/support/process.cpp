@@ -30,6 +30,12 @@ std::string readText(const std::string& path) {
   return s.str();
 }
 
+uint64_t testSeed() {
+  uint64_t seed = std::random_device{}();
+  if (const char* s = std::getenv("ZMESH_TEST_SEED")) seed = std::stoull(s);
+  return seed;
+}
+
 namespace {
 
 // The ports a test may take: below the kernel's ephemeral range, so no
@@ -64,8 +70,8 @@ bool claimPort(int port) {
     }
     if (errno != EEXIST) return true;  // no claims possible here: the bind check alone
     std::error_code ec;
-    auto age = std::filesystem::file_time_type::clock::now() -
-               std::filesystem::last_write_time(path, ec);
+    auto age =
+        std::filesystem::file_time_type::clock::now() - std::filesystem::last_write_time(path, ec);
     if (ec || age < std::chrono::minutes(1)) return false;
     std::filesystem::remove(path, ec);  // stale: a test long gone; claim it afresh
   }

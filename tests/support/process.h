@@ -20,6 +20,10 @@ using namespace std::chrono_literals;
 // The whole file ("" when it cannot be read): logs and fixtures in test messages.
 std::string readText(const std::string& path);
 
+// A random seed for a randomized test, or $ZMESH_TEST_SEED to rerun one; the
+// test prints it (INFO) so a failure can be replayed.
+uint64_t testSeed();
+
 // A TCP port on 127.0.0.1 that was free a moment ago, outside the kernel's
 // ephemeral range and claimed for a minute against tests running in parallel.
 int freePort();

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "zmesh/idl/common.capnp.h"
+#include "zmesh/rpc/clock.h"
 #include "zmesh/rpc/events.h"
 
 namespace zmesh::ctl {
@@ -25,12 +26,6 @@ namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-int64_t unixMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 std::string findBinary(const std::string& name) {
   std::error_code ec;
@@ -269,7 +264,7 @@ class Supervisor {
     ::setpgid(pid, pid);  // also here, so no signal to the group can precede it
     c.pid = pid;
     c.started = Clock::now();
-    c.startedMs = unixMs();
+    c.startedMs = rpc::unixMillis();
     c.restartAt.reset();
     c.announcedUp = false;
     spdlog::info("supervisor: started {} (pid {}), log {}", c.spec.name, pid, log);
