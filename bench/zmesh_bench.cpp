@@ -7,19 +7,32 @@
 //       --window 1 --count 1 --requests 200000
 //   zmesh-bench ratelimit --endpoint tcp://127.0.0.1:7120 --connections 50
 //       --window 1 --rule fixed_window --keys 1000000 --batch 16 --seconds 3
+//   zmesh-bench lock --server zmesh|etcd|redis --endpoint tcp://127.0.0.1:7130|127.0.0.1:2379
+//       --clients 50 [--contended] --seconds 3   (acquire + release pairs)
 //   zmesh-bench stats --endpoint tcp://127.0.0.1:7120   (Admin.stats, name=value)
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <numeric>
 #include <optional>
 #include <stdexcept>
+#include <string>
+#include <string_view>
 #include <system_error>
 #include <thread>
 #include <zmq_addon.hpp>
@@ -28,6 +41,7 @@
 #include "wire.h"
 #include "zmesh/idl/admin.capnp.h"
 #include "zmesh/idl/idgen.capnp.h"
+#include "zmesh/idl/lock.capnp.h"
 #include "zmesh/idl/ratelimit.capnp.h"
 #include "zmesh/rpc/client.h"
 #include "zmesh/rpc/server.h"
@@ -354,6 +368,556 @@ int printStats(zmq::context_t& context, const std::string& endpoint) {
   return *code;
 }
 
+// ---- lock: acquire + release pairs against zmesh-lock, etcd or Redis ----
+
+// What a lock run keeps, whichever server it drives: its clock, the pairs it
+// counts, and on one contended lock the hand-offs. One holder at a time there,
+// so grants and releases alternate: release k (in the order sent) hands the
+// lock to grant k + 1 (in the order seen).
+struct LockRun {
+  bool contended = false;
+  Clock::time_point measureFrom, end;
+  uint64_t pairs = 0, grants = 0;  // in the measured window
+  uint64_t allPairs = 0, calls = 0, failed = 0, busy = 0;
+  std::string firstFailure;
+  std::vector<double> pairUs;  // acquire sent to release answered, measured window
+  struct Handoff {
+    Clock::time_point sent, answered, granted;
+    bool hasAnswer = false, hasGrant = false;
+  };
+  std::vector<Handoff> handoffs;
+  uint64_t grantsSeen = 0;
+  // The next grant after the release's reply came (negative: it came first),
+  // and after the release was sent.
+  std::vector<double> answerToGrantUs, sentToGrantUs;
+
+  bool more(Clock::time_point now) const { return now < end; }
+  bool measured(Clock::time_point t) const { return t >= measureFrom && t < end; }
+  void fail(std::string why) {
+    if (failed++ == 0) firstFailure = std::move(why);
+  }
+  void granted(Clock::time_point now) {
+    if (measured(now)) ++grants;
+    if (!contended || grantsSeen++ == 0) return;
+    auto& h = handoffs.at(grantsSeen - 2);
+    h.granted = now;
+    h.hasGrant = true;
+    record(h);
+  }
+  size_t releaseSent(Clock::time_point now) {
+    if (!contended) return 0;
+    handoffs.push_back({now, {}, {}});
+    return handoffs.size() - 1;
+  }
+  void released(size_t k, Clock::time_point acquireSent, Clock::time_point now) {
+    ++allPairs;
+    if (measured(now)) {
+      ++pairs;
+      pairUs.push_back(std::chrono::duration<double, std::micro>(now - acquireSent).count());
+    }
+    if (!contended) return;
+    auto& h = handoffs.at(k);
+    h.answered = now;
+    h.hasAnswer = true;
+    record(h);
+  }
+  void record(const Handoff& h) {
+    if (!h.hasAnswer || !h.hasGrant || !measured(h.granted)) return;
+    answerToGrantUs.push_back(
+        std::chrono::duration<double, std::micro>(h.granted - h.answered).count());
+    sentToGrantUs.push_back(std::chrono::duration<double, std::micro>(h.granted - h.sent).count());
+  }
+};
+
+struct Percentiles {
+  double p50 = 0, p99 = 0, max = 0;
+};
+Percentiles percentiles(std::vector<double> v) {
+  if (v.empty()) return {};
+  std::sort(v.begin(), v.end());
+  return {v[v.size() / 2], v[v.size() * 99 / 100], v.back()};
+}
+
+// zmesh-lock: one rpc::Connection a client, the epoll loop of drive().
+void driveLockZmesh(zmq::context_t& context, const std::string& endpoint,
+                    const std::vector<std::string>& names, uint64_t ttlMs, uint64_t waitMs,
+                    LockRun& run) {
+  struct Client {
+    std::unique_ptr<rpc::Connection> connection;
+    std::string name, owner;
+    zmq::message_t acquire;  // built once, copied per call
+    uint64_t token = 0;
+    Clock::time_point acquireSent;
+  };
+  rpc::ConnectionOptions connectionOptions;
+  connectionOptions.monitor = false;
+  std::vector<Client> clients(names.size());
+  for (size_t i = 0; i < names.size(); ++i) {
+    auto& c = clients[i];
+    c.connection = std::make_unique<rpc::Connection>(context, endpoint, connectionOptions);
+    c.name = names[i];
+    c.owner = "client-" + std::to_string(i);
+    capnp::MallocMessageBuilder m(32);
+    auto p = m.initRoot<idl::Lock::AcquireParams>();
+    p.setName(c.name);
+    p.setOwner(c.owner);
+    p.setTtlMs(ttlMs);
+    p.setWaitMs(waitMs);
+    c.acquire = rpc::toFrame(m);
+  }
+  const uint64_t lockId = capnp::typeId<idl::Lock>();
+  const auto schema = capnp::Schema::from<idl::Lock>();
+  const uint16_t acquireId = rpc::methodOrdinal(schema, "acquire");
+  const uint16_t releaseId = rpc::methodOrdinal(schema, "release");
+  rpc::CallOptions options;
+  options.timeout = std::chrono::milliseconds(waitMs + 10000);
+  uint64_t outstanding = 0;
+  std::function<void(Client&)> acquire, release;
+  acquire = [&](Client& c) {
+    auto now = Clock::now();
+    if (!run.more(now)) return;
+    zmq::message_t params;
+    params.copy(c.acquire);
+    c.acquireSent = now;
+    ++outstanding;
+    ++run.calls;
+    c.connection->call(lockId, acquireId, std::move(params), options, [&, c = &c](rpc::Reply r) {
+      --outstanding;
+      auto at = Clock::now();
+      if (!r.status.ok()) {
+        run.fail("acquire: " + r.status.message);
+        acquire(*c);
+        return;
+      }
+      c->token = r.results<idl::Lock::AcquireResults>().getToken();
+      run.granted(at);
+      release(*c);
+    });
+  };
+  release = [&](Client& c) {
+    capnp::MallocMessageBuilder m(32);
+    auto p = m.initRoot<idl::Lock::ReleaseParams>();
+    p.setName(c.name);
+    p.setOwner(c.owner);
+    p.setToken(c.token);
+    size_t k = run.releaseSent(Clock::now());
+    ++outstanding;
+    ++run.calls;
+    c.connection->call(lockId, releaseId, rpc::toFrame(m), options, [&, c = &c, k](rpc::Reply r) {
+      --outstanding;
+      auto at = Clock::now();
+      if (r.status.ok())
+        run.released(k, c->acquireSent, at);
+      else
+        run.fail("release: " + r.status.message);
+      acquire(*c);
+    });
+  };
+  for (auto& c : clients) acquire(c);
+  Epoll epoll(clients.size());
+  for (uint32_t i = 0; i < clients.size(); ++i)
+    for (int fd : clients[i].connection->fds()) epoll.add(fd, i);
+  auto serve = [](rpc::Connection& c) {
+    do c.process();
+    while (c.hasWork());
+  };
+  for (auto& c : clients) serve(*c.connection);
+  while (outstanding > 0) {
+    auto& ready = epoll.wait(100);
+    if (ready.empty())  // deadlines
+      for (auto& c : clients) serve(*c.connection);
+    for (uint32_t i : ready) serve(*clients[i].connection);
+  }
+}
+
+// A request-reply protocol over TCP for driveLockTcp: etcd's JSON gateway, RESP.
+class LockWire {
+ public:
+  enum class Outcome { ok, busy, failed };
+  virtual ~LockWire() = default;
+  // The length of the first whole reply in `buffer`; 0 while it is not whole.
+  virtual size_t replyLength(std::string_view buffer) const = 0;
+  virtual std::string acquire(size_t client) = 0;
+  virtual Outcome acquired(size_t client, std::string_view reply) = 0;
+  virtual std::string release(size_t client) = 0;
+  virtual Outcome released(size_t client, std::string_view reply) = 0;
+  // Blocking round trips on client `client`'s socket, before and after the run.
+  virtual void setup(size_t, int) {}
+  virtual void teardown(size_t, int) {}
+};
+
+int connectTcp(const std::string& hostPort) {
+  auto colon = hostPort.rfind(':');
+  if (colon == std::string::npos) throw std::runtime_error("endpoint: host:port, got " + hostPort);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(std::stoi(hostPort.substr(colon + 1))));
+  if (::inet_pton(AF_INET, hostPort.substr(0, colon).c_str(), &a.sin_addr) != 1)
+    throw std::runtime_error("endpoint: not an IPv4 address: " + hostPort);
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw std::system_error(errno, std::generic_category(), "socket");
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    int e = errno;
+    ::close(fd);
+    throw std::system_error(e, std::generic_category(), "connect " + hostPort);
+  }
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  return fd;
+}
+
+void sendAll(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+    if (n > 0) {
+      data.remove_prefix(static_cast<size_t>(n));
+    } else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+      pollfd p{fd, POLLOUT, 0};
+      ::poll(&p, 1, 1000);
+    } else {
+      throw std::system_error(errno, std::generic_category(), "send");
+    }
+  }
+}
+
+// Reads what is there (all of it, non-blocking; blocking: at least something).
+// False when the peer closed.
+bool readSome(int fd, std::string& buffer) {
+  char chunk[16384];
+  while (true) {
+    ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
+    if (n > 0) {
+      buffer.append(chunk, static_cast<size_t>(n));
+      if (static_cast<size_t>(n) < sizeof chunk) return true;
+    } else if (n == 0) {
+      return false;
+    } else if (errno == EAGAIN) {
+      return true;
+    } else if (errno != EINTR) {
+      throw std::system_error(errno, std::generic_category(), "recv");
+    }
+  }
+}
+
+// One request and its whole reply on a blocking socket.
+std::string roundTrip(int fd, const LockWire& wire, std::string_view request) {
+  sendAll(fd, request);
+  std::string buffer;
+  size_t n;
+  while ((n = wire.replyLength(buffer)) == 0)
+    if (!readSome(fd, buffer)) throw std::runtime_error("connection closed by the server");
+  return buffer.substr(0, n);
+}
+
+// etcd v3 through its JSON gRPC gateway (HTTP/1.1 keep-alive, one connection a
+// client): POST /v3/lock/lock {name, lease} -> key, POST /v3/lock/unlock {key}.
+// Each client holds one lease for the whole run, granted before it
+// (/v3/lease/grant) and revoked after: the session etcd's concurrency.Mutex and
+// `etcdctl lock` use, so a pair is two calls, as zmesh's is.
+class EtcdWire final : public LockWire {
+ public:
+  EtcdWire(const std::vector<std::string>& names, uint64_t leaseSeconds)
+      : leaseSeconds_(leaseSeconds), clients_(names.size()) {
+    for (size_t i = 0; i < names.size(); ++i) clients_[i].name = base64(names[i]);
+  }
+  size_t replyLength(std::string_view b) const override {
+    auto headerEnd = b.find("\r\n\r\n");
+    if (headerEnd == std::string_view::npos) return 0;
+    std::string header(b.substr(0, headerEnd));
+    std::transform(header.begin(), header.end(), header.begin(),
+                   [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+    auto at = header.find("\r\ncontent-length:");
+    if (at == std::string::npos)
+      throw std::runtime_error("etcd reply without Content-Length: " + header);
+    size_t length = std::stoul(header.substr(at + 17));
+    size_t total = headerEnd + 4 + length;
+    return b.size() >= total ? total : 0;
+  }
+  void setup(size_t i, int fd) override {
+    auto reply = roundTrip(
+        fd, *this, post("/v3/lease/grant", R"({"TTL":)" + std::to_string(leaseSeconds_) + "}"));
+    clients_[i].lease = field(reply, "ID");
+    if (status(reply) != 200 || clients_[i].lease.empty())
+      throw std::runtime_error("etcd lease grant: " + reply);
+  }
+  void teardown(size_t i, int fd) override {
+    roundTrip(fd, *this, post("/v3/lease/revoke", R"({"ID":")" + clients_[i].lease + R"("})"));
+  }
+  std::string acquire(size_t i) override {
+    auto& c = clients_[i];
+    return post("/v3/lock/lock", R"({"name":")" + c.name + R"(","lease":")" + c.lease + R"("})");
+  }
+  Outcome acquired(size_t i, std::string_view reply) override {
+    clients_[i].key = field(reply, "key");
+    return status(reply) == 200 && !clients_[i].key.empty() ? Outcome::ok : Outcome::failed;
+  }
+  std::string release(size_t i) override {
+    return post("/v3/lock/unlock", R"({"key":")" + clients_[i].key + R"("})");
+  }
+  Outcome released(size_t, std::string_view reply) override {
+    return status(reply) == 200 ? Outcome::ok : Outcome::failed;
+  }
+
+ private:
+  struct Client {
+    std::string name, lease, key;  // name and key base64, as the gateway has bytes
+  };
+  static std::string post(std::string_view path, const std::string& body) {
+    std::string r = "POST ";
+    r += path;
+    r += " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ";
+    r += std::to_string(body.size());
+    r += "\r\n\r\n";
+    r += body;
+    return r;
+  }
+  static int status(std::string_view reply) {
+    return reply.size() > 12 && reply.starts_with("HTTP/1.1 ") ? std::atoi(reply.data() + 9) : 0;
+  }
+  // The string value of "name" in the JSON body (the gateway's are flat enough).
+  static std::string field(std::string_view reply, const std::string& name) {
+    auto body = reply.find("\r\n\r\n");
+    if (body == std::string_view::npos) return {};
+    std::string pattern = "\"" + name + "\":\"";
+    auto at = reply.find(pattern, body);
+    if (at == std::string_view::npos) return {};
+    at += pattern.size();
+    auto close = reply.find('"', at);
+    return close == std::string_view::npos ? std::string()
+                                           : std::string(reply.substr(at, close - at));
+  }
+  static std::string base64(std::string_view in) {
+    static const char* alphabet =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    std::string out;
+    uint32_t bits = 0;
+    int n = 0;
+    for (unsigned char ch : in) {
+      bits = (bits << 8) | ch;
+      n += 8;
+      while (n >= 6) out += alphabet[(bits >> (n -= 6)) & 63];
+    }
+    if (n > 0) out += alphabet[(bits << (6 - n)) & 63];
+    while (out.size() % 4) out += '=';
+    return out;
+  }
+  uint64_t leaseSeconds_;
+  std::vector<Client> clients_;
+};
+
+// Redis, the single-instance lock as its documentation gives it: SET key value
+// NX PX ttl with a value unique to the grant, and a compare-and-delete script
+// (EVALSHA) to release. No queue: a client that finds the lock held asks again
+// at once (busy).
+class RedisWire final : public LockWire {
+ public:
+  RedisWire(const std::vector<std::string>& names, uint64_t ttlMs)
+      : ttl_(std::to_string(ttlMs)), clients_(names.size()) {
+    for (size_t i = 0; i < names.size(); ++i) clients_[i].name = names[i];
+  }
+  size_t replyLength(std::string_view b) const override {
+    auto line = b.find("\r\n");
+    if (line == std::string_view::npos) return 0;
+    if (b[0] != '$') return line + 2;  // +OK, -ERR, :1
+    long length = std::atol(b.data() + 1);
+    if (length < 0) return line + 2;  // $-1: nil
+    size_t total = line + 2 + static_cast<size_t>(length) + 2;
+    return b.size() >= total ? total : 0;
+  }
+  void setup(size_t i, int fd) override {
+    if (i != 0) return;
+    static const std::string script =
+        "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) "
+        "else return 0 end";
+    auto reply = roundTrip(fd, *this, command({"SCRIPT", "LOAD", script}));
+    auto line = reply.find("\r\n");
+    if (reply[0] != '$' || line == std::string::npos)
+      throw std::runtime_error("SCRIPT LOAD: " + reply);
+    sha_ = reply.substr(line + 2, 40);
+  }
+  std::string acquire(size_t i) override {
+    auto& c = clients_[i];
+    c.value = "client-" + std::to_string(i) + ":" + std::to_string(++c.grants);
+    return command({"SET", c.name, c.value, "NX", "PX", ttl_});
+  }
+  Outcome acquired(size_t, std::string_view reply) override {
+    if (reply.starts_with("+OK")) return Outcome::ok;
+    return reply.starts_with("$-1") ? Outcome::busy : Outcome::failed;
+  }
+  std::string release(size_t i) override {
+    return command({"EVALSHA", sha_, "1", clients_[i].name, clients_[i].value});
+  }
+  Outcome released(size_t, std::string_view reply) override {
+    return reply.starts_with(":1") ? Outcome::ok : Outcome::failed;
+  }
+
+ private:
+  struct Client {
+    std::string name, value;
+    uint64_t grants = 0;
+  };
+  static std::string command(std::initializer_list<std::string_view> words) {
+    std::string r = "*" + std::to_string(words.size()) + "\r\n";
+    for (auto w : words) {
+      r += "$" + std::to_string(w.size()) + "\r\n";
+      r += w;
+      r += "\r\n";
+    }
+    return r;
+  }
+  std::string ttl_, sha_;
+  std::vector<Client> clients_;
+};
+
+// etcd and Redis: one TCP connection a client, one call in flight on each,
+// level-triggered epoll, on this one thread (as driveLockZmesh and
+// redis-benchmark do).
+void driveLockTcp(const std::string& endpoint, size_t clients, LockWire& wire, LockRun& run) {
+  struct Client {
+    int fd = -1;
+    std::string in;
+    bool releasing = false;
+    size_t handoff = 0;
+    Clock::time_point acquireSent;
+  };
+  std::vector<Client> cs(clients);
+  for (size_t i = 0; i < clients; ++i) {
+    cs[i].fd = connectTcp(endpoint);
+    wire.setup(i, cs[i].fd);
+    ::fcntl(cs[i].fd, F_SETFL, ::fcntl(cs[i].fd, F_GETFL) | O_NONBLOCK);
+  }
+  uint64_t outstanding = 0;
+  auto acquire = [&](size_t i) {
+    auto now = Clock::now();
+    if (!run.more(now)) return;
+    cs[i].releasing = false;
+    cs[i].acquireSent = now;
+    ++outstanding;
+    ++run.calls;
+    sendAll(cs[i].fd, wire.acquire(i));
+  };
+  auto release = [&](size_t i) {
+    cs[i].releasing = true;
+    cs[i].handoff = run.releaseSent(Clock::now());
+    ++outstanding;
+    ++run.calls;
+    sendAll(cs[i].fd, wire.release(i));
+  };
+  auto reply = [&](size_t i, std::string_view r) {
+    --outstanding;
+    auto at = Clock::now();
+    auto& c = cs[i];
+    if (c.releasing) {
+      if (wire.released(i, r) == LockWire::Outcome::ok)
+        run.released(c.handoff, c.acquireSent, at);
+      else
+        run.fail("release: " + std::string(r.substr(0, 200)));
+      acquire(i);
+      return;
+    }
+    switch (wire.acquired(i, r)) {
+      case LockWire::Outcome::ok:
+        run.granted(at);
+        release(i);
+        return;
+      case LockWire::Outcome::busy:
+        ++run.busy;
+        acquire(i);
+        return;
+      case LockWire::Outcome::failed:
+        run.fail("acquire: " + std::string(r.substr(0, 200)));
+        acquire(i);
+        return;
+    }
+  };
+  Epoll epoll(clients);
+  for (uint32_t i = 0; i < clients; ++i) epoll.add(cs[i].fd, i);
+  for (size_t i = 0; i < clients; ++i) acquire(i);
+  while (outstanding > 0) {
+    for (uint32_t i : epoll.wait(100)) {
+      auto& c = cs[i];
+      if (!readSome(c.fd, c.in)) throw std::runtime_error("connection closed by the server");
+      size_t n;
+      while ((n = wire.replyLength(c.in)) > 0) {
+        std::string r = c.in.substr(0, n);
+        c.in.erase(0, n);
+        reply(i, r);
+      }
+    }
+  }
+  for (size_t i = 0; i < clients; ++i) {
+    ::fcntl(cs[i].fd, F_SETFL, ::fcntl(cs[i].fd, F_GETFL) & ~O_NONBLOCK);
+    wire.teardown(i, cs[i].fd);
+    ::close(cs[i].fd);
+  }
+}
+
+struct LockFlags {
+  std::string server = "zmesh", endpoint, tag = "bench";
+  int clients = 1;
+  bool contended = false;
+  double seconds = 3, warmupSeconds = 0.5;
+  uint64_t ttlMs = 30000, waitMs = 20000;
+};
+
+int runLock(zmq::context_t& context, const LockFlags& f) {
+  // Each client its own name, or all of them one (and then they wait).
+  std::vector<std::string> names;
+  const char sep = f.server == "etcd" ? '/' : ':';
+  for (int i = 0; i < f.clients; ++i)
+    names.push_back("lockbench" + std::string(1, sep) + f.tag + sep +
+                    (f.contended ? std::string("one") : std::to_string(i)));
+  LockRun run;
+  run.contended = f.contended;
+  std::string endpoint = f.endpoint;
+  rusage before{}, after{};
+  ::getrusage(RUSAGE_SELF, &before);
+  auto begin = Clock::now();
+  run.measureFrom = begin + std::chrono::duration_cast<Clock::duration>(
+                                std::chrono::duration<double>(f.warmupSeconds));
+  run.end = run.measureFrom +
+            std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(f.seconds));
+  if (f.server == "zmesh") {
+    if (endpoint.empty()) endpoint = "tcp://127.0.0.1:7130";
+    driveLockZmesh(context, endpoint, names, f.ttlMs, f.contended ? f.waitMs : 0, run);
+  } else if (f.server == "etcd") {
+    if (endpoint.empty()) endpoint = "127.0.0.1:2379";
+    // Outlives the run (and the drain after it); revoked at the end. The
+    // grants, like every target's connecting, fall in the warm-up.
+    EtcdWire wire(names, static_cast<uint64_t>(f.warmupSeconds + f.seconds) + 60);
+    driveLockTcp(endpoint, names.size(), wire, run);
+  } else {
+    if (endpoint.empty()) endpoint = "127.0.0.1:6379";
+    RedisWire wire(names, f.ttlMs);
+    driveLockTcp(endpoint, names.size(), wire, run);
+  }
+  ::getrusage(RUSAGE_SELF, &after);
+  auto cpuUs = [](const rusage& r) {
+    return (r.ru_utime.tv_sec + r.ru_stime.tv_sec) * 1e6 + r.ru_utime.tv_usec + r.ru_stime.tv_usec;
+  };
+  double window = f.seconds;
+  auto pair = percentiles(run.pairUs);
+  std::printf(
+      "lock-%s clients=%d contended=%d pairs=%llu pairs_per_s=%.0f grants_per_s=%.0f "
+      "failed=%llu busy=%llu total_pairs=%llu calls=%llu seconds=%.3f pair_p50_us=%.1f "
+      "pair_p99_us=%.1f client_cpu_us_per_pair=%.1f",
+      f.server.c_str(), f.clients, f.contended ? 1 : 0, static_cast<unsigned long long>(run.pairs),
+      run.pairs / window, run.grants / window, static_cast<unsigned long long>(run.failed),
+      static_cast<unsigned long long>(run.busy), static_cast<unsigned long long>(run.allPairs),
+      static_cast<unsigned long long>(run.calls), window, pair.p50, pair.p99,
+      run.allPairs ? (cpuUs(after) - cpuUs(before)) / run.allPairs : 0.0);
+  if (f.contended) {
+    auto a = percentiles(run.answerToGrantUs), s = percentiles(run.sentToGrantUs);
+    std::printf(
+        " handoffs=%zu handoff_p50_us=%.1f handoff_p99_us=%.1f handoff_max_us=%.1f "
+        "handoff_from_send_p50_us=%.1f handoff_from_send_p99_us=%.1f",
+        run.answerToGrantUs.size(), a.p50, a.p99, a.max, s.p50, s.p99);
+  }
+  std::printf("\n");
+  if (run.failed) std::fprintf(stderr, "first failure: %s\n", run.firstFailure.c_str());
+  return run.failed == 0 ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -404,6 +968,28 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"scattered", "sequential"}));
   ratelimit->add_option("--batch", batch, "0: RateLimit.check; B: checkBatch of B checks per call")
       ->check(CLI::Range(0u, 1000u));
+  auto* lock = app.add_subcommand(
+      "lock",
+      "acquire + release pairs, each client acquiring again at once after its release, against "
+      "zmesh-lock (Lock.acquire/release), etcd (its JSON gateway: /v3/lock/lock and unlock, a "
+      "lease a client) or Redis (SET NX PX, EVALSHA compare-and-delete)");
+  LockFlags lockFlags;
+  lock->add_option("--server", lockFlags.server, "zmesh|etcd|redis")
+      ->check(CLI::IsMember({"zmesh", "etcd", "redis"}));
+  lock->add_option("--endpoint", lockFlags.endpoint,
+                   "zmesh: tcp://127.0.0.1:7130; etcd, redis: 127.0.0.1:<port>");
+  lock->add_option("--clients", lockFlags.clients, "one connection each, one call in flight")
+      ->check(CLI::Range(1, 1000));
+  lock->add_flag("--contended", lockFlags.contended,
+                 "every client the one lock: zmesh and etcd queue the waiters, Redis's ask "
+                 "again at once; prints the hand-offs (a release's reply to the next grant)");
+  lock->add_option("--seconds", lockFlags.seconds, "measured, after the warm-up");
+  lock->add_option("--warmup-seconds", lockFlags.warmupSeconds,
+                   "pairs before the measured window (counted in total_pairs only)");
+  lock->add_option("--ttl-ms", lockFlags.ttlMs, "lease of each grant (zmesh, Redis)");
+  lock->add_option("--wait-ms", lockFlags.waitMs, "zmesh --contended: waitMs of each acquire");
+  lock->add_option("--tag", lockFlags.tag,
+                   "in the lock names: lockbench:<tag>:<client> (etcd: / for :)");
   auto* stats = app.add_subcommand("stats", "Admin.stats of a running process, name=value");
   stats->add_option("--endpoint", endpoint);
   int warmup = 100;
@@ -429,6 +1015,14 @@ int main(int argc, char** argv) {
   // both ends made that thread the bottleneck of the measurement.
   zmq::context_t context, serverContext;
   if (app.got_subcommand("stats")) return printStats(context, endpoint);
+  if (app.got_subcommand("lock")) {
+    try {
+      return runLock(context, lockFlags);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "zmesh-bench lock: %s\n", e.what());
+      return 1;
+    }
+  }
   Load load;
   std::thread serverThread;
   std::atomic<bool> stop{false}, ready{false};

@@ -40,6 +40,9 @@ if [ "$sanitize" = ON ]; then
 fi
 if [ "$bench" = 1 ]; then
   packages+=(redis-server redis-tools bc wrk webdis)
+  # bench/lock_vs_etcd.sh: etcd 3.4, driven over HTTP (no etcdctl needed). The
+  # script runs its own etcd on ports of its own, beside any the package starts.
+  packages+=(etcd-server)
 fi
 
 missing=()
