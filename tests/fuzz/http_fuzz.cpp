@@ -49,15 +49,21 @@ struct Harness {
   Harness() {
     spdlog::set_level(spdlog::level::off);  // each input may log
     // The services' endpoints have nobody behind them: calls fail fast, as when
-    // a service is down (bodies are parsed and refused before any call).
+    // a service is down (bodies are parsed and refused before any call). Not
+    // the default endpoints, where a real service may be listening.
+    // An acquire's call may last its wait (up to 60 s) past request_timeout
+    // (before the endpoint is known down): a short stop_grace lets the replay
+    // end without waiting it out.
     const char* text =
         "[idgen]\nendpoint = \"tcp://127.0.0.1:1\"\n"
         "[ratelimit]\nendpoint = \"tcp://127.0.0.1:1\"\n"
+        "[lock]\nendpoint = \"tcp://127.0.0.1:1\"\n"
         "[gateway]\nlisten = \"127.0.0.1:0\"\nthreads = 1\nrequest_timeout = \"50ms\"\n"
         "header_timeout = \"200ms\"\nidle_timeout = \"200ms\"\nmax_body_bytes = 4096\n"
         "max_header_bytes = 2048\nmax_uri_bytes = 512\nsse_heartbeat = \"100ms\"\n"
+        "stop_grace = \"100ms\"\n"
         "[gateway.tokens.fuzz]\ntoken = \"fuzz-token\"\nscopes = [\"ids\", \"events\", "
-        "\"admin\", \"ratelimit\"]\n";
+        "\"admin\", \"ratelimit\", \"locks\"]\n";
     auto config = rpc::MeshConfig::parse(text, "http_fuzz");
     auto options = gateway::gatewayConfigFrom(config);
     mesh = std::make_unique<Mesh>(std::move(config));

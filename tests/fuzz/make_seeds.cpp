@@ -335,9 +335,9 @@ void httpSeeds() {
       "x\r\n\r\nGET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
   // Rate-limit bodies: right, and almost right in one place each.
   auto post = [&](const std::string& name, const std::string& target, const std::string& body,
-                  const char* method = "POST") {
+                  const char* method = "POST", const char* headers = "") {
     put(name, std::string(method) + " " + target +
-                  " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer fuzz-token\r\n"
+                  " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer fuzz-token\r\n" + headers +
                   "Content-Type: application/json\r\nContent-Length: " +
                   std::to_string(body.size()) + "\r\n\r\n" + body);
   };
@@ -360,6 +360,72 @@ void httpSeeds() {
        R"({"descriptors":{"key":"vip"},"limit":-1})", "PUT");
   put("rl-rules",
       "GET /v1/ratelimit/rules HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer fuzz-token\r\n\r\n");
+  // Lock bodies and queries: right, and almost right in one place each (a
+  // wrong type per field, tokens as numbers, out-of-range integers).
+  const std::string lock = "/v1/locks/report";
+  post("lock-acquire", lock, R"({"owner":"alice","ttl_ms":30000})");
+  post("lock-acquire-all-fields", lock,
+       R"({"owner":"alice","ttl_ms":30000,"wait_ms":0,"mode":"shared","permits":3,"session":"7"})");
+  post("lock-acquire-idempotent", lock, R"({"owner":"alice","ttl_ms":30000})", "POST",
+       "Idempotency-Key: k2\r\n");
+  post("lock-acquire-name-encoded", "/v1/locks/a%2Fb%00", R"({"owner":"alice","ttl_ms":1})");
+  post("lock-acquire-owner-number", lock, R"({"owner":5,"ttl_ms":30000})");
+  post("lock-acquire-owner-empty", lock, R"({"owner":"","ttl_ms":30000})");
+  post("lock-acquire-owner-missing", lock, R"({"ttl_ms":30000})");
+  post("lock-acquire-ttl-string", lock, R"({"owner":"alice","ttl_ms":"30s"})");
+  post("lock-acquire-ttl-negative", lock, R"({"owner":"alice","ttl_ms":-5})");
+  post("lock-acquire-ttl-zero", lock, R"({"owner":"alice","ttl_ms":0})");
+  post("lock-acquire-ttl-fraction", lock, R"({"owner":"alice","ttl_ms":1.5})");
+  post("lock-acquire-ttl-missing", lock, R"({"owner":"alice"})");
+  post("lock-acquire-wait-string", lock, R"({"owner":"alice","ttl_ms":1000,"wait_ms":"1s"})");
+  // Accepted and cut to the gateway's longest wait: the call outlasts the input.
+  post("lock-acquire-wait-huge", lock,
+       R"({"owner":"alice","ttl_ms":1000,"wait_ms":18446744073709551615})");
+  post("lock-acquire-wait-past-64-bits", lock,
+       R"({"owner":"alice","ttl_ms":1000,"wait_ms":18446744073709551616})");
+  post("lock-acquire-wait-exponent", lock, R"({"owner":"alice","ttl_ms":1000,"wait_ms":1e300})");
+  post("lock-acquire-mode-unknown", lock, R"({"owner":"alice","ttl_ms":1000,"mode":"upgrade"})");
+  post("lock-acquire-mode-number", lock, R"({"owner":"alice","ttl_ms":1000,"mode":1})");
+  post("lock-acquire-mode-case", lock, R"({"owner":"alice","ttl_ms":1000,"mode":"Shared"})");
+  post("lock-acquire-permits-string", lock,
+       R"({"owner":"alice","ttl_ms":1000,"mode":"shared","permits":"3"})");
+  post("lock-acquire-permits-past-32-bits", lock,
+       R"({"owner":"alice","ttl_ms":1000,"mode":"shared","permits":4294967296})");
+  post("lock-acquire-session-number", lock, R"({"owner":"alice","ttl_ms":1000,"session":7})");
+  post("lock-acquire-session-signed", lock, R"({"owner":"alice","ttl_ms":1000,"session":"-7"})");
+  post("lock-acquire-unknown", lock, R"({"owner":"alice","ttl_ms":1000,"ttl":5})");
+  post("lock-acquire-duplicate", lock, R"({"owner":"alice","owner":"bob","ttl_ms":1000})");
+  post("lock-acquire-array", lock, R"(["alice",30000])");
+  post("lock-acquire-null", lock, "null");
+  post("lock-acquire-empty", lock, "");
+  post("lock-acquire-truncated", lock, R"({"owner":"alice","ttl_ms":)");
+  const std::string renew = lock + "/renew";
+  post("lock-renew", renew, R"({"owner":"alice","token":"42","ttl_ms":30000})");
+  post("lock-renew-token-number", renew, R"({"owner":"alice","token":42,"ttl_ms":30000})");
+  post("lock-renew-token-hex", renew, R"({"owner":"alice","token":"0x2a","ttl_ms":30000})");
+  post("lock-renew-token-past-64-bits", renew,
+       R"({"owner":"alice","token":"18446744073709551616","ttl_ms":30000})");
+  post("lock-renew-token-missing", renew, R"({"owner":"alice","ttl_ms":30000})");
+  post("lock-renew-owner-array", renew, R"({"owner":["alice"],"token":"42","ttl_ms":30000})");
+  post("lock-renew-ttl-negative", renew, R"({"owner":"alice","token":"42","ttl_ms":-1})");
+  post("lock-renew-array", renew, R"([{"owner":"alice","token":"42","ttl_ms":30000}])");
+  const std::string validate = lock + "/validate";
+  post("lock-validate", validate, R"({"token":"42"})");
+  post("lock-validate-token-number", validate, R"({"token":42})");
+  post("lock-validate-token-exponent", validate, R"({"token":1e19})");
+  post("lock-validate-token-empty", validate, R"({"token":""})");
+  post("lock-validate-array", validate, R"(["42"])");
+  post("lock-release", lock + "?owner=alice&token=42", "", "DELETE");
+  post("lock-release-token-bad", lock + "?owner=alice&token=4x2", "", "DELETE");
+  post("lock-release-token-negative", lock + "?owner=alice&token=-42", "", "DELETE");
+  post("lock-release-token-past-64-bits", lock + "?owner=alice&token=18446744073709551616", "",
+       "DELETE");
+  post("lock-release-token-encoded", lock + "?owner=al%20ice&token=%34%32", "", "DELETE");
+  post("lock-release-token-empty", lock + "?owner=alice&token=", "", "DELETE");
+  post("lock-release-owner-missing", lock + "?token=42", "", "DELETE");
+  put("lock-inspect",
+      "GET /v1/locks/report HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer fuzz-token\r\n\r\n");
+  post("lock-wrong-method", lock, R"({"owner":"alice","ttl_ms":30000})", "PUT");
   put("invented-method", "BREW /v1/ids/x HTTP/1.1\r\nHost: x\r\n\r\n");
   put("long-uri", "GET /" + std::string(3000, 'a') + " HTTP/1.1\r\nHost: x\r\n\r\n");
   put("long-header", "GET / HTTP/1.1\r\nX: " + std::string(3000, 'b') + "\r\n\r\n");

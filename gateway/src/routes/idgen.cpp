@@ -1,8 +1,8 @@
 // ID generator routes (API.md "ID generator").
 #include <boost/json.hpp>
-#include <charconv>
 
 #include "exchange.h"
+#include "json_body.h"
 #include "routes/routes.h"
 #include "zmesh/idl/idgen.capnp.h"
 
@@ -57,12 +57,12 @@ void snowflake(const std::shared_ptr<Exchange>& ex) {
 
 void decode(const std::shared_ptr<Exchange>& ex) {
   auto text = ex->param("id");
-  uint64_t id = 0;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), id);
-  if (ec != std::errc() || end != text.data() + text.size())
+  auto parsed = parseDecimal(text);
+  if (!parsed)
     return ex->fail(
         rpc::StatusCode::INVALID_ARGUMENT,
         "id must be a decimal 64-bit unsigned integer, got \"" + std::string(text) + "\"");
+  uint64_t id = *parsed;
   capnp::MallocMessageBuilder params(kParamsWords);
   params.initRoot<IdGen::DecodeParams>().setId(id);
   static const uint16_t kDecode = method("decode");

@@ -1,10 +1,8 @@
 // Rate limiter routes (API.md "Rate limiter").
 #include <boost/json.hpp>
-#include <charconv>
-#include <cmath>
-#include <optional>
 
 #include "exchange.h"
+#include "json_body.h"
 #include "routes/routes.h"
 #include "token_limit.h"
 #include "zmesh/idl/ratelimit.capnp.h"
@@ -24,89 +22,6 @@ uint16_t method(const char* name) {
 
 // Small params: a first segment this size, not capnp's default 8 KiB (zeroed per request).
 constexpr unsigned kParamsWords = 64;
-
-// A value as an error message shows it: its JSON text, cut short.
-std::string shown(const json::value& v) {
-  std::string text;
-  if (v.is_double()) {
-    // 1.5, not Boost's 1.5E0.
-    char buffer[32];
-    auto [end, ec] = std::to_chars(buffer, buffer + sizeof buffer, v.get_double());
-    text = ec == std::errc() ? std::string(buffer, end) : json::serialize(v);
-  } else {
-    text = json::serialize(v);
-  }
-  if (text.size() > 40) text = text.substr(0, 37) + "...";
-  return text;
-}
-
-// What was wrong with the body, if anything: the message of the 400.
-using Problem = std::optional<std::string>;
-
-// The request body, parsed into memory of its own (a small body allocates nothing).
-class JsonBody {
- public:
-  // The body must be one JSON object; otherwise says why (where the JSON breaks).
-  Problem parse(std::string_view text) {
-    if (text.empty()) return std::string("the body is empty: expected a JSON object");
-    json::parser parser;
-    parser.reset(&resource_);
-    boost::system::error_code ec;
-    size_t at = parser.write(text.data(), text.size(), ec);
-    if (ec) return "malformed JSON at byte " + std::to_string(at) + ": " + ec.message();
-    value_ = parser.release();
-    if (!value_.is_object()) return "the body must be a JSON object, got " + shown(value_);
-    return std::nullopt;
-  }
-  const json::object& object() const { return value_.get_object(); }
-
-  // Fails for the first field not in `known` (a typo must not be silently ignored).
-  Problem onlyFields(std::initializer_list<std::string_view> known) const {
-    for (auto& field : object()) {
-      if (std::find(known.begin(), known.end(), field.key()) != known.end()) continue;
-      std::string names;
-      for (auto name : known) names += (names.empty() ? "" : ", ") + std::string(name);
-      return "unknown field \"" + std::string(field.key()) + "\" (known: " + names + ")";
-    }
-    return std::nullopt;
-  }
-
- private:
-  unsigned char buffer_[4096];
-  json::monotonic_resource resource_{buffer_, sizeof buffer_};
-  json::value value_;
-};
-
-Problem readString(const json::value& v, std::string_view name, const json::string*& out) {
-  if (!v.is_string()) return std::string(name) + ": expected a string, got " + shown(v);
-  if (v.get_string().empty()) return std::string(name) + ": must not be empty";
-  out = &v.get_string();
-  return std::nullopt;
-}
-
-// An integer in [min, max]: a JSON integer, or a number with no fraction up to 2^53.
-Problem readInteger(const json::value& v, std::string_view name, uint64_t min, uint64_t max,
-                    uint64_t& out) {
-  auto bad = [&] {
-    return std::string(name) + ": expected an integer from " + std::to_string(min) + " to " +
-           std::to_string(max) + ", got " + shown(v);
-  };
-  if (v.is_int64()) {
-    auto i = v.get_int64();
-    if (i < 0) return bad();
-    out = static_cast<uint64_t>(i);
-  } else if (v.is_uint64()) {
-    out = v.get_uint64();
-  } else if (v.is_double()) {
-    double d = v.get_double();
-    if (!std::isfinite(d) || d < 0 || d != std::floor(d) || d > 9007199254740992.0) return bad();
-    out = static_cast<uint64_t>(d);
-  } else {
-    return bad();
-  }
-  if (out < min || out > max) return bad();
-  return std::nullopt;
-}
 
 // {"tenant":"acme","route":"/orders"}: an object whose values are all strings.
 Problem readDescriptors(const json::value& v, std::string_view name, const json::object*& out) {
