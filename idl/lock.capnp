@@ -43,7 +43,7 @@ struct LockInfo {
 interface Lock {
   acquire @0 (name :Text, owner :Text, ttlMs :UInt64, waitMs :UInt64,
               mode :LockMode = exclusive, permits :UInt32, session :UInt64)
-          -> (token :UInt64, expiresMs :UInt64);
+          -> (token :UInt64, expiresMs :UInt64, heldMs :UInt64);
   # Grants when compatible with the holders and nobody waits; else joins the
   # FIFO queue for up to waitMs (capped by the service's max_wait and by the
   # call's deadline), then CONFLICT. An owner that already holds the lock gets
@@ -53,6 +53,9 @@ interface Lock {
   # takes one); every acquire of a semaphore must name the same count.
   # session != 0: the lease ends with the session (openSession).
   # token: strictly greater than any token ever issued for this name.
+  # expiresMs: lease left when answered; heldMs: how long the call was at the
+  # service (its wait), so a client that counts from when it sent the call
+  # knows the lease ends no sooner than sent + heldMs + expiresMs.
 
   release @1 (name :Text, owner :Text, token :UInt64) -> ();
   # Only by the holder of that token (else CONFLICT); hands the lock to the

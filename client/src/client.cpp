@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <random>
@@ -217,9 +218,13 @@ LockMode modeOf(idl::LockMode mode) {
   return mode == idl::LockMode::SHARED ? LockMode::shared : LockMode::exclusive;
 }
 
-uint64_t wireMs(std::chrono::milliseconds d) {
-  return static_cast<uint64_t>(std::max<int64_t>(d.count(), 0));
+// A duration for the wire: negative as 0, and at most a day, so that adding
+// a wait to a timeout cannot overflow.
+std::chrono::milliseconds clampedMs(std::chrono::milliseconds d) {
+  return std::clamp<std::chrono::milliseconds>(d, std::chrono::milliseconds(0),
+                                               std::chrono::hours(24));
 }
+uint64_t wireMs(std::chrono::milliseconds d) { return static_cast<uint64_t>(clampedMs(d).count()); }
 
 }  // namespace
 
@@ -267,19 +272,20 @@ std::optional<Lease> LockClient::acquireLease(const std::string& name,
   // The call outlives the wait. Safe to resend: an acquire by an owner that
   // holds the lock answers its lease again, one that waits keeps its place.
   CallSettings settings = settings_;
-  settings.timeout += std::max(options.wait, std::chrono::milliseconds(0));
+  settings.timeout += clampedMs(options.wait);
   auto rpcOptions = optionsOf(settings, true);
   // Resent while it waits only when the connection drops, not every attempt timeout.
-  rpcOptions.attemptTimeout += std::max(options.wait, std::chrono::milliseconds(0));
+  rpcOptions.attemptTimeout += clampedMs(options.wait);
   auto sent = std::chrono::steady_clock::now();  // no later than the service's grant
   auto reply = channel_.callSync(capnp::typeId<idl::Lock>(), m, rpc::toFrame(message), rpcOptions);
   if (conflictIsEmpty && reply.status.code == StatusCode::CONFLICT) return std::nullopt;
   reply.check();
   auto r = reply.results<idl::Lock::AcquireResults>();
-  return Lease{name,         owner,
-               r.getToken(), sent + std::chrono::milliseconds(r.getExpiresMs()),
-               options.mode, options.session,
-               options.ttl};
+  // The service held the call heldMs (its wait) before the lease's expiresMs
+  // began to count down, and it received the call no sooner than it was sent.
+  auto expiry =
+      sent + std::chrono::milliseconds(r.getHeldMs()) + std::chrono::milliseconds(r.getExpiresMs());
+  return Lease{name, owner, r.getToken(), expiry, options.mode, options.session, options.ttl};
 }
 
 Lease LockClient::acquire(const std::string& name, const AcquireOptions& options) const {

@@ -14,6 +14,23 @@ using std::chrono::milliseconds;
 // as a node that did not grant.
 bool callersError(StatusCode code) { return code == StatusCode::INVALID_ARGUMENT; }
 
+// The lock holds while a majority of the nodes hold their leases: never past
+// the `needed`-th latest of their expiries, less the drift allowance. A node
+// may have handed back an older lease of this owner with less time left than
+// the ttl asked for, so the nodes' own answers bound what the ttl says.
+RedlockQuorum::Clock::time_point majorityUntil(const RedlockLease& lease, size_t needed,
+                                               RedlockQuorum::Clock::time_point now,
+                                               RedlockQuorum::Clock::duration allowance) {
+  std::vector<RedlockQuorum::Clock::duration> left;
+  const auto real = std::chrono::steady_clock::now();
+  for (const auto& node : lease.nodes)
+    if (node) left.push_back(node->expiry - real);
+  if (needed == 0 || left.size() < needed) return now;
+  std::nth_element(left.begin(), left.begin() + static_cast<long>(needed - 1), left.end(),
+                   std::greater<>());
+  return now + left[needed - 1] - allowance;
+}
+
 }  // namespace
 
 // ---- RedlockQuorum ----
@@ -129,13 +146,23 @@ std::optional<RedlockLease> Redlock::acquire(const std::string& name, millisecon
         else
           unknown[i] =
               e.code() == StatusCode::DEADLINE_EXCEEDED || e.code() == StatusCode::UNAVAILABLE;
+      } catch (const std::exception&) {
+        unknown[i] = true;  // e.g. the client thread going away: it may have granted
       }
     }
-    const auto verdict = RedlockQuorum::decide(nodes_.size(), lease.held(), ttl, start, now_(),
+    const auto end = now_();
+    const auto verdict = RedlockQuorum::decide(nodes_.size(), lease.held(), ttl, start, end,
                                                options_.driftFactor, options_.driftFixed);
     if (verdict.acquired && !mistake) {
-      lease.validUntil = verdict.validUntil;
-      return lease;
+      const auto allowance = RedlockQuorum::drift(ttl, options_.driftFactor, options_.driftFixed);
+      lease.validUntil =
+          std::min(verdict.validUntil, majorityUntil(lease, verdict.needed, end, allowance));
+      if (lease.validUntil > end) {
+        // A node whose answer was lost may hold a lease nobody counts: let it go.
+        for (size_t i = 0; i < nodes_.size(); ++i)
+          if (unknown[i]) releaseNode(i, name, std::nullopt);
+        return lease;
+      }
     }
     for (size_t i = 0; i < nodes_.size(); ++i)
       if (lease.nodes[i] || unknown[i]) releaseNode(i, name, lease.nodes[i]);
@@ -157,13 +184,19 @@ bool Redlock::renew(RedlockLease& lease) {
     } catch (const RpcError& e) {
       // Refused: this node's lease is gone. Anything else: it may still hold.
       if (e.code() == StatusCode::CONFLICT) node.reset();
+    } catch (const std::exception&) {
+      // Not renewed; it may still hold until its expiry.
     }
   }
-  const auto verdict = RedlockQuorum::decide(nodes_.size(), renewed, lease.ttl, start, now_(),
+  const auto end = now_();
+  const auto verdict = RedlockQuorum::decide(nodes_.size(), renewed, lease.ttl, start, end,
                                              options_.driftFactor, options_.driftFixed);
   if (verdict.acquired) {
-    lease.validUntil = verdict.validUntil;
-    return true;
+    const auto allowance =
+        RedlockQuorum::drift(lease.ttl, options_.driftFactor, options_.driftFixed);
+    lease.validUntil =
+        std::min(verdict.validUntil, majorityUntil(lease, verdict.needed, end, allowance));
+    if (lease.validUntil > end) return true;
   }
   // Lost: let the others in now rather than at the nodes' expiry.
   release(lease);

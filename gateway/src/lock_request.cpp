@@ -51,7 +51,7 @@ Decoded<LockAcquireBody> decodeLockAcquire(std::string_view text) {
   }
   uint64_t permits = 0;
   if (auto* v = o.if_contains("permits"); v && !problem)
-    problem = readInteger(*v, "permits", 1, UINT32_MAX, permits);
+    problem = readInteger(*v, "permits", 0, UINT32_MAX, permits);
   if (auto* v = o.if_contains("session"); v && !problem)
     problem = readDecimalString(*v, "session", out.session);
   if (problem) return *problem;

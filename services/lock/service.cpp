@@ -363,12 +363,14 @@ kj::Promise<void> LockService::acquire(AcquireContext context) {
   }
   auto paf = kj::newPromiseAndFulfiller<Granted>();
   calls_.emplace(call, kj::mv(paf.fulfiller));
+  const Millis arrived = clocks_.monotonic();
   handle(events, issuedFrom);
   return paf.promise
-      .then([this, context](Granted granted) mutable {
+      .then([this, context, arrived](Granted granted) mutable {
         auto r = context.getResults();
         r.setToken(granted.token);
         r.setExpiresMs(remainingMs(granted.expiresAt));
+        r.setHeldMs(static_cast<uint64_t>(std::max<Millis>(0, clocks_.monotonic() - arrived)));
       })
       .attach(kj::defer([this, call] {
         // The call ended unanswered (its deadline, the server stopping): a

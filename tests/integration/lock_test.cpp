@@ -240,6 +240,17 @@ TEST_CASE("lock: a waiter gets the lock when the holder's lease expires", "[lock
   CHECK(lb.token > la.token);
 }
 
+TEST_CASE("lock: a lease granted after a wait counts its time from the grant", "[lock]") {
+  LockMesh mesh;
+  Client a(mesh.endpoint, "a"), b(mesh.endpoint, "b");
+  a.locks.acquire("late", {.ttl = 800ms});
+  auto lb = b.locks.acquire("late", {.ttl = 1500ms, .wait = 5s});
+  // Waited about 800 ms: the lease still has nearly its whole 1.5 s (the
+  // service says how long it held the call), not 1.5 s less the wait.
+  CHECK(lb.remaining() > 1200ms);
+  CHECK(lb.remaining() <= 1500ms);
+}
+
 TEST_CASE("lock: a wait is cut to max_wait and answered CONFLICT", "[lock]") {
   LockMesh mesh("max_wait = \"300ms\"\n");
   Client a(mesh.endpoint, "a"), b(mesh.endpoint, "b");

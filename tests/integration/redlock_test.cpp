@@ -325,3 +325,23 @@ TEST_CASE("LeaseKeeper: a lease taken by another after its expiry is lost by the
   CHECK(at < believed.expiry);  // at the renewal, before the deadline
   CHECK(other.validate("taken", taken.token).valid);
 }
+
+TEST_CASE("Redlock: validity is bounded by the leases the nodes hand back",
+          "[redlock][integration]") {
+  Cluster cluster(3);
+  RedlockOptions options = quick();
+  options.owner = "redlock-owner";
+  Redlock redlock(cluster.channels(), options);
+  // The same owner already holds short leases on two nodes (an earlier
+  // attempt whose release did not arrive): they hand those back, with the
+  // time they have left, not the ttl now asked for.
+  for (size_t i = 0; i < 2; ++i)
+    cluster.client(i, "redlock-owner").acquire("short", {.ttl = 400ms});
+  auto lease = redlock.acquire("short", 10s);
+  REQUIRE(lease);
+  CHECK(lease->held() == 3);
+  // A majority (2 of 3) holds only as long as the second-latest expiry.
+  CHECK(lease->validity() <= 400ms);
+  redlock.release(*lease);
+  CHECK(cluster.freeOn("short") == 3);
+}

@@ -146,8 +146,8 @@ struct Lease {
   std::string owner;
   uint64_t token = 0;
   // Until when the lease holds for sure, on this host's clock: when the call
-  // was sent plus the lease the service answered. The service ends it no
-  // sooner (for an acquire that waited, up to the wait later).
+  // was sent, plus how long the service held it (its wait), plus the lease
+  // the service answered. The service ends it no sooner.
   std::chrono::steady_clock::time_point expiry;
   LockMode mode = LockMode::exclusive;
   uint64_t session = 0;             // 0: not tied to a session

@@ -151,9 +151,12 @@ void validate(const std::shared_ptr<Exchange>& ex) {
 }  // namespace
 
 void addLockRoutes(Router& router) {
-  // State-changing routes honour Idempotency-Key; inspect and validate only read.
-  router.add({http::verb::post, "/v1/locks/{name}", Scope::kLocks, "lock", true, acquire});
-  router.add({http::verb::post, "/v1/locks/{name}/renew", Scope::kLocks, "lock", true, renew});
+  // Acquire and renew answer the lease's time left, which a stored answer
+  // replayed later would overstate: they do without Idempotency-Key, since
+  // the service makes a resend by the same owner safe (the same grant, the
+  // time left now). Release honours it; inspect and validate only read.
+  router.add({http::verb::post, "/v1/locks/{name}", Scope::kLocks, "lock", false, acquire});
+  router.add({http::verb::post, "/v1/locks/{name}/renew", Scope::kLocks, "lock", false, renew});
   router.add({http::verb::delete_, "/v1/locks/{name}", Scope::kLocks, "lock", true, release});
   router.add({http::verb::get, "/v1/locks/{name}", Scope::kLocks, "lock", false, inspect});
   router.add(

@@ -505,9 +505,19 @@ std::variant<Queued, Failure> LockTable::acquire(const AcquireRequest& r, uint64
   }
   if (e) {
     if (auto held = e->holderOf.find(r.owner); held != e->holderOf.end()) {
+      const Lease& lease = e->holders.at(held->second);
+      // Handed back only as what was asked: a shared lease is not an
+      // exclusive one, nor one of another session.
+      if (lease.mode != r.mode || lease.session != r.session) {
+        s_->stats.conflicts++;
+        return conflict(quoted(r.name) + " is held by this owner already, as " +
+                        (lease.mode == Mode::shared ? "a shared" : "an exclusive") +
+                        " lease (token " + std::to_string(lease.token) +
+                        (lease.session ? ", session " + std::to_string(lease.session) : "") +
+                        "); release it first");
+      }
       s_->stats.reacquired++;
-      out.push_back(
-          Event{Event::Kind::granted, call, e->holders.at(held->second), std::nullopt, 0, 0});
+      out.push_back(Event{Event::Kind::granted, call, lease, std::nullopt, 0, 0});
       return Queued{};
     }
     if (auto waiting = e->waiterOf.find(r.owner); waiting != e->waiterOf.end()) {

@@ -163,7 +163,8 @@ class LockTable {
   // answer is a granted or rejected event with that id — in `out` at once
   // when it need not wait. Returns the failure when the request is refused
   // outright (nothing joins the queue, no event). An owner that already
-  // holds the lock gets its lease back unchanged; an owner already waiting
+  // holds the lock gets its lease back unchanged (asked in the same mode and
+  // session; otherwise conflict); an owner already waiting
   // in the queue hands its place to this call (the older call is rejected);
   // with wait 0 the older call leaves the queue (rejected) and this one is
   // tried once as any other (its owner's newest word is not to wait, so no

@@ -226,8 +226,7 @@ TEST_CASE("an owner that holds the lock gets the same lease back unchanged", "[l
   h.acquire({.name = "x", .owner = "a", .ttl = 500});
   Lease first = leaseOf(h, 1);
   h.now = 200;
-  CHECK(why(h.acquire({.name = "x", .owner = "a", .ttl = 9000, .wait = 10, .mode = kShared})) ==
-        "");
+  CHECK(why(h.acquire({.name = "x", .owner = "a", .ttl = 9000, .wait = 10})) == "");
   CHECK(h.events() == Lines{"granted c2 a t1"});
   Lease again = leaseOf(h, 2);
   CHECK(again.token == first.token);
@@ -237,6 +236,16 @@ TEST_CASE("an owner that holds the lock gets the same lease back unchanged", "[l
   CHECK(st.reacquired == 1);
   CHECK(st.grants == 1);
   CHECK(h.table.nextToken() == 2);
+  // Not as something else: a shared lease, or one of a session, is another request.
+  CHECK(why(h.acquire({.name = "x", .owner = "a", .mode = kShared})) ==
+        "conflict: 'x' is held by this owner already, as an exclusive lease (token 1); release "
+        "it first");
+  uint64_t s = h.openSession(5000);
+  CHECK(why(h.acquire({.name = "x", .owner = "a", .wait = 100, .session = s})) ==
+        "conflict: 'x' is held by this owner already, as an exclusive lease (token 1); release "
+        "it first");
+  CHECK(h.out.empty());
+  CHECK(h.table.stats().reacquired == 1);
 }
 
 TEST_CASE("a newer acquire of a waiting owner takes over its place in the queue", "[lock_table]") {
