@@ -43,3 +43,29 @@ rss_kb() {  # $@: pids; their resident memory now, summed, in kB
 us_each() {  # $1: clock ticks, $2: how many things they were spent on; prints µs each
   printf "%.1f" "$(echo "$1 * 1000000 / $(getconf CLK_TCK) / $2" | bc -l)"
 }
+
+part() { [[ " ${parts:-} " == *" $1 "* ]]; }  # $1: a part the script's PARTS names
+
+# Each measure's values over the rounds go to a file of their own; tables show
+# the median and the span.
+rec() { echo "$2" >> "$tmp/m/${1//\//_}"; }  # $1: measure, $2: value
+med() {
+  sort -g "$tmp/m/${1//\//_}" | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
+}
+span() {  # $1: measure, $2: decimals (default 0)
+  sort -g "$tmp/m/${1//\//_}" | awk -v d="${2:-0}" 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%.*f–%.*f", d, lo, d, hi }'
+}
+ratio() { printf "%.2f" "$(echo "$1 / $2" | bc -l)"; }
+
+thread_ticks() {  # $1: label, $2: pid; "label;tid;name ticks" per thread
+  local t
+  for t in /proc/"$2"/task/*; do  # a thread may end meanwhile
+    { printf "%s;%s;%s %s\n" "$1" "${t##*/}" "$(tr ' ' _ < "$t/comm")" \
+      "$(sed 's/.*) //' "$t/stat" | awk '{ print $12 + $13 }')"; } 2>/dev/null || true
+  done
+}
+
+incl() {  # $1: callgrind file, $2: "file.cpp:function(" as callgrind_annotate names it
+  callgrind_annotate --inclusive=yes --threshold=100 "$1" 2>/dev/null |
+    awk -v name="$2" 'index($0, name) && !found { gsub(",", "", $1); print $1; found = 1 }'
+}

@@ -65,7 +65,6 @@ lock_port=${LOCK_PORT:-47130}    # and the next: fsync always, fsync no
 etcd_port=${ETCD_PORT:-47379}    # and the next: its peer port
 redis_port=${REDIS_PORT:-47381}  # and the next: without persistence, appendfsync always
 parts=" ${PARTS:-pairs threads} "
-part() { [[ $parts == *" $1 "* ]]; }
 source bench/lib.sh
 need redis-server redis-cli etcd curl python3 bc
 free_ports "$lock_port" $((lock_port + 1)) "$etcd_port" $((etcd_port + 1)) "$redis_port" $((redis_port + 1))
@@ -203,15 +202,6 @@ EOF
   echo "# round $round fdatasync p50/p99 µs: $r" >&2
 }
 
-# Each measure's values over the rounds go to a file; tables show the median.
-rec() { echo "$2" >> "$tmp/m/${1//\//_}"; }
-med() {
-  sort -g "$tmp/m/${1//\//_}" | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
-}
-span() {  # $2: decimals (default 0)
-  sort -g "$tmp/m/${1//\//_}" | awk -v d="${2:-0}" 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%.*f–%.*f", d, lo, d, hi }'
-}
-ratio() { printf "%.2f" "$(echo "$1 / $2" | bc -l)"; }
 recratio() {  # $1: name, $2 $3: measures; this round's ratio of their last values
   rec "$1" "$(ratio "$(tail -1 "$tmp/m/${2//\//_}")" "$(tail -1 "$tmp/m/${3//\//_}")")"
 }
@@ -316,13 +306,6 @@ fi
 
 # ---- 2. where the CPU goes: every thread, mid-run, 50 clients ----
 
-thread_ticks() {  # $1: label, $2: pid; "label;tid;name ticks" per thread
-  local t
-  for t in /proc/"$2"/task/*; do  # a thread may end meanwhile
-    { printf "%s;%s;%s %s\n" "$1" "${t##*/}" "$(tr ' ' _ < "$t/comm")" \
-      "$(sed 's/.*) //' "$t/stat" | awk '{ print $12 + $13 }')"; } 2>/dev/null || true
-  done
-}
 threads_during() {  # $1: shape label; label-pid pairs are read from $tmp/watch
   sleep 1.5
   local before after
@@ -371,10 +354,6 @@ echo "Instructions in zmesh-lock per acquire + release pair (callgrind, counted 
 echo
 echo "| shape | all threads | libzmq I/O thread | loop thread | journal thread | params check (checkFields) | LockService::acquire | LockService::release | LockTable::acquire | LockTable::release | replies (Server reply()) |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-incl() {  # $1: callgrind file, $2: "file.cpp:function(" as callgrind_annotate names it
-  callgrind_annotate --inclusive=yes --threshold=100 "$1" 2>/dev/null |
-    awk -v name="$2" 'index($0, name) && !found { gsub(",", "", $1); print $1; found = 1 }'
-}
 for shape in u1 u50 c16; do
   start_lock cg $((lock_port + 2)) "no" valgrind --tool=callgrind --instr-atstart=no --separate-threads=yes \
     --callgrind-out-file="$tmp/cg.%p" -q

@@ -31,7 +31,6 @@ keys=${KEYS:-1000000}         # distinct keys for the throughput and memory tabl
 redis_port=${REDIS_PORT:-17379}
 rl_port=${RATELIMIT_PORT:-17120}
 parts=" ${PARTS:-hot threads keys memory} "
-part() { [[ $parts == *" $1 "* ]]; }
 source bench/lib.sh
 need redis-server redis-cli redis-benchmark bc
 free_ports "$redis_port" "$rl_port"
@@ -171,13 +170,7 @@ floor_run() {  # $1: window per connection; sets f_cps
 }
 
 # Each measure's values over the rounds go to a file; tables show the median.
-rec() { echo "$2" >> "$tmp/m/${1//\//_}"; }
 has() { [ -f "$tmp/m/${1//\//_}" ]; }
-med() {
-  sort -g "$tmp/m/${1//\//_}" | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
-}
-span() { sort -g "$tmp/m/${1//\//_}" | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%.0f–%.0f", lo, hi }'; }
-ratio() { printf "%.2f" "$(echo "$1 / $2" | bc -l)"; }
 
 # Whatever else runs on the machine moves every figure: say how busy it was.
 echo "# $(date -u +%FT%TZ) start, load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
@@ -260,13 +253,6 @@ fi
 
 # ---- 2. where the CPU goes: every thread, mid-run ----
 
-thread_ticks() {  # $1: label, $2: pid; "label;tid;name ticks" per thread
-  local t
-  for t in /proc/"$2"/task/*; do  # a thread may end meanwhile
-    { printf "%s;%s;%s %s\n" "$1" "${t##*/}" "$(tr ' ' _ < "$t/comm")" \
-      "$(sed 's/.*) //' "$t/stat" | awk '{ print $12 + $13 }')"; } 2>/dev/null || true
-  done
-}
 # Samples every thread of the servers and load generators over 1.5 s of a run
 # (started 1 s in, past the warm-up); prints "| shape | thread | % of a core |".
 threads_during() {  # $1: shape label, then label=pid pairs are read from $tmp/watch
@@ -459,10 +445,6 @@ echo "Instructions in zmesh-ratelimit per decision (callgrind, counted over $cal
 echo
 echo "| shape | all threads, less the sweep | libzmq I/O thread | loop thread, less the sweep | params check (checkFields) | RateLimitService method | Limiter::check | decide() | reply (Server reply()) | sweep |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-incl() {  # $1: callgrind file, $2: "file.cpp:function(" as callgrind_annotate names it
-  callgrind_annotate --inclusive=yes --threshold=100 "$1" 2>/dev/null |
-    awk -v name="$2" 'index($0, name) && !found { gsub(",", "", $1); print $1; found = 1 }'
-}
 for shape in "fixed_window 1 0" "sliding_window_log_hot 1 0" "gcra 1 0" "token_bucket 1000000 0" "fixed_window 1 16"; do
   read -r rule nkeys batch <<< "$shape"
   start_ratelimit valgrind --tool=callgrind --instr-atstart=no --separate-threads=yes \
