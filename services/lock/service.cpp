@@ -70,8 +70,8 @@ LockService::LockService(rpc::Server& server, rpc::Publisher* publisher, storage
     add("lock.next_token", table_.nextToken());
     add("lock.token_limit", table_.tokenLimit());
     add("lock.events_published", published_);
-    add("lock.durable_waits", durableWaits_);
-    add("lock.waiting_for_durable", afterDurable_.size());
+    add("lock.durable_waits", fence_.waits());
+    add("lock.waiting_for_durable", fence_.waiting());
     add("lock.pending_acquires", calls_.size());
     if (journal_)
       for (auto [name, value] : journal_->counters()) add(name, value);
@@ -226,33 +226,11 @@ void LockService::publish(const char* topic, const Lease& lease) {
 
 void LockService::append(capnp::MessageBuilder& record, storage::Durability durability,
                          std::function<void()> done) {
-  if (closed_) return;  // stopping: nothing more is written, so nothing more is answered
-  if (!journal_) {
-    if (done) done();
-    return;
-  }
-  ++appended_;
-  journal_->append(rpc::toRecord(record), durability, [this, done = std::move(done)] {
-    ++durable_;
-    // What waited for the records before this one goes first, in order.
-    while (!afterDurable_.empty() && afterDurable_.front().first <= durable_) {
-      auto fn = std::move(afterDurable_.front().second);
-      afterDurable_.pop_front();
-      fn();
-    }
-    if (done) done();
-  });
+  // Stopping, the fence is closed: nothing more is written, so nothing more is answered.
+  fence_.append(rpc::toRecord(record), durability, std::move(done));
 }
 
-void LockService::whenDurable(std::function<void()> fn) {
-  if (closed_) return;
-  if (durable_ >= appended_) {
-    fn();
-    return;
-  }
-  ++durableWaits_;
-  afterDurable_.emplace_back(appended_, std::move(fn));
-}
+void LockService::whenDurable(std::function<void()> fn) { fence_.whenDurable(std::move(fn)); }
 
 kj::Promise<void> LockService::durable() {
   auto paf = kj::newPromiseAndFulfiller<void>();
@@ -315,6 +293,7 @@ void LockService::recover() {
       env_, storage::JournalOptions{options_.dataDir, kJournalName, options_.fsync}, recovered,
       [this](std::function<void()> fn) { server_.post(std::move(fn)); },
       [this](std::string message) { onFatal(message); });
+  fence_.attach(journal_.get());
   if (!recovered.records.empty()) maybeRewrite(true);
 }
 
@@ -329,7 +308,7 @@ void LockService::maybeRewrite(bool force) {
 }
 
 void LockService::close() {
-  closed_ = true;
+  fence_.close();
   if (journal_) journal_->close();
   journal_.reset();
   lock_.reset();
@@ -382,7 +361,7 @@ kj::Promise<void> LockService::acquire(AcquireContext context) {
         // Stopping, every waiting call is being dropped: the waiters behind
         // this one would be granted leases nobody hears of. The state dies
         // with the process; nothing of it is journaled.
-        if (server_.stopping() || closed_) return;
+        if (server_.stopping() || fence_.closed()) return;
         handle(events, issuedFrom);
       }));
 }

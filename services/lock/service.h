@@ -21,6 +21,7 @@
 #include "zmesh/rpc/events.h"
 #include "zmesh/rpc/server.h"
 #include "zmesh/storage/env.h"
+#include "zmesh/storage/fence.h"
 #include "zmesh/storage/journal.h"
 
 namespace zmesh::lock {
@@ -101,16 +102,14 @@ class LockService final : public idl::Lock::Server {
   std::unordered_map<uint64_t, kj::Own<kj::PromiseFulfiller<Granted>>> calls_;
   // Records appended and records durable (completions run in append order),
   // and what waits for the second to reach a count of the first.
-  uint64_t appended_ = 0, durable_ = 0;
-  std::deque<std::pair<uint64_t, std::function<void()>>> afterDurable_;
+  storage::Fence fence_;
   uint64_t reservedTokens_ = 1;  // the highest token bound appended to the log
   bool reserving_ = false;
   std::optional<Millis> wakeArmedAt_;
   kj::Promise<void> wakeTimer_ = nullptr;
   bool rewriting_ = false;
-  bool closed_ = false;
   std::string fatal_;
-  uint64_t published_ = 0, durableWaits_ = 0;
+  uint64_t published_ = 0;
 };
 
 }  // namespace zmesh::lock

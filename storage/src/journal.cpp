@@ -191,7 +191,11 @@ Recovered Journal::recover(Env& env, const std::string& dir, const std::string& 
 namespace {
 
 struct Item {
-  bool isRewrite = false;
+  // A record to append, or a step of a snapshot: begin (later records go to
+  // a new log generation), a slice of its payload, end (write it, rename it
+  // into place, remove the logs it covers).
+  enum class Kind : uint8_t { record, snapshotBegin, snapshotSlice, snapshotEnd };
+  Kind kind = Kind::record;
   std::string payload;
   Durability durability = Durability::policy;
   Journal::Done done;
@@ -210,9 +214,10 @@ struct Journal::Impl {
 
   std::mutex mu;
   std::condition_variable cv;
-  std::vector<Item> queue;  // guarded by mu
-  bool stopping = false;    // guarded by mu
-  bool closed = false;      // owner thread only
+  std::vector<Item> queue;    // guarded by mu
+  bool stopping = false;      // guarded by mu
+  bool closed = false;        // owner thread only
+  bool snapshotOpen = false;  // owner thread only: beginSnapshot() without its end yet
   std::thread thread;
 
   // Set under mu (so no item can slip into the queue after fail() drained
@@ -226,7 +231,9 @@ struct Journal::Impl {
   // Helper thread only (the constructor's thread before the helper starts).
   std::unique_ptr<WritableFile> log;
   uint64_t generation = 0;
-  bool unsynced = false;  // records written to `log` since its last fsync
+  uint64_t snapshotGeneration = 0;  // the first log a snapshot being staged does not cover
+  std::string staged;               // its payload so far
+  bool unsynced = false;            // records written to `log` since its last fsync
   Clock::time_point lastSync;
 
   // Creates log `gen` with a durable header and a durable directory entry,
@@ -294,13 +301,25 @@ struct Journal::Impl {
   // Runs queued items in order; appends between two rewrites form one batch.
   void process(std::vector<Item>& work) {
     for (size_t i = 0; i < work.size();) {
-      if (work[i].isRewrite) {
-        doRewrite(work[i]);
-        ++i;
-        continue;
+      switch (work[i].kind) {
+        case Item::Kind::snapshotBegin:
+          beginSnapshot();
+          ++i;
+          continue;
+        case Item::Kind::snapshotSlice:
+          staged.append(work[i].payload);
+          std::string().swap(work[i].payload);
+          ++i;
+          continue;
+        case Item::Kind::snapshotEnd:
+          endSnapshot(work[i]);
+          ++i;
+          continue;
+        case Item::Kind::record:
+          break;
       }
       size_t end = i;
-      while (end < work.size() && !work[end].isRewrite) ++end;
+      while (end < work.size() && work[end].kind == Item::Kind::record) ++end;
       commit(work, i, end);
       i = end;
     }
@@ -344,16 +363,20 @@ struct Journal::Impl {
     }
   }
 
-  void doRewrite(Item& item) {
+  void beginSnapshot() {
     // The old log must be durable before a newer generation exists: otherwise
     // a crash could keep records of the new log while losing older ones.
     if (unsynced) syncLog();
-    const uint64_t next = generation + 1;
-    openLog(next);
+    openLog(generation + 1);
+    snapshotGeneration = generation;
+    std::string().swap(staged);
+  }
 
+  void endSnapshot(Item& item) {
+    const uint64_t next = snapshotGeneration;
+    const std::string& payload = staged;
     const std::string snapPath = snapshotPath(opts.dir, opts.name);
     const std::string tmpPath = snapPath + ".tmp";
-    const std::string& payload = item.payload;
     {
       auto f = env.openTruncate(tmpPath);
       std::string header;
@@ -371,7 +394,7 @@ struct Journal::Impl {
     }
     env.rename(tmpPath, snapPath);
     env.syncDir(opts.dir);
-    std::string().swap(item.payload);
+    std::string().swap(staged);
 
     // Not followed by a directory fsync: a removal that is lost in a crash
     // leaves a covered log behind, which recovery removes again.
@@ -445,13 +468,35 @@ void Journal::append(std::string payload, Durability durability, Done done) {
                             " bytes exceeds the maximum of " + std::to_string(kMaxRecordSize));
   }
   const uint64_t size = kRecordHeaderSize + payload.size();
-  impl_->enqueue(Item{false, std::move(payload), durability, std::move(done)});
+  impl_->enqueue(Item{Item::Kind::record, std::move(payload), durability, std::move(done)});
   impl_->logBytes.fetch_add(size, std::memory_order_relaxed);
 }
 
 void Journal::rewrite(std::string snapshotPayload, Done done) {
-  impl_->enqueue(Item{true, std::move(snapshotPayload), Durability::forceSync, std::move(done)});
+  beginSnapshot();
+  addToSnapshot(std::move(snapshotPayload));
+  endSnapshot(std::move(done));
+}
+
+void Journal::beginSnapshot() {
+  if (impl_->snapshotOpen)
+    throw std::logic_error("journal " + impl_->opts.name + ": a snapshot is already being written");
+  impl_->enqueue(Item{Item::Kind::snapshotBegin, {}, Durability::forceSync, nullptr});
+  impl_->snapshotOpen = true;
   impl_->logBytes.store(kLogHeaderSize, std::memory_order_relaxed);
+}
+
+void Journal::addToSnapshot(std::string slice) {
+  if (!impl_->snapshotOpen)
+    throw std::logic_error("journal " + impl_->opts.name + ": no snapshot begun");
+  impl_->enqueue(Item{Item::Kind::snapshotSlice, std::move(slice), Durability::forceSync, nullptr});
+}
+
+void Journal::endSnapshot(Done done) {
+  if (!impl_->snapshotOpen)
+    throw std::logic_error("journal " + impl_->opts.name + ": no snapshot begun");
+  impl_->snapshotOpen = false;
+  impl_->enqueue(Item{Item::Kind::snapshotEnd, {}, Durability::forceSync, std::move(done)});
 }
 
 uint64_t Journal::logBytes() const { return impl_->logBytes.load(std::memory_order_relaxed); }

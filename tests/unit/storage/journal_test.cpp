@@ -164,6 +164,34 @@ TEST_CASE("journal: records and snapshots come back in order after a clean close
   CHECK(rec.nextGeneration == 3);
 }
 
+TEST_CASE("journal: a snapshot written in slices covers the logs before its cut", "[journal]") {
+  Harness h;
+  Journal& j = h.open(FsyncPolicy::always);
+  for (const auto& r : numbered(5, "a")) j.append(r, Durability::policy, nullptr);
+  j.beginSnapshot();
+  CHECK_THROWS_AS(j.beginSnapshot(), std::logic_error);
+  // Appends between the slices belong to the log after the cut, whatever
+  // the slices show of them.
+  j.addToSnapshot("slice-1;");
+  for (const auto& r : numbered(3, "b")) j.append(r, Durability::policy, nullptr);
+  j.addToSnapshot("slice-2");
+  bool done = false;
+  j.endSnapshot([&] { done = true; });
+  CHECK_THROWS_AS(j.addToSnapshot("late"), std::logic_error);
+  CHECK_THROWS_AS(j.endSnapshot(nullptr), std::logic_error);
+  j.append("c", Durability::policy, nullptr);
+  REQUIRE(h.loop.runUntil([&] { return done; }));
+  CHECK(j.stats().rewrites == 1);
+  h.close();
+  CHECK_FALSE(h.fatal);
+
+  const Recovered rec = h.recover();
+  CHECK(rec.snapshot == "slice-1;slice-2");
+  auto expected = numbered(3, "b");
+  expected.push_back("c");
+  CHECK(rec.records == expected);
+}
+
 TEST_CASE("journal: what survives a crash is what the policy promised", "[journal]") {
   Harness h;
 

@@ -127,8 +127,21 @@ class Journal {
   // directory and removes the logs it covers; then posts `done`.
   void rewrite(std::string snapshotPayload, Done done);
 
+  // A snapshot built a slice at a time while appends go on, for a state too
+  // large to serialise in one turn of the owner's loop. beginSnapshot() is
+  // rewrite()'s cut: later appends go to a new log generation, and the
+  // snapshot covers every log before it. The slices (joined, they are the
+  // payload) may reflect appends made after the cut, so this is only for
+  // records that set state absolutely — replaying one over a state that
+  // already has it changes nothing — as the cache's do. endSnapshot() writes
+  // it as rewrite() does, then posts `done`. One at a time (std::logic_error
+  // otherwise); the helper holds the payload in memory until the end.
+  void beginSnapshot();
+  void addToSnapshot(std::string slice);
+  void endSnapshot(Done done);
+
   // Bytes in the current log generation, counting queued appends; resets when
-  // rewrite() is called. For the owner's decision to rewrite. Any thread.
+  // rewrite() or beginSnapshot() is called. For the owner's decision to rewrite. Any thread.
   uint64_t logBytes() const;
 
   // True once a storage error stopped the journal. Any thread.
