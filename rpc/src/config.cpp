@@ -2,6 +2,7 @@
 
 #include <toml++/toml.h>
 
+#include <cctype>
 #include <charconv>
 #include <filesystem>
 #include <optional>
@@ -95,6 +96,45 @@ std::chrono::milliseconds ConfigSection::duration(std::string_view key,
     fail(key, "expected a duration from " + formatDuration(min) + " to " + formatDuration(max) +
                   ", got " + describe(*node));
   return *d;
+}
+
+std::optional<uint64_t> parseBytes(std::string_view text) {
+  uint64_t n = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (ec != std::errc() || end == text.data()) return std::nullopt;
+  std::string unit(end, text.data() + text.size());
+  for (auto& c : unit) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  int shift = 0;
+  if (unit.empty() || unit == "b")
+    shift = 0;
+  else if (unit == "kb" || unit == "kib" || unit == "k")
+    shift = 10;
+  else if (unit == "mb" || unit == "mib" || unit == "m")
+    shift = 20;
+  else if (unit == "gb" || unit == "gib" || unit == "g")
+    shift = 30;
+  else
+    return std::nullopt;
+  if (n > (UINT64_MAX >> shift)) return std::nullopt;
+  return n << shift;
+}
+
+uint64_t ConfigSection::bytes(std::string_view key, uint64_t fallback, uint64_t min,
+                              uint64_t max) const {
+  if (!has(key)) return fallback;
+  auto* node = table_->get(key);
+  std::optional<uint64_t> n;
+  if (node->is_integer() && **node->as_integer() >= 0)
+    n = static_cast<uint64_t>(**node->as_integer());
+  else if (node->is_string())
+    n = parseBytes(**node->as_string());
+  if (!n)
+    fail(key,
+         "expected a size such as 4096, \"512kb\", \"64mb\" or \"2gb\", got " + describe(*node));
+  if (*n < min || *n > max)
+    fail(key, "expected a size from " + std::to_string(min) + " to " + std::to_string(max) +
+                  " bytes, got " + describe(*node));
+  return *n;
 }
 
 std::vector<std::string> ConfigSection::strings(std::string_view key) const {

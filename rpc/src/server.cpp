@@ -288,7 +288,7 @@ struct Server::Impl {
     const zmq::message_t& request = frames[1];
     size_t paramBytes = request.size() - headerFrame->bodyOffset();
     if (paramBytes > self.options_.maxRequestBytes)
-      return early(StatusCode::INVALID_ARGUMENT,
+      return early(StatusCode::PAYLOAD_TOO_LARGE,
                    "request of " + std::to_string(paramBytes) + " bytes exceeds the limit of " +
                        std::to_string(self.options_.maxRequestBytes) + " bytes",
                    c.oversize, retainKey);

@@ -611,14 +611,14 @@ TEST_CASE("client resends of a slow retryable call are absorbed by the server", 
 
 // ---- untrusted input ----
 
-TEST_CASE("oversize params answer INVALID_ARGUMENT and calls go on", "[rpc][limits]") {
+TEST_CASE("oversize params answer PAYLOAD_TOO_LARGE and calls go on", "[rpc][limits]") {
   TestServer server({"--max-request-bytes", "1024"});
   zmq::context_t context;
   rpc::ClientThread client(context);
   auto channel = client.channel(server.endpoint);
 
   auto big = channel.callSync(kTest, method("echo"), echoParams("big", 2000), timeout(3s));
-  CHECK(big.status.code == StatusCode::INVALID_ARGUMENT);
+  CHECK(big.status.code == StatusCode::PAYLOAD_TOO_LARGE);
   CHECK(big.status.message.find("1024") != std::string::npos);
   auto ok = channel.callSync(kTest, method("echo"), echoParams("small", 500), timeout(3s));
   REQUIRE(ok.status.ok());
@@ -637,7 +637,7 @@ TEST_CASE("oversize params answer INVALID_ARGUMENT and calls go on", "[rpc][limi
   SECTION("many oversize calls in a row") {
     for (int i = 0; i < 50; ++i)
       REQUIRE(channel.callSync(kTest, method("echo"), echoParams("big", 1500), timeout(3s))
-                  .status.code == StatusCode::INVALID_ARGUMENT);
+                  .status.code == StatusCode::PAYLOAD_TOO_LARGE);
     REQUIRE(echo(channel, "after").status.ok());
     CHECK(stat(channel, "rpc.oversize") == 51);
   }

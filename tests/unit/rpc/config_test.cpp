@@ -337,3 +337,29 @@ TEST_CASE("paths in a mesh file are relative to its directory", "[config]") {
   std::remove((dir + "/mesh.toml").c_str());
   ::rmdir(dir.c_str());
 }
+
+TEST_CASE("sizes in bytes: integers or units of 1024, range-checked", "[config]") {
+  CHECK(rpc::parseBytes("0") == 0u);
+  CHECK(rpc::parseBytes("4096") == 4096u);
+  CHECK(rpc::parseBytes("512kb") == 512u << 10);
+  CHECK(rpc::parseBytes("64MB") == uint64_t{64} << 20);
+  CHECK(rpc::parseBytes("64MiB") == uint64_t{64} << 20);
+  CHECK(rpc::parseBytes("2gb") == uint64_t{2} << 30);
+  CHECK(rpc::parseBytes("1g") == uint64_t{1} << 30);
+  for (const char* bad :
+       {"", "mb", "-1", "1.5mb", "1 mb", "1tb", "64mbx", "99999999999999999999", "17179869184gb"})
+    CHECK_FALSE(rpc::parseBytes(bad).has_value());
+
+  auto config = rpc::MeshConfig::parse(
+      "[svc]\nint = 100\ntext = \"1mb\"\nbad = \"1 mb\"\nneg = -1\nlist = [1]\n", "mesh.toml");
+  auto s = config.section("svc");
+  CHECK(s.bytes("int", 7, 0, 1000) == 100u);
+  CHECK(s.bytes("text", 7, 0, UINT64_MAX) == 1u << 20);
+  CHECK(s.bytes("missing", 7, 0, 10) == 7u);
+  CHECK_THAT(errorOf([&] { s.bytes("bad", 7, 0, UINT64_MAX); }),
+             Catch::Contains("svc.bad: expected a size such as 4096"));
+  CHECK_THAT(errorOf([&] { s.bytes("neg", 7, 0, UINT64_MAX); }), Catch::Contains("svc.neg"));
+  CHECK_THAT(errorOf([&] { s.bytes("list", 7, 0, UINT64_MAX); }), Catch::Contains("svc.list"));
+  CHECK_THAT(errorOf([&] { s.bytes("text", 7, 0, 1000); }),
+             Catch::Contains("svc.text: expected a size from 0 to 1000 bytes, got '1mb'"));
+}

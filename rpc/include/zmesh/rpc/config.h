@@ -45,6 +45,10 @@ class ConfigSection {
   std::chrono::milliseconds duration(std::string_view key, std::chrono::milliseconds fallback,
                                      std::chrono::milliseconds min = std::chrono::milliseconds(0),
                                      std::chrono::milliseconds max = std::chrono::hours(24)) const;
+  // A size in bytes: a bare integer, or "512kb", "64mb", "2gb" (also "KiB",
+  // "MiB", "GiB": units of 1024, as Redis counts them; any case). Outside
+  // [min, max] is an error.
+  uint64_t bytes(std::string_view key, uint64_t fallback, uint64_t min, uint64_t max) const;
   std::vector<std::string> strings(std::string_view key) const;
   // A string naming a file or directory; relative to the mesh file's directory
   // (not the process's), so every process reading the file means the same place.
@@ -110,5 +114,7 @@ class MeshConfig {
 
 // Parses "250ms" / "30s" / "5m" / "1h" / "2d"; nullopt when malformed.
 std::optional<std::chrono::milliseconds> parseDuration(std::string_view text);
+// Parses 4096 / "512kb" / "64MiB" / "2gb" (see ConfigSection::bytes); nullopt when malformed.
+std::optional<uint64_t> parseBytes(std::string_view text);
 
 }  // namespace zmesh::rpc

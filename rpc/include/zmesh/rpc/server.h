@@ -33,7 +33,7 @@ namespace zmesh::rpc {
 struct ServerOptions {
   std::string name = "service";        // for logs and stats
   std::vector<std::string> endpoints;  // bound by bind()
-  size_t maxRequestBytes = 1 << 20;    // larger params answer INVALID_ARGUMENT
+  size_t maxRequestBytes = 1 << 20;    // larger params answer PAYLOAD_TOO_LARGE
   uint32_t defaultBudgetMs = 30000;    // for requests that carry none
   uint32_t maxBudgetMs = 300000;       // a larger budget is cut to this
   // Calls whose method has not answered yet; one more that would wait is
