@@ -2,6 +2,7 @@
 // a bad file is a ConfigError naming the key, never a crash.
 #include <string>
 
+#include "cache_config.h"
 #include "gateway_config.h"
 #include "lock_config.h"
 #include "rules_config.h"
@@ -26,8 +27,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       (void)lock::parseLockOptions(config.section("lock"));
     } catch (const rpc::ConfigError&) {
     }
+    try {
+      (void)cache::parseCacheOptions(config.section("cache"));
+    } catch (const rpc::ConfigError&) {
+    }
     rpc::CommonFlags flags;
-    for (const char* service : {"idgen", "ratelimit", "lock", "broker", "testsvc"}) {
+    for (const char* service : {"idgen", "ratelimit", "lock", "cache", "broker", "testsvc"}) {
       try {
         (void)rpc::hostOptionsFrom(config, service, flags, "tcp://127.0.0.1:0");
       } catch (const rpc::ConfigError&) {

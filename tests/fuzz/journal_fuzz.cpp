@@ -2,14 +2,16 @@
 // as the services recover them, every record then read as an idgen record
 // (checked), replayed as a rate limiter's (overrides into a Limiter) and as
 // the lock service's (restored into a LockTable, whose snapshot must replay
-// into the same state).
+// into the same state) and as the cache's (into a small CacheStore, whose
+// sliced snapshot must replay into the same keys).
 // A damaged directory is refused with StorageError (or the record with
 // FrameError), never a crash, never an endless read.
 #include <cstdlib>
 #include <string>
 
-#include "lock_log.h"  // zmesh-lock's replay
-#include "service.h"   // zmesh-ratelimit's replay
+#include "cache_log.h"  // zmesh-cache's replay
+#include "lock_log.h"   // zmesh-lock's replay
+#include "service.h"    // zmesh-ratelimit's replay
 #include "zmesh/idl/idgen.capnp.h"
 #include "zmesh/rpc/frame.h"
 #include "zmesh/storage/fault_env.h"
@@ -77,6 +79,28 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       std::abort();
     lock::Events events;
     table.advance(1'000'000'000, events);  // every lease expires, every session ends
+  } catch (const storage::StorageError&) {
+  }
+  try {
+    auto recovered = storage::Journal::recover(env, dir, "idgen");
+    cache::CacheOptions options;
+    options.maxMemory = 1 << 20;  // replays past it evict, as a restart with a smaller limit does
+    cache::CacheStore store(options);
+    const cache::Millis now = 1'700'000'000'000;
+    if (recovered.snapshot) cache::replaySnapshot(store, *recovered.snapshot, now);
+    for (auto& record : recovered.records) cache::replayRecord(store, record, now);
+    // What a snapshot of it would hold reads back as the same keys.
+    std::string snapshot;
+    cache::ScanCursor c;
+    while (!c.done)
+      c = store.scanRange(c.position, UINT64_MAX, 64, now,
+                          [&](std::string_view k, std::string_view v, cache::Millis e) {
+                            cache::appendSnapshotEntry(snapshot, k, v, e);
+                          });
+    options.maxMemory = uint64_t{1} << 30;  // the same keys, nothing evicted on the way
+    cache::CacheStore again(options);
+    cache::replaySnapshot(again, snapshot, now);
+    if (again.size() != store.size()) std::abort();
   } catch (const storage::StorageError&) {
   }
   return 0;
