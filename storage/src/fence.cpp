@@ -8,11 +8,13 @@ void Fence::append(std::string payload, Durability durability, Journal::Done don
     if (done) done();
     return;
   }
-  ++appended_;
+  // Counted once the journal took it: a record it refuses (too large) must
+  // not leave the count waiting for a completion that never comes.
   journal_->append(std::move(payload), durability, [this, done = std::move(done)] {
     completed();
     if (done) done();
   });
+  ++appended_;
 }
 
 void Fence::completed() {

@@ -22,8 +22,12 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-constexpr uint32_t kSnapshotFormatVersion = 1;
+// Version 1: the header's payload size is the size. Version 2 (written now):
+// the snapshot is streamed a slice at a time, so the header's size is 0 and
+// the last record, 8 bytes, is the payload size.
+constexpr uint32_t kSnapshotFormatVersion = 2;
 constexpr size_t kSnapshotHeaderSize = 4 + 8 + 8;
+constexpr size_t kSnapshotTrailerSize = 8;
 constexpr auto kEverysecInterval = std::chrono::seconds(1);
 
 void checkName(const std::string& name) {
@@ -79,22 +83,29 @@ Snapshot parseSnapshot(std::string_view bytes, const std::string& path) {
   }
   const std::string_view header = r.records[0];
   const uint64_t version = detail::getLe(header, 0, 4);
-  if (version != kSnapshotFormatVersion) {
+  if (version != 1 && version != 2) {
     throw StorageError(path + ": unsupported snapshot format version " + std::to_string(version) +
-                       " (this build reads version " + std::to_string(kSnapshotFormatVersion) +
-                       ")");
+                       " (this build reads versions 1 and " +
+                       std::to_string(kSnapshotFormatVersion) + ")");
   }
   Snapshot s;
   s.nextGeneration = detail::getLe(header, 4, 8);
-  const uint64_t size = detail::getLe(header, 12, 8);
+  size_t end = r.records.size();  // one past the last payload record
+  uint64_t size = detail::getLe(header, 12, 8);
+  if (version == 2) {
+    if (end < 2 || r.records[end - 1].size() != kSnapshotTrailerSize)
+      throw StorageError("corrupt snapshot " + path + " (no trailer: cut short)");
+    size = detail::getLe(r.records[end - 1], 0, 8);
+    --end;
+  }
   uint64_t total = 0;
-  for (size_t i = 1; i < r.records.size(); ++i) total += r.records[i].size();
+  for (size_t i = 1; i < end; ++i) total += r.records[i].size();
   if (total != size) {
     throw StorageError("corrupt snapshot " + path + " (holds " + std::to_string(total) +
-                       " payload bytes, header says " + std::to_string(size) + ")");
+                       " payload bytes, its size record says " + std::to_string(size) + ")");
   }
   s.payload.reserve(size);
-  for (size_t i = 1; i < r.records.size(); ++i) s.payload.append(r.records[i]);
+  for (size_t i = 1; i < end; ++i) s.payload.append(r.records[i]);
   return s;
 }
 
@@ -227,13 +238,16 @@ struct Journal::Impl {
   std::atomic<uint64_t> appends{0}, syncs{0}, bytes{0}, batches{0}, maxBatch{0}, rewrites{0};
   // What waits for the helper (set under mu, read anywhere).
   std::atomic<uint64_t> queuedRecords{0}, queuedBytes{0};
+  // Snapshot slices waiting for the helper, apart: a snapshot is not the disk falling behind.
+  std::atomic<uint64_t> snapshotQueued{0};
 
   // Helper thread only (the constructor's thread before the helper starts).
   std::unique_ptr<WritableFile> log;
   uint64_t generation = 0;
-  uint64_t snapshotGeneration = 0;  // the first log a snapshot being staged does not cover
-  std::string staged;               // its payload so far
-  bool unsynced = false;            // records written to `log` since its last fsync
+  uint64_t snapshotGeneration = 0;  // the first log a snapshot being written does not cover
+  std::unique_ptr<WritableFile> snapshotFile;  // its .tmp, while it is written
+  uint64_t snapshotBytes = 0;                  // its payload so far
+  bool unsynced = false;                       // records written to `log` since its last fsync
   Clock::time_point lastSync;
 
   // Creates log `gen` with a durable header and a durable directory entry,
@@ -307,7 +321,7 @@ struct Journal::Impl {
           ++i;
           continue;
         case Item::Kind::snapshotSlice:
-          staged.append(work[i].payload);
+          addToSnapshot(work[i].payload);
           std::string().swap(work[i].payload);
           ++i;
           continue;
@@ -369,37 +383,44 @@ struct Journal::Impl {
     if (unsynced) syncLog();
     openLog(generation + 1);
     snapshotGeneration = generation;
-    std::string().swap(staged);
+    snapshotBytes = 0;
+    snapshotFile = env.openTruncate(snapshotPath(opts.dir, opts.name) + ".tmp");
+    std::string header;
+    detail::putLe(header, kSnapshotFormatVersion, 4);
+    detail::putLe(header, snapshotGeneration, 8);
+    detail::putLe(header, 0, 8);  // version 2: the size is the trailer's
+    snapshotFile->append(logFileHeader() + encodeRecord(header));
+  }
+
+  // Written as it comes, in records of at most kMaxRecordSize, so a snapshot
+  // of any size is never held whole.
+  void addToSnapshot(std::string_view slice) {
+    for (size_t off = 0; off < slice.size(); off += kMaxRecordSize)
+      snapshotFile->append(encodeRecord(slice.substr(off, kMaxRecordSize)));
+    snapshotBytes += slice.size();
+    snapshotQueued.fetch_sub(slice.size(), std::memory_order_relaxed);
   }
 
   void endSnapshot(Item& item) {
-    const uint64_t next = snapshotGeneration;
-    const std::string& payload = staged;
+    // The slices may show records of the new log that are not durable yet
+    // (everysec, no): they must be before the snapshot is, or a crash could
+    // keep a later write the snapshot shows and lose an earlier one it does
+    // not — a state that never existed.
+    if (unsynced) syncLog();
     const std::string snapPath = snapshotPath(opts.dir, opts.name);
-    const std::string tmpPath = snapPath + ".tmp";
-    {
-      auto f = env.openTruncate(tmpPath);
-      std::string header;
-      detail::putLe(header, kSnapshotFormatVersion, 4);
-      detail::putLe(header, next, 8);
-      detail::putLe(header, payload.size(), 8);
-      f->append(logFileHeader() + encodeRecord(header));
-      // Chunked so that a snapshot can exceed the record size limit, and is
-      // never copied whole.
-      for (size_t off = 0; off < payload.size(); off += kMaxRecordSize) {
-        f->append(encodeRecord(std::string_view(payload).substr(off, kMaxRecordSize)));
-      }
-      f->sync();
-      f->close();
-    }
-    env.rename(tmpPath, snapPath);
+    std::string trailer;
+    detail::putLe(trailer, snapshotBytes, 8);
+    snapshotFile->append(encodeRecord(trailer));
+    snapshotFile->sync();
+    snapshotFile->close();
+    snapshotFile.reset();
+    env.rename(snapPath + ".tmp", snapPath);
     env.syncDir(opts.dir);
-    std::string().swap(staged);
 
     // Not followed by a directory fsync: a removal that is lost in a crash
     // leaves a covered log behind, which recovery removes again.
     for (uint64_t gen : listLogs(env, opts.dir, opts.name)) {
-      if (gen < next) env.remove(logPath(opts.dir, opts.name, gen));
+      if (gen < snapshotGeneration) env.remove(logPath(opts.dir, opts.name, gen));
     }
     rewrites.fetch_add(1, std::memory_order_relaxed);
     if (item.done) post(std::move(item.done));
@@ -421,8 +442,10 @@ struct Journal::Impl {
       queue.clear();
       queuedRecords.store(0, std::memory_order_relaxed);
       queuedBytes.store(0, std::memory_order_relaxed);
+      snapshotQueued.store(0, std::memory_order_relaxed);
     }
-    log.reset();  // closes without reporting: the error that matters is `message`
+    log.reset();
+    snapshotFile.reset();  // closes without reporting: the error that matters is `message`
     post([onFatal = onFatal, message = std::move(message), dropped = std::move(dropped)]() mutable {
       dropped.clear();
       if (onFatal) onFatal(message);
@@ -436,8 +459,12 @@ struct Journal::Impl {
       // After a fatal error nothing is durable any more; `item.done` is
       // destroyed here, on the owner's thread, without running.
       if (failed.load()) return;
-      queuedRecords.fetch_add(1, std::memory_order_relaxed);
-      queuedBytes.fetch_add(item.payload.size(), std::memory_order_relaxed);
+      if (item.kind == Item::Kind::record) {
+        queuedRecords.fetch_add(1, std::memory_order_relaxed);
+        queuedBytes.fetch_add(item.payload.size(), std::memory_order_relaxed);
+      } else {
+        snapshotQueued.fetch_add(item.payload.size(), std::memory_order_relaxed);
+      }
       queue.push_back(std::move(item));
     }
     cv.notify_one();
@@ -518,10 +545,15 @@ FsyncPolicy Journal::policy() const { return impl_->opts.policy; }
 
 std::vector<std::pair<const char*, uint64_t>> Journal::counters() const {
   auto j = stats();
-  return {{"journal.appends", j.appends},          {"journal.syncs", j.syncs},
-          {"journal.batches", j.batches},          {"journal.max_batch", j.maxBatch},
-          {"journal.rewrites", j.rewrites},        {"journal.queued_records", j.queuedRecords},
-          {"journal.queued_bytes", j.queuedBytes}, {"journal.log_bytes", logBytes()}};
+  return {{"journal.appends", j.appends},
+          {"journal.syncs", j.syncs},
+          {"journal.batches", j.batches},
+          {"journal.max_batch", j.maxBatch},
+          {"journal.rewrites", j.rewrites},
+          {"journal.queued_records", j.queuedRecords},
+          {"journal.queued_bytes", j.queuedBytes},
+          {"journal.log_bytes", logBytes()},
+          {"journal.snapshot_queued_bytes", j.snapshotQueuedBytes}};
 }
 
 JournalStats Journal::stats() const {
@@ -535,6 +567,7 @@ JournalStats Journal::stats() const {
   s.rewrites = i.rewrites.load(std::memory_order_relaxed);
   s.queuedRecords = i.queuedRecords.load(std::memory_order_relaxed);
   s.queuedBytes = i.queuedBytes.load(std::memory_order_relaxed);
+  s.snapshotQueuedBytes = i.snapshotQueued.load(std::memory_order_relaxed);
   return s;
 }
 

@@ -7,8 +7,11 @@
 //                            it (record_log.h framing); generation is decimal
 //   <name>.snapshot          record_log.h framing: a header record
 //                            {format version u32le, next log generation u64le,
-//                            payload size u64le}, then the payload split into
-//                            records of at most kMaxRecordSize
+//                            payload size u64le (version 1) or 0 (version 2)},
+//                            the payload split into records of at most
+//                            kMaxRecordSize, and (version 2, written now: the
+//                            payload is streamed) a last record {payload size
+//                            u64le}
 //   <name>.snapshot.tmp      a snapshot being written; never read
 //
 // Crash safety rests on three orderings: a log is fsynced before a later
@@ -75,6 +78,9 @@ struct JournalStats {
   // falls behind instead of queueing without bound.
   uint64_t queuedRecords = 0;
   uint64_t queuedBytes = 0;
+  // Snapshot slices waiting to be written (not counted above): a writer of
+  // slices paces itself by it.
+  uint64_t snapshotQueuedBytes = 0;
 };
 
 class Journal {
@@ -134,8 +140,10 @@ class Journal {
   // payload) may reflect appends made after the cut, so this is only for
   // records that set state absolutely — replaying one over a state that
   // already has it changes nothing — as the cache's do. endSnapshot() writes
-  // it as rewrite() does, then posts `done`. One at a time (std::logic_error
-  // otherwise); the helper holds the payload in memory until the end.
+  // it as rewrite() does (the log fsynced first, so the snapshot shows no
+  // record a crash could still lose), then posts `done`. One at a time
+  // (std::logic_error otherwise); slices are written to the .tmp file as they
+  // come, never held whole.
   void beginSnapshot();
   void addToSnapshot(std::string slice);
   void endSnapshot(Done done);
