@@ -3,7 +3,8 @@
 # limit, an append-only log + snapshot. API.md "Cache".
 #
 # Keys: 1..max_key_bytes bytes, any bytes; values: 0..max_value_bytes bytes.
-# Over either limit: PAYLOAD_TOO_LARGE. Times on the wire are durations in ms.
+# Over either limit: PAYLOAD_TOO_LARGE (an empty key: INVALID_ARGUMENT), for
+# reads as for writes. Times on the wire are durations in ms.
 # A write refused under the `noeviction` policy: INSUFFICIENT_STORAGE (507).
 
 using Cxx = import "/capnp/c++.capnp";
@@ -49,8 +50,10 @@ struct CacheStats {
 }
 
 interface Cache {
-  get @0 (key :Data) -> (found :Bool, value :Data);
-  # A miss is found = false, not an error.
+  get @0 (key :Data) -> (found :Bool, value :Data) $readOnly;
+  # A miss is found = false, not an error. (Read-only for a resend: it runs
+  # again rather than keep a value for the retry window; the use it counts
+  # for LRU/LFU is harmless twice.)
 
   set @1 (key :Data, value :Data, ttlMs :UInt64, condition :SetCondition = always,
           keepTtl :Bool) -> (stored :Bool);
@@ -81,8 +84,9 @@ interface Cache {
 
   scan @9 (prefix :Data, cursor :Text, count :UInt32 = 100) -> (keys :List(Data), cursor :Text) $readOnly;
   # Keys starting with prefix, in the order of their 64-bit hash; each call
-  # examines about count keys (1..max_batch), so an answer may hold fewer
-  # keys, even none, with the scan not yet complete. Start with cursor ""; the scan is
+  # examines about count keys (at least 1; more than max_batch is cut to it),
+  # so an answer may hold fewer keys, even none, with the scan not yet
+  # complete. Start with cursor ""; the scan is
   # complete when the answer's cursor is "". A key present for the whole
   # scan is returned at least once, whatever is written meanwhile; one added
   # or removed meanwhile may or may not be. A cursor this service did not

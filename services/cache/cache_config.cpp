@@ -51,8 +51,9 @@ CacheServiceOptions parseCacheOptions(const rpc::ConfigSection& s, const CacheFl
           *flags.maxMemory + "'");
     o.maxMemory = *n;
   }
+  // Both fit one log record (storage::kMaxRecordSize) with room to spare.
   o.maxKeyBytes = s.bytes("max_key_bytes", 4096, 1, 1 << 20);
-  o.maxValueBytes = s.bytes("max_value_bytes", 512 << 10, 0, 256 << 20);
+  o.maxValueBytes = s.bytes("max_value_bytes", 512 << 10, 0, 32 << 20);
   o.maxTtl = s.duration("max_ttl", milliseconds(Millis{10} * 365 * 24 * 3600 * 1000),
                         milliseconds(1), milliseconds(Millis{100} * 365 * 24 * 3600 * 1000))
                  .count();

@@ -15,6 +15,7 @@ namespace zmesh::cache {
 namespace {
 
 constexpr const char* kJournalName = "cache";
+constexpr uint64_t kSliceBytes = 1 << 20;  // a snapshot slice, about
 constexpr const char* kTopicNames[] = {"cache.set", "cache.invalidated", "cache.evicted"};
 
 std::string_view view(capnp::Data::Reader d) {
@@ -25,10 +26,16 @@ capnp::Data::Reader bytesOf(std::string_view s) {
   return {reinterpret_cast<const kj::byte*>(s.data()), s.size()};
 }
 
-// A duration from the wire as the core's Millis; one beyond any TTL the core
-// accepts stays beyond it (so the core's own check names it) without
-// overflowing later arithmetic.
-Millis millis(uint64_t ms) { return static_cast<Millis>(std::min<uint64_t>(ms, INT64_MAX / 4)); }
+// A TTL from the wire as the core's Millis, checked here so the error names
+// the value sent (the core's own check would see it cut to fit an int64).
+kj::Maybe<kj::Exception> badTtl(uint64_t ms, Millis maxTtl, Millis& out) {
+  if (ms > static_cast<uint64_t>(maxTtl))
+    return rpc::statusException(rpc::StatusCode::INVALID_ARGUMENT,
+                                "ttlMs: " + std::to_string(ms) + " is over the limit of " +
+                                    std::to_string(maxTtl) + " (max_ttl)");
+  out = static_cast<Millis>(ms);
+  return nullptr;
+}
 
 SetCondition fromWire(idl::SetCondition c) {
   switch (c) {
@@ -82,6 +89,17 @@ kj::Promise<void> invalid(std::string message) {
   return rpc::statusException(rpc::StatusCode::INVALID_ARGUMENT, std::move(message));
 }
 
+// Reads check a key as writes do: a key no write could store is the caller's
+// mistake, not a miss.
+kj::Maybe<kj::Exception> badKey(std::string_view key, size_t maxKeyBytes, std::string what) {
+  if (key.empty()) return rpc::statusException(rpc::StatusCode::INVALID_ARGUMENT, what + ": empty");
+  if (key.size() <= maxKeyBytes) return nullptr;
+  return rpc::statusException(rpc::StatusCode::PAYLOAD_TOO_LARGE,
+                              what + ": " + std::to_string(key.size()) +
+                                  " bytes, over the limit of " + std::to_string(maxKeyBytes) +
+                                  " (max_key_bytes)");
+}
+
 }  // namespace
 
 CacheService::CacheService(rpc::Server& server, rpc::Publisher* publisher, storage::Env& env,
@@ -132,6 +150,7 @@ CacheService::CacheService(rpc::Server& server, rpc::Publisher* publisher, stora
     add("cache.events_folded", folded);
     add("cache.snapshots", counters_.snapshots);
     add("cache.snapshot_slices", counters_.snapshotSlices);
+    add("cache.snapshot_pauses", counters_.snapshotPauses);
     if (journal_)
       for (auto [name, value] : journal_->counters()) add(name, value);
   });
@@ -155,6 +174,9 @@ void CacheService::recover() {
   recovering_ = true;
   if (recovered.snapshot) replaySnapshot(store_, *recovered.snapshot, now);
   for (auto& bytes : recovered.records) replayRecord(store_, bytes, now);
+  // A replay never evicts (it could pass max_memory where the running cache
+  // did not); what does not fit now goes once, into the start-up snapshot.
+  store_.evictToLimit();
   recovering_ = false;
   if (recovered.cutBytes > 0)
     spdlog::warn("cache: cut a torn log tail of {} bytes (a crash interrupted a write)",
@@ -215,12 +237,25 @@ void CacheService::maybeSnapshot() {
   snapshotSlice();
 }
 
-// A slice per loop turn, so requests go on between them (no fork, no stall).
+// A slice per loop turn, so requests go on between them (no fork, no stall):
+// about kSliceBytes, and only while the journal has written what came before.
 void CacheService::snapshotSlice() {
   if (!journal_ || fence_.closed()) return;
+  if (journal_->stats().snapshotQueuedBytes > 4 * kSliceBytes) {
+    ++counters_.snapshotPauses;
+    sliceTimer_ = server_.timer()
+                      .afterDelay(1 * kj::MILLISECONDS)
+                      .then([this] { server_.post([this] { snapshotSlice(); }); })
+                      .eagerlyEvaluate(nullptr);
+    return;
+  }
+  const uint64_t perKey =
+      store_.size() == 0 ? 1 : std::max<uint64_t>(1, store_.memoryUsed() / store_.size());
+  const size_t keys = static_cast<size_t>(
+      std::clamp<uint64_t>(kSliceBytes / perKey, 1, options_.snapshotSliceKeys));
   std::string slice;
   snapshotCursor_ =
-      store_.scanRange(snapshotCursor_.position, UINT64_MAX, options_.snapshotSliceKeys, now_(),
+      store_.scanRange(snapshotCursor_.position, UINT64_MAX, keys, now_(),
                        [&slice](std::string_view key, std::string_view value, Millis expiresAt) {
                          appendSnapshotEntry(slice, key, value, expiresAt);
                        });
@@ -304,6 +339,12 @@ void CacheService::expireActively() {
 void CacheService::changedSet(std::string_view key, std::string_view value, Millis expiresAt) {
   if (recovering_) return;
   recorder_.onSet(key, value, expiresAt);
+  // The overwrite the store reported just before: published only now, behind
+  // the record that makes it durable.
+  if (overwriting_) {
+    overwriting_ = false;
+    event(kInvalidated, key, idl::InvalidationReason::OVERWRITTEN);
+  }
   event(kSet, key, idl::InvalidationReason::OVERWRITTEN);
 }
 
@@ -316,7 +357,8 @@ void CacheService::changedRemoved(std::string_view key, Removal why) {
     case Removal::expired:
       return event(kInvalidated, key, idl::InvalidationReason::EXPIRED);
     case Removal::overwritten:
-      return event(kInvalidated, key, idl::InvalidationReason::OVERWRITTEN);
+      overwriting_ = true;  // the onSet that follows logs the new value, then tells
+      return;
     case Removal::evicted:
       return event(kEvicted, key, idl::InvalidationReason::DELETED);
   }
@@ -365,7 +407,9 @@ void CacheService::publish(Topic topic, const std::string& key, uint64_t hash,
 // appended before them is durable; writes answer once their own records are.
 
 kj::Promise<void> CacheService::get(GetContext context) {
-  auto value = store_.get(view(context.getParams().getKey()), now_());
+  const auto key = view(context.getParams().getKey());
+  KJ_IF_MAYBE (e, badKey(key, options_.store.maxKeyBytes, "key")) return kj::mv(*e);
+  auto value = store_.get(key, now_());
   auto r = context.getResults();
   if (value) {
     r.setFound(true);
@@ -377,7 +421,8 @@ kj::Promise<void> CacheService::get(GetContext context) {
 kj::Promise<void> CacheService::set(SetContext context) {
   KJ_IF_MAYBE (e, backPressure()) return kj::mv(*e);
   auto p = context.getParams();
-  SetArgs args{millis(p.getTtlMs()), fromWire(p.getCondition()), p.getKeepTtl()};
+  SetArgs args{0, fromWire(p.getCondition()), p.getKeepTtl()};
+  KJ_IF_MAYBE (e, badTtl(p.getTtlMs(), options_.store.maxTtl, args.ttl)) return kj::mv(*e);
   auto result = store_.set(view(p.getKey()), view(p.getValue()), args, now_());
   if (auto* f = std::get_if<Failure>(&result)) return refuse(*f);
   context.getResults().setStored(std::get<bool>(result));
@@ -386,7 +431,9 @@ kj::Promise<void> CacheService::set(SetContext context) {
 
 kj::Promise<void> CacheService::del(DelContext context) {
   KJ_IF_MAYBE (e, backPressure()) return kj::mv(*e);
-  context.getResults().setExisted(store_.del(view(context.getParams().getKey()), now_()));
+  const auto key = view(context.getParams().getKey());
+  KJ_IF_MAYBE (e, badKey(key, options_.store.maxKeyBytes, "key")) return kj::mv(*e);
+  context.getResults().setExisted(store_.del(key, now_()));
   return durable();
 }
 
@@ -395,6 +442,11 @@ kj::Promise<void> CacheService::mget(MgetContext context) {
   if (keys.size() > options_.maxBatch)
     return invalid("keys: " + std::to_string(keys.size()) + " keys, at most " +
                    std::to_string(options_.maxBatch) + " in one call (max_batch)");
+  for (uint32_t i = 0; i < keys.size(); ++i) {
+    KJ_IF_MAYBE (e, badKey(view(keys[i]), options_.store.maxKeyBytes,
+                           "keys[" + std::to_string(i) + "]"))
+      return kj::mv(*e);
+  }
   auto entries = context.getResults().initEntries(keys.size());
   const Millis now = now_();
   for (uint32_t i = 0; i < keys.size(); ++i) {
@@ -416,7 +468,9 @@ kj::Promise<void> CacheService::mset(MsetContext context) {
   std::vector<std::pair<std::string_view, std::string_view>> pairs;
   pairs.reserve(entries.size());
   for (auto e : entries) pairs.emplace_back(view(e.getKey()), view(e.getValue()));
-  if (auto f = store_.mset(pairs, millis(p.getTtlMs()), now_())) return refuse(*f);
+  Millis ttl = 0;
+  KJ_IF_MAYBE (e, badTtl(p.getTtlMs(), options_.store.maxTtl, ttl)) return kj::mv(*e);
+  if (auto f = store_.mset(pairs, ttl, now_())) return refuse(*f);
   return durable();
 }
 
@@ -432,14 +486,18 @@ kj::Promise<void> CacheService::incr(IncrContext context) {
 kj::Promise<void> CacheService::expire(ExpireContext context) {
   KJ_IF_MAYBE (e, backPressure()) return kj::mv(*e);
   auto p = context.getParams();
-  auto result = store_.expire(view(p.getKey()), millis(p.getTtlMs()), now_());
+  Millis ttl = 0;
+  KJ_IF_MAYBE (e, badTtl(p.getTtlMs(), options_.store.maxTtl, ttl)) return kj::mv(*e);
+  auto result = store_.expire(view(p.getKey()), ttl, now_());
   if (auto* f = std::get_if<Failure>(&result)) return refuse(*f);
   context.getResults().setFound(std::get<bool>(result));
   return durable();
 }
 
 kj::Promise<void> CacheService::ttl(TtlContext context) {
-  auto left = store_.ttl(view(context.getParams().getKey()), now_());
+  const auto key = view(context.getParams().getKey());
+  KJ_IF_MAYBE (e, badKey(key, options_.store.maxKeyBytes, "key")) return kj::mv(*e);
+  auto left = store_.ttl(key, now_());
   auto r = context.getResults();
   r.setFound(left.has_value());
   r.setTtlMs(left.value_or(-1));
@@ -447,7 +505,9 @@ kj::Promise<void> CacheService::ttl(TtlContext context) {
 }
 
 kj::Promise<void> CacheService::exists(ExistsContext context) {
-  context.getResults().setFound(store_.exists(view(context.getParams().getKey()), now_()));
+  const auto key = view(context.getParams().getKey());
+  KJ_IF_MAYBE (e, badKey(key, options_.store.maxKeyBytes, "key")) return kj::mv(*e);
+  context.getResults().setFound(store_.exists(key, now_()));
   return durable();
 }
 
@@ -458,10 +518,9 @@ kj::Promise<void> CacheService::scan(ScanContext context) {
   if (!cursor)
     return invalid("cursor: '" + std::string(cursorText.substr(0, 40)) +
                    "' is not a cursor this service hands out (16 hex digits, or \"\" to start)");
-  if (p.getCount() == 0 || p.getCount() > options_.maxBatch)
-    return invalid("count: " + std::to_string(p.getCount()) + " is not in 1.." +
-                   std::to_string(options_.maxBatch) + " (max_batch)");
-  auto result = store_.scan(view(p.getPrefix()), *cursor, p.getCount(), now_());
+  if (p.getCount() == 0) return invalid("count: 0 (at least 1 key is examined per call)");
+  const size_t count = std::min<size_t>(p.getCount(), options_.maxBatch);
+  auto result = store_.scan(view(p.getPrefix()), *cursor, count, now_());
   auto r = context.getResults();
   auto keys = r.initKeys(static_cast<capnp::uint>(result.keys.size()));
   for (size_t i = 0; i < result.keys.size(); ++i)
@@ -486,7 +545,7 @@ kj::Promise<void> CacheService::stats(StatsContext context) {
   out.setPersistenceLagRecords(fence_.lag());
   const auto fsync = journal_ ? storage::toString(options_.fsync) : std::string_view("off");
   out.setFsync(capnp::Text::Reader(fsync.data(), fsync.size()));
-  return kj::READY_NOW;
+  return durable();
 }
 
 }  // namespace zmesh::cache

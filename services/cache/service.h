@@ -116,8 +116,10 @@ class CacheService final : public idl::Cache::Server {
   std::unique_ptr<storage::Journal> journal_;
   storage::Fence fence_;
   bool recovering_ = false;
+  bool overwriting_ = false;  // the store reported an overwrite; its onSet comes next
   std::string fatal_;
   kj::Promise<void> tickTimer_ = nullptr;
+  kj::Promise<void> sliceTimer_ = nullptr;
 
   // Events: one throttle per topic, and the latest folded event of each.
   struct Folded {
@@ -135,7 +137,7 @@ class CacheService final : public idl::Cache::Server {
 
   struct Counters {
     uint64_t expireRuns = 0, expireSteps = 0, expiredActively = 0, expireMaxMicros = 0;
-    uint64_t refusedBackPressure = 0, eventsDropped = 0, snapshots = 0, snapshotSlices = 0;
+    uint64_t refusedBackPressure = 0, snapshots = 0, snapshotSlices = 0, snapshotPauses = 0;
   } counters_;
 };
 

@@ -67,6 +67,7 @@ struct CacheStore::Impl {
                                void* ctx) = 0;
   virtual size_t expireStep(Millis now, size_t budget) = 0;
   virtual std::optional<Millis> nextExpiry() const = 0;
+  virtual size_t evictToLimit() = 0;
   virtual void restore(std::string_view key, std::string_view value, Millis expiresAt,
                        Millis now) = 0;
   virtual uint64_t hashOf(std::string_view key) const = 0;
@@ -400,17 +401,23 @@ class CacheStore::Impl::Of final : public CacheStore::Impl {
 
   void restore(std::string_view key, std::string_view value, Millis expiresAt,
                Millis now) override {
-    if (!keyFits(key) || checkValue(value)) return;
+    if (!keyFits(key)) return;
     step();
     quiet_ = true;
     uint64_t h = index_.hash(key);
     E* old = findLive(key, h, now);
-    bool kept = (expiresAt == 0 || expiresAt > now) &&
+    bool kept = !checkValue(value) && (expiresAt == 0 || expiresAt > now) &&
                 !write(key, h, value, expiresAt, old, /*tellOverwrite=*/true);
     // A restored key that may not stay takes the key's older value with it:
     // the log's newer word is that the older value is gone.
     if (!kept && old != nullptr) remove(old, h, Removal::deleted);
     quiet_ = false;
+  }
+
+  size_t evictToLimit() override {
+    const uint64_t before = counters_.evictions;
+    makeRoom(0);
+    return counters_.evictions - before;
   }
 
   uint64_t hashOf(std::string_view key) const override { return index_.hash(key); }
@@ -533,6 +540,7 @@ class CacheStore::Impl::Of final : public CacheStore::Impl {
   // not and the policy may not evict. When only pinned keys are left it
   // lets the write go ahead: the index alone is then over a tiny limit.
   bool makeRoom(uint64_t grow) {
+    if (quiet_) return true;  // restoring: evictToLimit() comes after
     while (memoryUsed() + grow > options.maxMemory) {
       if constexpr (!P::kEvicts) {
         return false;
@@ -579,7 +587,7 @@ class CacheStore::Impl::Of final : public CacheStore::Impl {
   }
 
   Listener* listener_;
-  bool quiet_ = false;  // restoring: tell the listener of evictions only
+  bool quiet_ = false;  // restoring: no listener calls, no evictions
   HashIndex<E> index_;
   ExpiryHeap<E> heap_;
   P policy_;
@@ -681,6 +689,8 @@ void CacheStore::restore(std::string_view key, std::string_view value, Millis ex
                          Millis now) {
   impl_->restore(key, value, expiresAt, now);
 }
+
+size_t CacheStore::evictToLimit() { return impl_->evictToLimit(); }
 uint64_t CacheStore::hashOf(std::string_view key) const { return impl_->hashOf(key); }
 uint64_t CacheStore::memoryUsed() const { return impl_->memoryUsed(); }
 size_t CacheStore::size() const { return impl_->size(); }

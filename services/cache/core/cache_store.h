@@ -211,11 +211,17 @@ class CacheStore {
   std::optional<Millis> nextExpiry() const;
 
   // Puts an entry back at start-up (snapshot/log replay): no listener calls,
-  // no hit counting; for the policy, a set. Evicts (told to the listener)
-  // only if it does not fit. One that cannot be kept (expiresAt <= now, over
-  // a limit, refused by noeviction) is dropped and takes the key's current
-  // value with it: the log's newer word is that the older value is gone.
+  // no hit counting; for the policy, a set. Never evicts: what the store
+  // charges depends on history the log does not hold (array capacities, a
+  // resize under way), so a replay could pass maxMemory where the running
+  // cache did not — evictToLimit() afterwards makes room, once. One that
+  // cannot be kept (expiresAt <= now, a value over its limit) is dropped and
+  // takes the key's current value with it: the log's newer word is that the
+  // older value is gone. A key over its limit is ignored.
   void restore(std::string_view key, std::string_view value, Millis expiresAt, Millis now);
+  // Evicts (told to the listener) until memoryUsed() <= maxMemory, as far as
+  // the policy may; returns how many keys it evicted.
+  size_t evictToLimit();
 
   uint64_t hashOf(std::string_view key) const;
   uint64_t memoryUsed() const;

@@ -38,6 +38,17 @@ struct Harness {
   Lines said() { return rec.take(); }
 };
 
+// An lru store that holds three entries of `value`'s size and not four.
+CacheOptions holdingThree(const std::string& value) {
+  CacheOptions o;
+  o.policy = Policy::lru;
+  o.maxValueBytes = 4096;
+  CacheStore probe(o);
+  for (int i = 0; i < 3; ++i) probe.set("probe" + std::to_string(i), value, {}, 0);
+  o.maxMemory = probe.memoryUsed() + value.size() / 2;
+  return o;
+}
+
 // What must not change when a call is refused.
 struct Snapshot {
   explicit Snapshot(Harness& h)
@@ -547,19 +558,90 @@ TEST_CASE("restore puts entries back with their expiry and tells nobody", "[cach
   CHECK(h.said() == Lines{"removed later expired"});
 }
 
-TEST_CASE("restore evicts only when it does not fit and tells that", "[cache][restore]") {
+TEST_CASE("restore replaces quietly and what it cannot keep takes the old value along",
+          "[cache][restore]") {
+  CacheOptions o;
+  o.maxValueBytes = 100;
+  o.maxMemory = CacheStore(o).memoryUsed() + 4096;
+  o.maxKeyBytes = 8;
+  Harness h(o);
+  for (const char* k : {"a", "b", "c", "d", "e"}) REQUIRE(h.set(k, "old", 1000));
+  h.rec.calls.clear();
+  h.store.restore("a", "new", 0, h.now);
+  CHECK(h.get("a") == "new");
+  CHECK(h.store.ttl("a", h.now) == Millis{-1});
+  // Expired by now: dropped, and the current value with it.
+  h.store.restore("b", "new", h.now, h.now);
+  CHECK_FALSE(h.store.exists("b", h.now));
+  // Over the value limit: the same.
+  h.store.restore("c", std::string(101, 'v'), 0, h.now);
+  CHECK_FALSE(h.store.exists("c", h.now));
+  // An entry over maxMemory: the same.
+  {
+    CacheOptions small = o;
+    small.maxMemory = CacheStore(o).memoryUsed() + 64;
+    Harness s(small);
+    REQUIRE(s.set("k", "v"));
+    s.rec.calls.clear();
+    s.store.restore("k", std::string(100, 'v'), 0, s.now);
+    CHECK_FALSE(s.store.exists("k", s.now));
+    CHECK(s.said() == Lines{});
+  }
+  CHECK(h.said() == Lines{});
+  CHECK(h.store.size() == 3);
+}
+
+TEST_CASE("restore under noeviction keeps what the log holds past the limit", "[cache][restore]") {
+  // A replay may charge more than the running cache did (array capacities,
+  // a resize under way): what was acknowledged is kept, and writes that do
+  // not fit are refused afterwards as usual.
+  CacheOptions o;
+  o.policy = Policy::noeviction;
+  o.maxMemory = CacheStore(o).memoryUsed() + 1000;
+  Harness h(o);
+  REQUIRE(h.set("k", "v"));
+  int i = 0;
+  while (std::holds_alternative<bool>(h.store.set("f" + std::to_string(i), "v", {}, h.now))) ++i;
+  h.rec.calls.clear();
+  h.store.restore("k", std::string(200, 'v'), 0, h.now);
+  CHECK(h.store.get("k", h.now) == std::optional<std::string_view>(std::string(200, 'v')));
+  CHECK(h.said() == Lines{});
+  CHECK(h.store.evictToLimit() == 0);  // noeviction may not
+  CHECK(h.store.memoryUsed() > o.maxMemory);
+  CHECK(std::holds_alternative<Failure>(h.store.set("more", "v", {}, h.now)));
+}
+
+TEST_CASE("restore counts as a set for the policy and never evicts", "[cache][restore]") {
+  const std::string value(300, 'v');
+  Harness h(holdingThree(value));
+  h.store.restore("a", value, 0, h.now);
+  h.store.restore("b", value, 0, h.now);
+  h.store.restore("c", value, 0, h.now);
+  h.store.restore("a", value, 0, h.now);  // a used last
+  h.store.restore("d", value, 0, h.now);
+  CHECK(h.said() == Lines{});
+  CHECK(h.store.size() == 4);
+  CHECK(h.store.evictToLimit() == 1);
+  CHECK(h.said() == Lines{"removed b evicted"});
+  CHECK(h.store.stats().hits == 0);
+  CHECK(h.store.stats().evictions == 1);
+  CHECK(h.store.evictToLimit() == 0);
+}
+
+TEST_CASE("evictToLimit after a restore past the limit evicts in policy order and tells",
+          "[cache][restore]") {
   CacheOptions o;
   o.policy = Policy::fifo;
   o.maxMemory = CacheStore(o).memoryUsed() + 1500;
   Harness h(o);
-  int i = 0;
-  for (; h.store.stats().evictions == 0 && i < 1000; ++i) {
+  for (int i = 0; i < 100; ++i)
     h.store.restore("r" + std::to_string(i), std::string(40, 'v'), 0, h.now);
-  }
-  REQUIRE(i > 3);
-  // The oldest first (more than one when the index grew just then).
+  CHECK(h.store.size() == 100);
+  CHECK(h.said() == Lines{});
+  const size_t evicted = h.store.evictToLimit();
+  REQUIRE(evicted > 3);
   const Lines said = h.said();
-  REQUIRE(!said.empty());
+  REQUIRE(said.size() == evicted);
   for (size_t n = 0; n < said.size(); ++n)
     CHECK(said[n] == "removed r" + std::to_string(n) + " evicted");
   CHECK(h.store.memoryUsed() <= o.maxMemory);

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <cstdint>
 #include <cstdlib>
 #include <map>
@@ -104,9 +105,13 @@ std::string why(const std::variant<T, Failure>& r) {
 inline std::string why(const std::optional<Failure>& f) {
   return f ? std::string(codeName(f->code)) + ": " + f->message : "";
 }
+// The failure's code; a failure must also say what was wrong.
 template <typename T>
 std::optional<Fail> failOf(const std::variant<T, Failure>& r) {
-  if (auto* f = std::get_if<Failure>(&r)) return f->code;
+  if (auto* f = std::get_if<Failure>(&r)) {
+    CHECK_FALSE(f->message.empty());
+    return f->code;
+  }
   return std::nullopt;
 }
 

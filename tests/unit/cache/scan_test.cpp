@@ -84,6 +84,33 @@ TEST_CASE("a full scan of a static store returns every key once in hash order", 
   CHECK(store.stats().misses == 0);
 }
 
+TEST_CASE("a scan may start at any position and returns the keys from there on", "[cache][scan]") {
+  CacheStore store(big(5));
+  std::vector<std::pair<uint64_t, std::string>> all;
+  for (int i = 0; i < 1000; ++i) {
+    const std::string k = "p" + std::to_string(i);
+    REQUIRE(std::get<bool>(store.set(k, "v", {}, kNow)));
+    all.emplace_back(store.hashOf(k), k);
+  }
+  std::mt19937_64 rng(9);
+  for (int t = 0; t < 20; ++t) {
+    const uint64_t from = t == 0 ? UINT64_MAX : rng();
+    std::set<std::string> want;
+    for (auto& [h, k] : all) {
+      if (h >= from) want.insert(k);
+    }
+    std::vector<std::string> got;
+    ScanCursor c{from, false};
+    while (!c.done) {
+      auto r = store.scan("", c, 7, kNow);
+      got.insert(got.end(), r.keys.begin(), r.keys.end());
+      c = r.next;
+    }
+    CHECK(got.size() == want.size());
+    CHECK(std::set<std::string>(got.begin(), got.end()) == want);
+  }
+}
+
 TEST_CASE("a scan of an empty store is done at once", "[cache][scan]") {
   CacheStore store(big());
   const auto s = scanAll(store, "", 10);
