@@ -9,10 +9,12 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <limits>
 #include <random>
 #include <thread>
 
 #include "zmesh/idl/admin.capnp.h"
+#include "zmesh/idl/cache.capnp.h"
 #include "zmesh/idl/common.capnp.h"
 #include "zmesh/idl/idgen.capnp.h"
 #include "zmesh/idl/lock.capnp.h"
@@ -377,14 +379,228 @@ uint32_t LockClient::closeSession(uint64_t session) const {
   return reply.results<idl::Lock::CloseSessionResults>().getReleased();
 }
 
+// ---- Cache ----
+
+namespace {
+
+capnp::Data::Reader bytes(std::string_view s) {
+  return {reinterpret_cast<const capnp::byte*>(s.data()), s.size()};
+}
+std::string stringOf(capnp::Data::Reader d) {
+  return {reinterpret_cast<const char*>(d.begin()), d.size()};
+}
+
+idl::SetCondition wireCondition(SetCondition c) {
+  switch (c) {
+    case SetCondition::ifAbsent:
+      return idl::SetCondition::IF_ABSENT;
+    case SetCondition::ifPresent:
+      return idl::SetCondition::IF_PRESENT;
+    case SetCondition::always:
+      break;
+  }
+  return idl::SetCondition::ALWAYS;
+}
+
+// A TTL for the wire: negative as 0 (which is no expiry, as for the service).
+uint64_t ttlMs(std::chrono::milliseconds ttl) {
+  return static_cast<uint64_t>(std::max<int64_t>(ttl.count(), 0));
+}
+
+// A first segment that holds the params, values included: one allocation.
+unsigned paramsWords(size_t payloadBytes) {
+  return static_cast<unsigned>(std::min<size_t>(payloadBytes / 8 + 64, 1u << 28));
+}
+
+// Like invoke(), with the params' first segment sized for `payloadBytes`.
+template <typename Params, typename Fill>
+rpc::Reply invokeCache(const rpc::Channel& channel, uint16_t method, const CallSettings& settings,
+                       bool retryable, size_t payloadBytes, Fill fill) {
+  capnp::MallocMessageBuilder message(paramsWords(payloadBytes));
+  fill(message.initRoot<Params>());
+  auto reply = channel.callSync(capnp::typeId<idl::Cache>(), method, rpc::toFrame(message),
+                                optionsOf(settings, retryable));
+  reply.check();
+  return reply;
+}
+
+}  // namespace
+
+CacheClient::CacheClient(rpc::Channel channel, CallSettings settings)
+    : channel_(std::move(channel)), settings_(std::move(settings)) {}
+
+std::optional<std::string> CacheClient::get(std::string_view key) const {
+  static const uint16_t m = ordinal<idl::Cache>("get");
+  auto reply = invokeCache<idl::Cache::GetParams>(channel_, m, settings_, true, key.size(),
+                                                  [&](auto p) { p.setKey(bytes(key)); });
+  auto r = reply.results<idl::Cache::GetResults>();
+  if (!r.getFound()) return std::nullopt;
+  return stringOf(r.getValue());
+}
+
+bool CacheClient::set(std::string_view key, std::string_view value,
+                      const SetOptions& options) const {
+  static const uint16_t m = ordinal<idl::Cache>("set");
+  // A resend is answered from the service's record of the first.
+  auto reply = invokeCache<idl::Cache::SetParams>(
+      channel_, m, settings_, true, key.size() + value.size(), [&](auto p) {
+        p.setKey(bytes(key));
+        p.setValue(bytes(value));
+        p.setTtlMs(ttlMs(options.ttl));
+        p.setCondition(wireCondition(options.condition));
+        p.setKeepTtl(options.keepTtl);
+      });
+  return reply.results<idl::Cache::SetResults>().getStored();
+}
+
+bool CacheClient::del(std::string_view key) const {
+  static const uint16_t m = ordinal<idl::Cache>("del");
+  auto reply = invokeCache<idl::Cache::DelParams>(channel_, m, settings_, true, key.size(),
+                                                  [&](auto p) { p.setKey(bytes(key)); });
+  return reply.results<idl::Cache::DelResults>().getExisted();
+}
+
+std::vector<std::optional<std::string>> CacheClient::mget(
+    const std::vector<std::string>& keys) const {
+  static const uint16_t m = ordinal<idl::Cache>("mget");
+  size_t total = 0;
+  for (auto& k : keys) total += k.size() + 8;
+  auto reply =
+      invokeCache<idl::Cache::MgetParams>(channel_, m, settings_, true, total, [&](auto p) {
+        auto list = p.initKeys(static_cast<unsigned>(keys.size()));
+        for (unsigned i = 0; i < keys.size(); ++i) list.set(i, bytes(keys[i]));
+      });
+  std::vector<std::optional<std::string>> out;
+  auto entries = reply.results<idl::Cache::MgetResults>().getEntries();
+  out.reserve(entries.size());
+  for (auto e : entries)
+    out.push_back(e.getFound() ? std::optional<std::string>(stringOf(e.getValue())) : std::nullopt);
+  return out;
+}
+
+void CacheClient::mset(const std::vector<std::pair<std::string, std::string>>& entries,
+                       std::chrono::milliseconds ttl) const {
+  static const uint16_t m = ordinal<idl::Cache>("mset");
+  size_t total = 0;
+  for (auto& [k, v] : entries) total += k.size() + v.size() + 32;
+  invokeCache<idl::Cache::MsetParams>(channel_, m, settings_, true, total, [&](auto p) {
+    auto list = p.initEntries(static_cast<unsigned>(entries.size()));
+    for (unsigned i = 0; i < entries.size(); ++i) {
+      list[i].setKey(bytes(entries[i].first));
+      list[i].setValue(bytes(entries[i].second));
+    }
+    p.setTtlMs(ttlMs(ttl));
+  });
+}
+
+int64_t CacheClient::incr(std::string_view key, int64_t by) const {
+  static const uint16_t m = ordinal<idl::Cache>("incr");
+  // Not resent: a resend the service did not recognise would count twice.
+  auto reply =
+      invokeCache<idl::Cache::IncrParams>(channel_, m, settings_, false, key.size(), [&](auto p) {
+        p.setKey(bytes(key));
+        p.setBy(by);
+      });
+  return reply.results<idl::Cache::IncrResults>().getValue();
+}
+
+int64_t CacheClient::decr(std::string_view key, int64_t by) const {
+  if (by == std::numeric_limits<int64_t>::min())
+    throw RpcError(StatusCode::INVALID_ARGUMENT,
+                   "decr by -2^63: its negation does not fit in 64 bits (use incr)");
+  return incr(key, -by);
+}
+
+bool CacheClient::expire(std::string_view key, std::chrono::milliseconds ttl) const {
+  static const uint16_t m = ordinal<idl::Cache>("expire");
+  auto reply =
+      invokeCache<idl::Cache::ExpireParams>(channel_, m, settings_, true, key.size(), [&](auto p) {
+        p.setKey(bytes(key));
+        p.setTtlMs(ttlMs(ttl));
+      });
+  return reply.results<idl::Cache::ExpireResults>().getFound();
+}
+
+std::optional<std::chrono::milliseconds> CacheClient::ttl(std::string_view key) const {
+  static const uint16_t m = ordinal<idl::Cache>("ttl");
+  auto reply = invokeCache<idl::Cache::TtlParams>(channel_, m, settings_, true, key.size(),
+                                                  [&](auto p) { p.setKey(bytes(key)); });
+  auto r = reply.results<idl::Cache::TtlResults>();
+  if (!r.getFound()) return std::nullopt;
+  if (r.getTtlMs() < 0) return kNoExpiry;
+  return std::chrono::milliseconds(r.getTtlMs());
+}
+
+bool CacheClient::exists(std::string_view key) const {
+  static const uint16_t m = ordinal<idl::Cache>("exists");
+  auto reply = invokeCache<idl::Cache::ExistsParams>(channel_, m, settings_, true, key.size(),
+                                                     [&](auto p) { p.setKey(bytes(key)); });
+  return reply.results<idl::Cache::ExistsResults>().getFound();
+}
+
+CacheClient::ScanPage CacheClient::scanPage(std::string_view prefix, std::string_view cursor,
+                                            uint32_t count) const {
+  static const uint16_t m = ordinal<idl::Cache>("scan");
+  auto reply = invokeCache<idl::Cache::ScanParams>(channel_, m, settings_, true,
+                                                   prefix.size() + cursor.size(), [&](auto p) {
+                                                     p.setPrefix(bytes(prefix));
+                                                     p.setCursor(std::string(cursor));
+                                                     p.setCount(count);
+                                                   });
+  auto r = reply.results<idl::Cache::ScanResults>();
+  ScanPage page;
+  page.keys.reserve(r.getKeys().size());
+  for (auto k : r.getKeys()) page.keys.push_back(stringOf(k));
+  page.cursor = r.getCursor().cStr();
+  return page;
+}
+
+CacheScan CacheClient::scan(std::string_view prefix, uint32_t count) const {
+  return CacheScan(*this, std::string(prefix), count);
+}
+
+CacheStats CacheClient::stats() const {
+  static const uint16_t m = ordinal<idl::Cache>("stats");
+  auto reply = invokeCache<idl::Cache::StatsParams>(channel_, m, settings_, true, 0, [](auto) {});
+  auto s = reply.results<idl::Cache::StatsResults>().getStats();
+  return {s.getPolicy().cStr(), s.getKeys(),
+          s.getMemoryUsed(),    s.getMemoryLimit(),
+          s.getHits(),          s.getMisses(),
+          s.getEvictions(),     s.getExpired(),
+          s.getRefusedFull(),   s.getPersistenceLagRecords(),
+          s.getFsync().cStr()};
+}
+
+CacheScan::iterator CacheScan::begin() {
+  if (!started_) {
+    started_ = true;
+    fill();
+  }
+  return iterator(this);
+}
+
+void CacheScan::fill() {
+  while (index_ >= page_.size() && !complete_) {
+    auto page = client_.scanPage(prefix_, cursor_, count_);
+    page_ = std::move(page.keys);
+    index_ = 0;
+    cursor_ = std::move(page.cursor);
+    complete_ = cursor_.empty();
+  }
+}
+
+void CacheScan::advance() {
+  if (index_ < page_.size()) ++index_;
+  fill();
+}
+
 // ---- Events ----
 
 std::string eventBodyJson(uint64_t bodyType, capnp::AnyPointer::Reader body) {
   // Every event body the mesh publishes; a new one is added here once.
   static const capnp::StructSchema known[] = {
-      capnp::Schema::from<idl::BlockReserved>(),
-      capnp::Schema::from<idl::Denied>(),
-      capnp::Schema::from<idl::LockEvent>(),
+      capnp::Schema::from<idl::BlockReserved>(), capnp::Schema::from<idl::Denied>(),
+      capnp::Schema::from<idl::LockEvent>(),     capnp::Schema::from<idl::CacheEvent>(),
       capnp::Schema::from<idl::ServiceState>(),
   };
   for (auto& schema : known) {
@@ -513,6 +729,10 @@ LockClient Mesh::locks(CallSettings settings) {
   return LockClient(transport().thread.channel(endpoint("lock")), std::move(settings));
 }
 
+CacheClient Mesh::cache(CallSettings settings) {
+  return CacheClient(transport().thread.channel(endpoint("cache")), std::move(settings));
+}
+
 std::string Mesh::adminEndpoint(const std::string& service) const {
   if (service == "broker") {
     if (!config_.has(service)) throw rpc::ConfigError(config_.source() + ": no [broker] section");
@@ -536,6 +756,7 @@ std::vector<capnp::InterfaceSchema> interfacesOf(const std::string& service) {
   if (service == "idgen") return {capnp::Schema::from<idl::IdGen>(), admin};
   if (service == "ratelimit") return {capnp::Schema::from<idl::RateLimit>(), admin};
   if (service == "lock") return {capnp::Schema::from<idl::Lock>(), admin};
+  if (service == "cache") return {capnp::Schema::from<idl::Cache>(), admin};
   if (service == "broker") return {admin};
   if (service == "gateway") return {admin};
   return {};

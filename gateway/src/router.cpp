@@ -52,7 +52,7 @@ Router::Match Router::match(http::verb method, const std::vector<std::string>& s
     bool ok = true;
     for (size_t s = 0; s < pattern.size() && ok; ++s) {
       if (isCapture(pattern[s]))
-        ok = !segments[s].empty();
+        ok = !segments[s].empty() || routes_[i].emptyCaptures;
       else if (pattern[s] == segments[s])
         ++literals;
       else

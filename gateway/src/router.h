@@ -30,6 +30,9 @@ struct Route {
   // Takes ?access_token= as the bearer token (only GET /v1/events: browsers'
   // EventSource cannot set headers, and a token in a URL ends up in logs).
   bool queryToken = false;
+  // Its {captures} also match an empty segment, which the handler then
+  // refuses with a 400 naming it (/v1/cache/); otherwise such a path is a 404.
+  bool emptyCaptures = false;
 };
 
 class Router {

@@ -58,12 +58,13 @@ struct Harness {
         "[idgen]\nendpoint = \"tcp://127.0.0.1:1\"\n"
         "[ratelimit]\nendpoint = \"tcp://127.0.0.1:1\"\n"
         "[lock]\nendpoint = \"tcp://127.0.0.1:1\"\n"
+        "[cache]\nendpoint = \"tcp://127.0.0.1:1\"\n"
         "[gateway]\nlisten = \"127.0.0.1:0\"\nthreads = 1\nrequest_timeout = \"50ms\"\n"
         "header_timeout = \"200ms\"\nidle_timeout = \"200ms\"\nmax_body_bytes = 4096\n"
         "max_header_bytes = 2048\nmax_uri_bytes = 512\nsse_heartbeat = \"100ms\"\n"
         "stop_grace = \"100ms\"\n"
         "[gateway.tokens.fuzz]\ntoken = \"fuzz-token\"\nscopes = [\"ids\", \"events\", "
-        "\"admin\", \"ratelimit\", \"locks\"]\n";
+        "\"admin\", \"ratelimit\", \"locks\", \"cache\"]\n";
     auto config = rpc::MeshConfig::parse(text, "http_fuzz");
     auto options = gateway::gatewayConfigFrom(config);
     mesh = std::make_unique<Mesh>(std::move(config));

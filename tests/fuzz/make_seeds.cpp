@@ -13,6 +13,7 @@
 #include "crafted.h"
 #include "testsvc.capnp.h"
 #include "wire.h"
+#include "zmesh/idl/cache.capnp.h"
 #include "zmesh/idl/idgen.capnp.h"
 #include "zmesh/idl/lock.capnp.h"
 #include "zmesh/idl/ratelimit.capnp.h"
@@ -313,6 +314,67 @@ void journalSeeds() {
     write("journal", "lock-record-" + slug(d),
           logOnly({lockLog[0], std::string(bad.begin(), bad.end())}));
   }
+
+  // The cache's: sets (binary key, an expiry, an expired one), a del; a
+  // snapshot of length-prefixed sets with a log behind it; a set damaged
+  // every way.
+  auto cacheSet = [](capnp::MallocMessageBuilder& m) {
+    auto r = m.initRoot<idl::CacheLogRecord>().initSet();
+    r.setKey(capnp::Data::Reader(reinterpret_cast<const kj::byte*>("k\0y"), 3));
+    r.setValue(capnp::Data::Reader(reinterpret_cast<const kj::byte*>("v"), 1));
+    r.setExpiresAtMs(1'800'000'000'000);
+  };
+  auto cacheRecord = [&](auto fill) {
+    return record([&](auto& m) { fill(m.template initRoot<idl::CacheLogRecord>()); });
+  };
+  auto data = [](const char* text) {
+    return capnp::Data::Reader(reinterpret_cast<const kj::byte*>(text), std::strlen(text));
+  };
+  std::vector<std::string> cacheLog{
+      record(cacheSet),
+      cacheRecord([&](auto r) {
+        auto set = r.initSet();
+        set.setKey(data("user:1"));
+        set.setValue(data("alice"));
+      }),
+      cacheRecord([&](auto r) {
+        auto set = r.initSet();
+        set.setKey(data("old"));
+        set.setValue(data("gone"));
+        set.setExpiresAtMs(1000);
+      }),
+      cacheRecord([&](auto r) { r.setDel(data("user:1")); }),
+  };
+  write("journal", "cache-log", logOnly(cacheLog));
+  for (auto d : crafted::kAllDamage) {
+    capnp::MallocMessageBuilder m;
+    cacheSet(m);
+    auto bad = crafted::damaged(m, 0, d);
+    write("journal", "cache-record-" + slug(d),
+          logOnly({cacheLog[1], std::string(bad.begin(), bad.end())}));
+  }
+  std::string cachePayload;
+  for (size_t i = 0; i < 2; ++i) {
+    const std::string& entry = cacheLog[i];
+    for (int b = 0; b < 4; ++b)
+      cachePayload.push_back(static_cast<char>((entry.size() >> (8 * b)) & 0xff));
+    cachePayload += entry;
+  }
+  std::string cacheHeader(20, '\0');
+  uint64_t cacheSize = cachePayload.size();
+  std::memcpy(cacheHeader.data(), &version, 4);
+  std::memcpy(cacheHeader.data() + 4, &nextGeneration, 8);
+  std::memcpy(cacheHeader.data() + 12, &cacheSize, 8);
+  std::string cacheSnapshot = storage::logFileHeader();
+  storage::appendRecord(cacheSnapshot, cacheHeader);
+  storage::appendRecord(cacheSnapshot, cachePayload);
+  std::string cacheBoth(2, '\0');
+  cacheBoth[0] = static_cast<char>(cacheSnapshot.size() >> 8);
+  cacheBoth[1] = static_cast<char>(cacheSnapshot.size() & 0xff);
+  cacheBoth += cacheSnapshot;
+  cacheBoth += storage::logFileHeader();
+  storage::appendRecord(cacheBoth, cacheLog[3]);
+  write("journal", "cache-snapshot-and-log", cacheBoth);
 }
 
 void httpSeeds() {
@@ -426,6 +488,59 @@ void httpSeeds() {
   put("lock-inspect",
       "GET /v1/locks/report HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer fuzz-token\r\n\r\n");
   post("lock-wrong-method", lock, R"({"owner":"alice","ttl_ms":30000})", "PUT");
+  // Cache requests: right, and almost right in one place each (the key's
+  // encoding, ttl_ms, the body's framing, the route's shape). Bodies are raw bytes.
+  auto cache = [&](const std::string& name, const char* method, const std::string& target,
+                   const std::string& body, const std::string& headers = "") {
+    put(name, std::string(method) + " " + target +
+                  " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer fuzz-token\r\n" + headers +
+                  "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body);
+  };
+  const std::string binary("\x00\xff\x01\r\n\x00", 6);
+  cache("cache-put", "PUT", "/v1/cache/user:1", "alice",
+        "Content-Type: application/octet-stream\r\n");
+  cache("cache-put-ttl", "PUT", "/v1/cache/user:1?ttl_ms=5000", "alice");
+  cache("cache-put-binary", "PUT", "/v1/cache/%00%FFk%2Fx", binary);
+  cache("cache-put-idempotent", "PUT", "/v1/cache/user:1", "alice", "Idempotency-Key: k3\r\n");
+  cache("cache-put-json-type", "PUT", "/v1/cache/user:1", "{not json",
+        "Content-Type: application/json\r\n");
+  cache("cache-put-empty-body", "PUT", "/v1/cache/user:1", "");
+  cache("cache-put-ttl-zero", "PUT", "/v1/cache/k?ttl_ms=0", "v");
+  cache("cache-put-ttl-negative", "PUT", "/v1/cache/k?ttl_ms=-5", "v");
+  cache("cache-put-ttl-fraction", "PUT", "/v1/cache/k?ttl_ms=1.5", "v");
+  cache("cache-put-ttl-unit", "PUT", "/v1/cache/k?ttl_ms=5s", "v");
+  cache("cache-put-ttl-empty", "PUT", "/v1/cache/k?ttl_ms=", "v");
+  cache("cache-put-ttl-no-value", "PUT", "/v1/cache/k?ttl_ms", "v");
+  cache("cache-put-ttl-exponent", "PUT", "/v1/cache/k?ttl_ms=1e3", "v");
+  cache("cache-put-ttl-max", "PUT", "/v1/cache/k?ttl_ms=9223372036854775807", "v");
+  cache("cache-put-ttl-past-63-bits", "PUT", "/v1/cache/k?ttl_ms=9223372036854775808", "v");
+  cache("cache-put-ttl-twice", "PUT", "/v1/cache/k?ttl_ms=1&ttl_ms=x", "v");
+  cache("cache-put-ttl-encoded", "PUT", "/v1/cache/k?ttl%5Fms=%35%30", "v");
+  cache("cache-put-key-empty", "PUT", "/v1/cache/", "v");
+  cache("cache-put-key-bad-percent", "PUT", "/v1/cache/%ZZ%0", "v");
+  cache("cache-put-key-long", "PUT", "/v1/cache/" + std::string(300, 'k'), "v");
+  cache("cache-put-over-body-limit", "PUT", "/v1/cache/k", std::string(5000, 'v'));
+  put("cache-put-chunked",
+      "PUT /v1/cache/k HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer fuzz-token\r\n"
+      "Transfer-Encoding: chunked\r\n\r\n3\r\na" +
+          std::string(1, '\0') + "b\r\n0\r\n\r\n");
+  put("cache-put-no-length",
+      "PUT /v1/cache/k HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer fuzz-token\r\n\r\n");
+  cache("cache-get", "GET", "/v1/cache/user:1", "");
+  cache("cache-get-binary-key", "GET", "/v1/cache/%00", "");
+  cache("cache-get-key-empty", "GET", "/v1/cache/", "");
+  cache("cache-get-extra-segment", "GET", "/v1/cache/a/b", "");
+  cache("cache-get-with-body", "GET", "/v1/cache/k", binary);
+  cache("cache-head", "HEAD", "/v1/cache/k", "");
+  cache("cache-delete", "DELETE", "/v1/cache/user:1", "");
+  cache("cache-delete-idempotent", "DELETE", "/v1/cache/user:1", "", "Idempotency-Key: k4\r\n");
+  cache("cache-delete-key-empty", "DELETE", "/v1/cache/", "");
+  cache("cache-stats", "GET", "/v1/cache?stats", "");
+  cache("cache-stats-value", "GET", "/v1/cache?stats=yes&stats", "");
+  cache("cache-stats-missing", "GET", "/v1/cache", "");
+  cache("cache-stats-slash", "GET", "/v1/cache/?stats", "");
+  cache("cache-wrong-method", "POST", "/v1/cache/k", "v");
+  cache("cache-stats-wrong-method", "PUT", "/v1/cache?stats", "v");
   put("invented-method", "BREW /v1/ids/x HTTP/1.1\r\nHost: x\r\n\r\n");
   put("long-uri", "GET /" + std::string(3000, 'a') + " HTTP/1.1\r\nHost: x\r\n\r\n");
   put("long-header", "GET / HTTP/1.1\r\nX: " + std::string(3000, 'b') + "\r\n\r\n");

@@ -2,13 +2,16 @@
 
 #include <capnp/compat/json.h>
 #include <capnp/dynamic.h>
+#include <kj/encoding.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <charconv>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -256,12 +259,128 @@ int cmdStatus(const std::string& configPath) {
 
 namespace {
 
+constexpr std::string_view kBase64Prefix = "base64:";
+
+// Valid UTF-8 (no overlong forms, no surrogates, at most U+10FFFF) without a
+// control character (C0, DEL, C1): bytes that print as themselves.
+bool printableText(std::string_view s) {
+  static const uint32_t kMin[] = {0, 0x80, 0x800, 0x10000};
+  for (size_t i = 0; i < s.size();) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      if (c < 0x20 || c == 0x7f) return false;
+      ++i;
+      continue;
+    }
+    size_t n;
+    uint32_t cp;
+    if ((c & 0xE0) == 0xC0) {
+      n = 1, cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      n = 2, cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      n = 3, cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (s.size() - i <= n) return false;
+    for (size_t k = 1; k <= n; ++k) {
+      auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (cc & 0x3F);
+    }
+    if (cp < kMin[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    if (cp <= 0x9F) return false;  // C1 controls
+    i += n + 1;
+  }
+  return true;
+}
+
+// Data (a cache key or value) as zmeshctl prints it: the bytes themselves when
+// printableText(), else "base64:" and their base64 (so also text that begins
+// with "base64:", which would otherwise read as base64).
+std::string dataAsText(std::string_view bytes) {
+  if (printableText(bytes) && !bytes.starts_with(kBase64Prefix)) return std::string(bytes);
+  auto b64 =
+      kj::encodeBase64(kj::arrayPtr(reinterpret_cast<const kj::byte*>(bytes.data()), bytes.size()));
+  return std::string(kBase64Prefix) + b64.cStr();
+}
+
+// The other way: a word is its own bytes, unless it begins with "base64:".
+std::string dataFromText(std::string_view word) {
+  if (!word.starts_with(kBase64Prefix)) return std::string(word);
+  auto text = word.substr(kBase64Prefix.size());
+  auto decoded = kj::decodeBase64(kj::arrayPtr(text.data(), text.size()));
+  if (decoded.hadErrors)
+    throw std::invalid_argument("'" + std::string(word) + "': not base64 after \"base64:\"");
+  return std::string(reinterpret_cast<const char*>(decoded.begin()), decoded.size());
+}
+
+capnp::Data::Reader dataReader(const std::string& bytes) {
+  return {reinterpret_cast<const capnp::byte*>(bytes.data()), bytes.size()};
+}
+
+// Data fields in JSON (--params, --json and the plain output) as strings, by
+// dataAsText/dataFromText; an array of byte values is read too.
+class DataAsText final : public capnp::JsonCodec::Handler<capnp::Data> {
+ public:
+  void encode(const capnp::JsonCodec&, capnp::Data::Reader input,
+              capnp::JsonValue::Builder output) const override {
+    auto text = dataAsText({reinterpret_cast<const char*>(input.begin()), input.size()});
+    output.setString(capnp::Text::Reader(text.c_str(), text.size()));
+  }
+  capnp::Orphan<capnp::Data> decode(const capnp::JsonCodec&, capnp::JsonValue::Reader input,
+                                    capnp::Orphanage orphanage) const override {
+    std::string bytes;
+    if (input.isString()) {
+      auto s = input.getString();
+      bytes = dataFromText({s.cStr(), s.size()});
+    } else if (input.isArray()) {
+      for (auto v : input.getArray()) {
+        if (!v.isNumber() || v.getNumber() < 0 || v.getNumber() > 255 ||
+            v.getNumber() != static_cast<int>(v.getNumber()))
+          throw std::invalid_argument("a Data field's array must hold bytes (0-255)");
+        bytes.push_back(static_cast<char>(static_cast<int>(v.getNumber())));
+      }
+    } else {
+      throw std::invalid_argument(
+          "a Data field is a string (its text, or base64:<base64>) or an array of bytes");
+    }
+    auto orphan = orphanage.newOrphan<capnp::Data>(bytes.size());
+    if (!bytes.empty()) std::memcpy(orphan.get().begin(), bytes.data(), bytes.size());
+    return orphan;
+  }
+};
+
+// "a,b,c" → a, b, c; "" → none.
+std::vector<std::string> splitCommas(const std::string& word) {
+  std::vector<std::string> out;
+  if (word.empty()) return out;
+  size_t start = 0;
+  while (true) {
+    auto end = word.find(',', start);
+    out.push_back(word.substr(start, end == std::string::npos ? std::string::npos : end - start));
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+  return out;
+}
+
+// "ifAbsent", "if-absent", "IF_ABSENT": the same enumerant.
+std::string enumKey(std::string_view s) {
+  std::string out;
+  for (char c : s)
+    if (c != '-' && c != '_')
+      out.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+  return out;
+}
+
 // Sets one params field from a command-line word, by the field's schema type.
 void setField(capnp::DynamicStruct::Builder params, capnp::StructSchema::Field field,
               const std::string& word) {
   auto name = std::string(field.getProto().getName().cStr());
   auto type = field.getType();
-  auto bad = [&](const char* what) {
+  auto bad = [&](const std::string& what) {
     throw std::invalid_argument("argument '" + word + "' for " + name + ": expected " + what);
   };
   auto parseInt = [&](auto& out) {
@@ -272,10 +391,11 @@ void setField(capnp::DynamicStruct::Builder params, capnp::StructSchema::Field f
     case capnp::schema::Type::TEXT:
       params.set(field, capnp::Text::Reader(word.c_str()));
       return;
-    case capnp::schema::Type::DATA:
-      params.set(field, capnp::Data::Reader(reinterpret_cast<const capnp::byte*>(word.data()),
-                                            word.size()));
+    case capnp::schema::Type::DATA: {
+      auto bytes = dataFromText(word);
+      params.set(field, dataReader(bytes));
       return;
+    }
     case capnp::schema::Type::BOOL:
       if (word != "true" && word != "false") bad("true or false");
       params.set(field, word == "true");
@@ -309,29 +429,65 @@ void setField(capnp::DynamicStruct::Builder params, capnp::StructSchema::Field f
         bad("a number");
       }
       return;
+    case capnp::schema::Type::ENUM: {
+      std::string known;
+      for (auto e : type.asEnum().getEnumerants()) {
+        std::string enumerant = e.getProto().getName().cStr();
+        if (enumKey(enumerant) == enumKey(word)) {
+          params.set(field, capnp::DynamicEnum(e));
+          return;
+        }
+        known += (known.empty() ? "" : ", ") + enumerant;
+      }
+      bad("one of " + known);
+      return;
+    }
     case capnp::schema::Type::LIST: {
-      // A list of pairs (descriptors): "tenant=acme,route=/orders".
       auto element = type.asList().getElementType();
+      // A list of keys: "a,b,c".
+      if (element.isText() || element.isData()) {
+        auto items = splitCommas(word);
+        auto list =
+            params.init(field, static_cast<unsigned>(items.size())).as<capnp::DynamicList>();
+        for (unsigned i = 0; i < items.size(); ++i) {
+          if (element.isText()) {
+            list.set(i, capnp::Text::Reader(items[i].c_str()));
+          } else {
+            auto bytes = dataFromText(items[i]);
+            list.set(i, dataReader(bytes));
+          }
+        }
+        return;
+      }
+      // A list of pairs (descriptors, a cache's entries): "tenant=acme,route=/orders".
       if (element.isStruct()) {
         auto pair = element.asStruct();
         auto fields = pair.getFields();
-        if (fields.size() == 2 && fields[0].getType().isText() && fields[1].getType().isText()) {
+        auto textOrData = [](capnp::StructSchema::Field f) {
+          return f.getType().isText() || f.getType().isData();
+        };
+        if (fields.size() == 2 && textOrData(fields[0]) && textOrData(fields[1])) {
           std::vector<std::pair<std::string, std::string>> items;
-          size_t start = 0;
-          while (start <= word.size() && !word.empty()) {
-            auto end = std::min(word.find(',', start), word.size());
-            auto item = word.substr(start, end - start);
+          for (auto& item : splitCommas(word)) {
             auto eq = item.find('=');
             if (eq == std::string::npos || eq == 0) bad("name=value pairs separated by commas");
             items.emplace_back(item.substr(0, eq), item.substr(eq + 1));
-            start = end + 1;
           }
           auto list =
               params.init(field, static_cast<unsigned>(items.size())).as<capnp::DynamicList>();
+          auto setPart = [](capnp::DynamicStruct::Builder out, capnp::StructSchema::Field f,
+                            const std::string& text) {
+            if (f.getType().isText()) {
+              out.set(f, capnp::Text::Reader(text.c_str()));
+            } else {
+              auto bytes = dataFromText(text);
+              out.set(f, dataReader(bytes));
+            }
+          };
           for (unsigned i = 0; i < items.size(); ++i) {
             auto out = list[i].as<capnp::DynamicStruct>();
-            out.set(fields[0], capnp::Text::Reader(items[i].first.c_str()));
-            out.set(fields[1], capnp::Text::Reader(items[i].second.c_str()));
+            setPart(out, fields[0], items[i].first);
+            setPart(out, fields[1], items[i].second);
           }
           return;
         }
@@ -361,7 +517,9 @@ int cmdCall(const std::string& configPath, const std::string& service, const std
   DynamicCall call(service, method);
   capnp::MallocMessageBuilder message;
   auto params = message.initRoot<capnp::DynamicStruct>(call.paramsSchema());
+  DataAsText dataHandler;  // outlives the codec that uses it
   capnp::JsonCodec codec;
+  codec.addTypeHandler(dataHandler);
   if (!paramsJson.empty()) {
     if (!args.empty() || !named.empty())
       throw std::invalid_argument(

@@ -68,6 +68,9 @@ int main(int argc, char** argv) {
   // `zmeshctl up -c FILE` as well as `zmeshctl -c FILE up`: a subcommand hands
   // the options it does not know (-c) up to this one.
   app.fallthrough();
+  app.footer(
+      "zmeshctl call --help: how arguments fill a method's params, and how Data (the cache's "
+      "keys and values) is given and printed: as text, or as base64:<base64>.");
 
   auto* up = app.add_subcommand("up", "start every configured service and supervise it");
   bool foreground = false;
@@ -81,6 +84,26 @@ int main(int argc, char** argv) {
                          "call any method: zmeshctl call idgen next orders 10, or by field name: "
                          "zmeshctl call ratelimit check api --key user:1 (a list of descriptors as "
                          "--descriptors tenant=acme,route=/orders)");
+  call->footer(
+      "Arguments fill the params in the order the schema declares them; --name value sets a "
+      "field by name (--retry-after-ms or --retry_after_ms for retryAfterMs; --ttl and --wait "
+      "for ttlMs and waitMs). An enum takes its name (--condition ifAbsent, or if-absent). A "
+      "list takes commas: keys as a,b,c; pairs as a=1,b=2.\n\n"
+      "Data fields (the cache's keys and values) take the argument's bytes as they are, or, "
+      "after \"base64:\", the bytes that base64 encodes (zmeshctl call cache set k "
+      "base64:AAEC). Results print Data as text when it is valid UTF-8 without control "
+      "characters (newlines and tabs included) and does not begin with \"base64:\"; otherwise "
+      "as base64:<base64>. --params and --json write Data fields the same way, as JSON "
+      "strings.\n\n"
+      "  zmeshctl call cache set user:1 alice --ttl 5000\n"
+      "  zmeshctl call cache get user:1                # found: true  value: alice\n"
+      "  zmeshctl call cache set user:1 bob --condition ifAbsent   # stored: false\n"
+      "  zmeshctl call cache incr visits 5             # value: 5\n"
+      "  zmeshctl call cache ttl user:1                # ttlMs: 4998 (-1: no expiry)\n"
+      "  zmeshctl call cache scan user: --count 100    # keys, and the cursor to go on from\n"
+      "  zmeshctl call cache mget user:1,user:2\n"
+      "  zmeshctl call cache del user:1\n"
+      "  zmeshctl call cache stats");
   std::string service, method, params;
   std::vector<std::string> args;
   bool json = false;

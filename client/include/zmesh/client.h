@@ -4,6 +4,7 @@
 //   zmesh::Mesh mesh{"deploy/local/mesh.toml"};
 //   auto ids = mesh.idgen().next("orders", 100);          // [first, first + 100)
 //   auto lease = mesh.locks().acquire("report", {.ttl = 10s, .wait = 2s});
+//   mesh.cache().set("user:1", "alice", {.ttl = 5s});        // get("user:1"): "alice"
 //   auto sub = mesh.events().subscribe("idgen.", [](const zmesh::Event& e) { ... });
 //
 // Threading: a Mesh and the stubs it hands out may be shared by any number of
@@ -17,10 +18,12 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "zmesh/idl/ratelimit.capnp.h"
@@ -249,6 +252,143 @@ class LockClient {
   std::string owner_;
 };
 
+// ---- Cache (API.md "Cache") ----
+
+// When set() writes: always, only when the key is absent (NX), only when it is present (XX).
+enum class SetCondition : uint8_t { always, ifAbsent, ifPresent };
+
+// How to set: `cache.set("user:1", "alice", {.ttl = 5s})`.
+// Designated initializers name fields in this order.
+struct SetOptions {
+  std::chrono::milliseconds ttl = 0ms;  // 0: no expiry (or, with keepTtl, the key's current one)
+  SetCondition condition = SetCondition::always;
+  bool keepTtl = false;  // a key that exists keeps its expiry (ttl must be 0 then)
+};
+
+// The cache's counters, as stats() answers them.
+struct CacheStats {
+  std::string policy;  // fifo | lifo | lru | mru | lfu | random | noeviction
+  uint64_t keys;
+  uint64_t memoryUsed;   // bytes the entries and their index take
+  uint64_t memoryLimit;  // max_memory
+  uint64_t hits;
+  uint64_t misses;
+  uint64_t evictions;
+  uint64_t expired;                // keys removed because their TTL ran out
+  uint64_t refusedFull;            // writes refused with INSUFFICIENT_STORAGE (noeviction)
+  uint64_t persistenceLagRecords;  // logged, not yet as durable as the fsync policy says
+  std::string fsync;               // always | everysec | no | off (nothing persisted)
+};
+
+class CacheScan;
+
+// The cache's stub. Keys (1..max_key_bytes) and values (0..max_value_bytes)
+// are any bytes. Thread-safe, like every stub.
+// Failures throw RpcError: PAYLOAD_TOO_LARGE (a key or value over its limit),
+// INSUFFICIENT_STORAGE (full under the noeviction policy), FAILED_PRECONDITION
+// (incr of a value that is not a decimal int64, or an overflow),
+// INVALID_ARGUMENT (a write's empty key, a ttl over the service's longest,
+// keepTtl with a ttl, a batch or scan count over max_batch, a cursor the
+// service did not hand out), UNAVAILABLE, DEADLINE_EXCEEDED. A read of a key no write could store
+// (empty, too long) is a miss.
+// Resent on a lost connection: every call but incr/decr (a write resent is
+// answered from the service's record of the first; incr is not resent, since
+// one the service did not recognise would count twice).
+class CacheClient {
+ public:
+  explicit CacheClient(rpc::Channel channel, CallSettings settings = {});
+
+  // nullopt on a miss (absent or expired).
+  std::optional<std::string> get(std::string_view key) const;
+  // False when options.condition did not hold (nothing changed then).
+  bool set(std::string_view key, std::string_view value, const SetOptions& options = {}) const;
+  // Whether the key existed.
+  bool del(std::string_view key) const;
+  // In the order asked; nullopt for a miss. At most max_batch keys.
+  std::vector<std::optional<std::string>> mget(const std::vector<std::string>& keys) const;
+  // All or nothing: every entry is checked before any is written. ttl 0: no expiry.
+  void mset(const std::vector<std::pair<std::string, std::string>>& entries,
+            std::chrono::milliseconds ttl = 0ms) const;
+  // The value after adding `by`; an absent key counts from 0 (and gets no TTL).
+  int64_t incr(std::string_view key, int64_t by = 1) const;
+  int64_t decr(std::string_view key, int64_t by = 1) const;  // incr(key, -by)
+  // Sets the key's time to live (0: removes its expiry). False when there is no such key.
+  bool expire(std::string_view key, std::chrono::milliseconds ttl) const;
+  // What ttl() answers for a key without expiry.
+  static constexpr std::chrono::milliseconds kNoExpiry = std::chrono::milliseconds::max();
+  // The time the key has left, kNoExpiry when it does not expire; nullopt when absent.
+  std::optional<std::chrono::milliseconds> ttl(std::string_view key) const;
+  // Unlike get, not a use for the LRU/MRU/LFU policies.
+  bool exists(std::string_view key) const;
+  // Keys starting with `prefix`, fetched `count` at a time (see CacheScan).
+  CacheScan scan(std::string_view prefix = {}, uint32_t count = 100) const;
+  // One call of the scan: start with cursor ""; the scan is complete when
+  // the answer's cursor is "". A page may hold no keys before the end.
+  struct ScanPage {
+    std::vector<std::string> keys;
+    std::string cursor;
+  };
+  ScanPage scanPage(std::string_view prefix, std::string_view cursor, uint32_t count = 100) const;
+  CacheStats stats() const;
+
+  const rpc::Channel& channel() const { return channel_; }
+
+ private:
+  rpc::Channel channel_;
+  CallSettings settings_;
+};
+
+// The keys of a scan, fetched a page at a time as the loop goes:
+//   for (const std::string& key : cache.scan("user:")) ...
+// A key present for the whole scan comes at least once (possibly more than
+// once); one added or removed meanwhile may or may not. A page's call that
+// fails throws RpcError from begin() or from the loop's increment. Like a
+// stub, a scan must not outlive its Mesh.
+class CacheScan {
+ public:
+  class iterator {
+   public:
+    using iterator_category = std::input_iterator_tag;
+    using value_type = std::string;
+    using difference_type = std::ptrdiff_t;
+    using pointer = const std::string*;
+    using reference = const std::string&;
+    iterator() = default;
+    reference operator*() const { return scan_->page_[scan_->index_]; }
+    pointer operator->() const { return &**this; }
+    iterator& operator++() {
+      scan_->advance();
+      return *this;
+    }
+    void operator++(int) { ++*this; }
+    bool operator==(std::default_sentinel_t) const { return !scan_ || scan_->finished(); }
+
+   private:
+    friend class CacheScan;
+    explicit iterator(CacheScan* scan) : scan_(scan) {}
+    CacheScan* scan_ = nullptr;
+  };
+  // Single pass: begin() starts the scan (once; a second begin() continues it).
+  iterator begin();
+  std::default_sentinel_t end() const { return {}; }
+
+ private:
+  friend class CacheClient;
+  CacheScan(CacheClient client, std::string prefix, uint32_t count)
+      : client_(std::move(client)), prefix_(std::move(prefix)), count_(count) {}
+  void fill();  // fetches pages until one has keys or the scan is complete
+  void advance();
+  bool finished() const { return index_ >= page_.size() && complete_; }
+  CacheClient client_;  // a copy: the scan may outlive the stub it came from
+  std::string prefix_;
+  uint32_t count_;
+  std::string cursor_;
+  std::vector<std::string> page_;
+  size_t index_ = 0;
+  bool started_ = false;
+  bool complete_ = false;
+};
+
 // One pub/sub event as a subscriber sees it.
 struct Event {
   std::string topic;
@@ -311,6 +451,7 @@ class Mesh {
   RateLimitClient ratelimit(CallSettings settings = {});
   // Each call gives a LockClient with an owner of its own.
   LockClient locks(CallSettings settings = {});
+  CacheClient cache(CallSettings settings = {});
   AdminClient admin(const std::string& service, CallSettings settings = {});
   Events events();
   // The request/reply endpoint of a configured service; throws ConfigError if none.

@@ -1,5 +1,5 @@
-// Each service's REST routes, one file each. A service not built yet declares
-// its routes with no handler: they answer 501 until its issue lands.
+// Each service's REST routes, one file each. A route with no handler answers
+// 501 (a service whose routes are declared before it is built).
 #pragma once
 
 #include "router.h"
