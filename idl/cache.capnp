@@ -9,6 +9,7 @@
 
 using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("zmesh::idl");
+using Json = import "/capnp/compat/json.capnp";
 using import "common.capnp".readOnly;
 
 enum SetCondition {
@@ -95,20 +96,25 @@ interface Cache {
   stats @10 () -> (stats :CacheStats) $readOnly;
 }
 
-enum InvalidationReason {
-  deleted @0;
-  expired @1;
-  overwritten @2;
+enum ChangeReason {
+  set @0;
+  # cache.set
+  deleted @1;
+  expired @2;
+  overwritten @3;
+  # cache.invalidated
+  evicted @4;
+  # cache.evicted
 }
 
 struct CacheEvent {
   # Body of cache.set, cache.invalidated and cache.evicted.
-  key @0 :Data;
+  key @0 :Data $Json.base64;
   # The key, or empty when it is longer than the service's event_key_bytes.
+  # In JSON (Server-Sent Events, zmeshctl events): base64.
   keyHash @1 :UInt64;
   # xxh3-64 of the key, always set.
-  reason @2 :InvalidationReason;
-  # cache.invalidated only.
+  reason @2 :ChangeReason;
   count @3 :UInt32;
   # 1 for an event of its own. Under load events of a topic beyond the
   # service's events_per_second are folded: the next one published carries

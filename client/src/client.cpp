@@ -607,6 +607,7 @@ std::string eventBodyJson(uint64_t bodyType, capnp::AnyPointer::Reader body) {
     if (schema.getProto().getId() != bodyType) continue;
     rpc::checkFields(body, schema, "event.body");
     capnp::JsonCodec codec;
+    codec.handleByAnnotation(schema);  // e.g. a cache key's bytes as base64
     return codec.encode(body.getAs<capnp::DynamicStruct>(schema)).cStr();
   }
   char hex[40];

@@ -343,9 +343,9 @@ void CacheService::changedSet(std::string_view key, std::string_view value, Mill
   // the record that makes it durable.
   if (overwriting_) {
     overwriting_ = false;
-    event(kInvalidated, key, idl::InvalidationReason::OVERWRITTEN);
+    event(kInvalidated, key, idl::ChangeReason::OVERWRITTEN);
   }
-  event(kSet, key, idl::InvalidationReason::OVERWRITTEN);
+  event(kSet, key, idl::ChangeReason::SET);
 }
 
 void CacheService::changedRemoved(std::string_view key, Removal why) {
@@ -353,14 +353,14 @@ void CacheService::changedRemoved(std::string_view key, Removal why) {
   recorder_.onRemoved(key, why);
   switch (why) {
     case Removal::deleted:
-      return event(kInvalidated, key, idl::InvalidationReason::DELETED);
+      return event(kInvalidated, key, idl::ChangeReason::DELETED);
     case Removal::expired:
-      return event(kInvalidated, key, idl::InvalidationReason::EXPIRED);
+      return event(kInvalidated, key, idl::ChangeReason::EXPIRED);
     case Removal::overwritten:
       overwriting_ = true;  // the onSet that follows logs the new value, then tells
       return;
     case Removal::evicted:
-      return event(kEvicted, key, idl::InvalidationReason::DELETED);
+      return event(kEvicted, key, idl::ChangeReason::EVICTED);
   }
 }
 
@@ -369,7 +369,7 @@ void CacheService::changedExpiry(std::string_view key, std::string_view value, M
   recorder_.onExpireSet(key, value, expiresAt);
 }
 
-void CacheService::event(Topic topic, std::string_view key, idl::InvalidationReason reason) {
+void CacheService::event(Topic topic, std::string_view key, idl::ChangeReason reason) {
   if (!publisher_) return;
   const uint64_t hash = XXH3_64bits(key.data(), key.size());
   std::string_view shown = key.size() <= options_.eventKeyBytes ? key : std::string_view{};
@@ -391,7 +391,7 @@ void CacheService::event(Topic topic, std::string_view key, idl::InvalidationRea
 }
 
 void CacheService::publish(Topic topic, const std::string& key, uint64_t hash,
-                           idl::InvalidationReason reason, uint32_t count) {
+                           idl::ChangeReason reason, uint32_t count) {
   capnp::MallocMessageBuilder message(static_cast<capnp::uint>(key.size() / 8 + 16));
   auto body = message.initRoot<idl::CacheEvent>();
   body.setKey(bytesOf(key));

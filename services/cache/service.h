@@ -89,8 +89,8 @@ class CacheService final : public idl::Cache::Server {
   };
 
   void recover();
-  void event(Topic topic, std::string_view key, idl::InvalidationReason reason);
-  void publish(Topic topic, const std::string& key, uint64_t hash, idl::InvalidationReason reason,
+  void event(Topic topic, std::string_view key, idl::ChangeReason reason);
+  void publish(Topic topic, const std::string& key, uint64_t hash, idl::ChangeReason reason,
                uint32_t count);
   // Resolves once every record appended so far is durable (at once when all are).
   kj::Promise<void> durable();
@@ -125,7 +125,7 @@ class CacheService final : public idl::Cache::Server {
   struct Folded {
     std::string key;
     uint64_t hash = 0;
-    idl::InvalidationReason reason = idl::InvalidationReason::DELETED;
+    idl::ChangeReason reason = idl::ChangeReason::DELETED;
   };
   std::array<EventThrottle, kTopics> throttles_;
   std::array<Folded, kTopics> folded_;

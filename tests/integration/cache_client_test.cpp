@@ -395,7 +395,7 @@ TEST_CASE("CacheClient: schema-driven calls know the cache service", "[cache][cl
   auto event = message.initRoot<idl::CacheEvent>();
   event.setKey(capnp::Data::Reader(reinterpret_cast<const capnp::byte*>("k1"), 2));
   event.setKeyHash(9007199254740993ull);
-  event.setReason(idl::InvalidationReason::EXPIRED);
+  event.setReason(idl::ChangeReason::EXPIRED);
   event.setCount(3);
   capnp::MallocMessageBuilder any;
   any.initRoot<capnp::AnyPointer>().setAs<idl::CacheEvent>(event.asReader());
