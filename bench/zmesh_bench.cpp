@@ -9,6 +9,9 @@
 //       --window 1 --rule fixed_window --keys 1000000 --batch 16 --seconds 3
 //   zmesh-bench lock --server zmesh|etcd|redis --endpoint tcp://127.0.0.1:7130|127.0.0.1:2379
 //       --clients 50 [--contended] --seconds 3   (acquire + release pairs)
+//   zmesh-bench cache --endpoint tcp://127.0.0.1:7140 --clients 50 --pipeline 1
+//       --keys 100000 --value-bytes 32 --ratio 1:0 --seconds 3 --warmup-seconds 0.5
+//   zmesh-bench cache --endpoint tcp://127.0.0.1:7140 --load --keys 1000000 --batch 1000
 //   zmesh-bench stats --endpoint tcp://127.0.0.1:7120   (Admin.stats, name=value)
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -30,6 +33,7 @@
 #include <functional>
 #include <numeric>
 #include <optional>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -40,6 +44,7 @@
 #include "testsvc.capnp.h"
 #include "wire.h"
 #include "zmesh/idl/admin.capnp.h"
+#include "zmesh/idl/cache.capnp.h"
 #include "zmesh/idl/idgen.capnp.h"
 #include "zmesh/idl/lock.capnp.h"
 #include "zmesh/idl/ratelimit.capnp.h"
@@ -65,31 +70,41 @@ struct Load {
   uint64_t interfaceId;
   uint16_t methodId;
   // Built once and copied per call, as redis-benchmark builds its command once;
-  // calls take them in turn (one a namespace with --namespaces).
+  // calls take them in turn (one a namespace with --namespaces; cache: the
+  // gets and sets of --ratio).
   std::vector<zmq::message_t> params;
-  // ratelimit --keys N > 1: where the 12 digits of each check's key sit in the
-  // params (one place per check of a batch). Each call's copy gets the next
-  // keys written there, as redis-benchmark writes __rand_int__ into its
-  // command. Key number d of the run is (d × keyStride) mod keys: every key
-  // once per `keys` checks, in an order unrelated to the order they were
-  // first filled in (sequential: keyStride 1).
-  std::vector<size_t> keyOffsets;
+  // The method of each of `params` (cache: get or set); empty: methodId.
+  std::vector<uint16_t> methods;
+  // keys > 1: where the 12 digits of each key sit in each of `params` (one
+  // place per check of a ratelimit batch, per entry of a cache mset). Each
+  // call's copy gets the next keys written there, as redis-benchmark writes
+  // __rand_int__ into its command. Key number d of the run is
+  // (d × keyStride) mod keys: every key once per `keys` checks, in an order
+  // unrelated to the order they were first filled in (sequential: keyStride
+  // 1); with randomKeys, a uniform draw as redis-benchmark -r makes.
+  std::vector<std::vector<size_t>> keyOffsets;
   uint64_t keys = 1, keyStride = 1, nextKey = 0;
+  bool randomKeys = false;
+  std::mt19937_64 rng{12345};
   // Sees every 16th reply that succeeded (ratelimit: counts what it decided).
   std::function<void(rpc::Reply&)> sample;
 
+  uint16_t methodFor(uint64_t call) const {
+    return methods.empty() ? methodId : methods[call % methods.size()];
+  }
   zmq::message_t paramsFor(uint64_t call) {
-    zmq::message_t& model = params[call % params.size()];
+    size_t which = call % params.size();
+    zmq::message_t& model = params[which];
     zmq::message_t out;
-    if (keyOffsets.empty()) {
+    if (keyOffsets.empty() || keyOffsets[which].empty()) {
       out.copy(model);  // shares the buffer: nothing in it changes
       return out;
     }
     // Its own buffer: libzmq may still be sending an earlier copy.
     out.rebuild(model.data(), model.size());
     auto* bytes = static_cast<char*>(out.data());
-    for (size_t at : keyOffsets) {
-      uint64_t k = (nextKey++ % keys) * keyStride % keys;
+    for (size_t at : keyOffsets[which]) {
+      uint64_t k = randomKeys ? rng() % keys : (nextKey++ % keys) * keyStride % keys;
       for (int i = 11; i >= 0; --i, k /= 10) bytes[at + i] = static_cast<char>('0' + k % 10);
     }
     return out;
@@ -156,10 +171,11 @@ Result drive(Load& load, int window, uint64_t requests, double seconds) {
   } shared{r, recordLatency, issue, load.sample};
   issue = [&](rpc::Connection& c) {
     if (started >= requests || Clock::now() >= end) return;
+    uint16_t method = load.methodFor(started);
     zmq::message_t params = load.paramsFor(started);
     ++started;
     auto sent = recordLatency ? Clock::now() : Clock::time_point();
-    c.call(load.interfaceId, load.methodId, std::move(params), options,
+    c.call(load.interfaceId, method, std::move(params), options,
            [s = &shared, conn = &c, sent](rpc::Reply reply) {
              if (reply.status.ok()) {
                if ((++s->r.done & 15) == 0 && s->sample) s->sample(reply);
@@ -278,12 +294,15 @@ void report(const char* name, const Result& r, int connections, int window) {
   std::fflush(stdout);
 }
 
-// A bare ROUTER echo: the floor any RPC layer is measured against.
-void rawEchoServer(zmq::context_t& context, const std::string& endpoint, std::atomic<bool>& stop,
+// A bare ROUTER echo: the floor any RPC layer is measured against. `endpoint`
+// becomes the one bound (tcp://127.0.0.1:*: a port the system chose) before
+// `ready`.
+void rawEchoServer(zmq::context_t& context, std::string& endpoint, std::atomic<bool>& stop,
                    std::atomic<bool>& ready) {
   zmq::socket_t router(context, zmq::socket_type::router);
   router.set(zmq::sockopt::linger, 0);
   router.bind(endpoint);
+  endpoint = router.get(zmq::sockopt::last_endpoint);
   ready = true;
   std::vector<zmq::message_t> frames;
   while (!stop) {
@@ -309,6 +328,19 @@ uint64_t scatterStride(uint64_t keys) {
   return stride;
 }
 
+// Notes where the "############" key placeholders of the params last added
+// sit, in load.keyOffsets; returns how many there are.
+size_t placeholders(Load& load) {
+  const zmq::message_t& frame = load.params.back();
+  std::string_view bytes(static_cast<const char*>(frame.data()), frame.size());
+  load.keyOffsets.resize(load.params.size());
+  auto& offsets = load.keyOffsets.back();
+  for (size_t at = bytes.find("############"); at != std::string_view::npos;
+       at = bytes.find("############", at + 12))
+    offsets.push_back(at);
+  return offsets.size();
+}
+
 // RateLimit.check or checkBatch params naming `rule` and a 16-character key
 // (prefix + 12 digits, redis-benchmark -r's shape); with keys > 1 the digits
 // are placeholders whose offsets go into load.keyOffsets.
@@ -329,11 +361,7 @@ void rateLimitParams(Load& load, const std::string& rule, const std::string& pre
   }
   load.params.push_back(rpc::toFrame(m));
   if (keys <= 1) return;
-  std::string_view bytes(static_cast<const char*>(load.params[0].data()), load.params[0].size());
-  for (size_t at = bytes.find("############"); at != std::string_view::npos;
-       at = bytes.find("############", at + 12))
-    load.keyOffsets.push_back(at);
-  if (load.keyOffsets.size() != std::max<uint32_t>(batch, 1))
+  if (placeholders(load) != std::max<uint32_t>(batch, 1))
     throw std::runtime_error("ratelimit params: key placeholders not found");
   load.keys = keys;
 }
@@ -918,6 +946,109 @@ int runLock(zmq::context_t& context, const LockFlags& f) {
   return run.failed == 0 ? 0 : 1;
 }
 
+// ---- cache: get and set (or an mset load) against zmesh-cache ----
+
+struct CacheBenchFlags {
+  std::string endpoint = "tcp://127.0.0.1:7140", keyPrefix = "key:", ratio = "1:1";
+  int clients = 50, pipeline = 1;
+  uint64_t keys = 100'000;
+  size_t valueBytes = 32;
+  double seconds = 3, warmupSeconds = 0.5;
+  bool load = false;
+  uint32_t batch = 1000;
+};
+
+// Cache.get and Cache.set on keys <prefix><12 digits> drawn uniformly from
+// --keys (redis-benchmark -r's keys and draw), the value --value-bytes of 'x'
+// (redis-benchmark -d's), --ratio gets to sets taken in turn; or, with
+// --load, Cache.mset of --batch entries a call until every key is written
+// once, in order.
+int runCache(zmq::context_t& context, const CacheBenchFlags& f) {
+  unsigned gets = 0, sets = 0;
+  char tail = 0;
+  if (std::sscanf(f.ratio.c_str(), "%u:%u%c", &gets, &sets, &tail) != 2 || gets + sets == 0 ||
+      gets + sets > 1000) {
+    std::fprintf(stderr, "--ratio: gets:sets such as 9:1, got '%s'\n", f.ratio.c_str());
+    return 2;
+  }
+  if (unsigned g = std::gcd(gets, sets); g > 1) gets /= g, sets /= g;
+  const auto schema = capnp::Schema::from<idl::Cache>();
+  const std::string key = f.keyPrefix + "############", value(f.valueBytes, 'x');
+  auto data = [](std::string_view s) {
+    return capnp::Data::Reader(reinterpret_cast<const kj::byte*>(s.data()), s.size());
+  };
+  Load load;
+  load.interfaceId = capnp::typeId<idl::Cache>();
+  load.keys = f.keys;
+  if (f.load) {
+    capnp::MallocMessageBuilder m(f.batch * 16 + 64);
+    for (auto e : m.initRoot<idl::Cache::MsetParams>().initEntries(f.batch)) {
+      e.setKey(data(key));
+      e.setValue(data(value));
+    }
+    load.params.push_back(rpc::toFrame(m));
+    load.methods.push_back(rpc::methodOrdinal(schema, "mset"));
+  } else {
+    for (unsigned i = 0; i < gets + sets; ++i) {
+      capnp::MallocMessageBuilder m(32);
+      if (i < gets) {
+        m.initRoot<idl::Cache::GetParams>().setKey(data(key));
+        load.methods.push_back(rpc::methodOrdinal(schema, "get"));
+      } else {
+        auto p = m.initRoot<idl::Cache::SetParams>();
+        p.setKey(data(key));
+        p.setValue(data(value));
+        load.methods.push_back(rpc::methodOrdinal(schema, "set"));
+      }
+      load.params.push_back(rpc::toFrame(m));
+      if (placeholders(load) != 1) throw std::runtime_error("cache params: no key placeholder");
+    }
+    load.randomKeys = true;
+  }
+  if (f.load && placeholders(load) != f.batch)
+    throw std::runtime_error("cache mset params: key placeholders not found");
+  rpc::ConnectionOptions connectionOptions;
+  connectionOptions.monitor = false;
+  for (int i = 0; i < f.clients; ++i)
+    load.connections.push_back(
+        std::make_unique<rpc::Connection>(context, f.endpoint, connectionOptions));
+  rusage before{}, after{};
+  ::getrusage(RUSAGE_SELF, &before);
+  Result r, warm;
+  uint64_t sampled = 0, found = 0;
+  if (f.load) {
+    r = drive(load, f.pipeline, (f.keys + f.batch - 1) / f.batch, 3600);
+  } else {
+    // The warm-up (connecting, first allocations) in the measured shape: its
+    // calls count in a server's CPU per call.
+    if (f.warmupSeconds > 0) warm = drive(load, f.pipeline, UINT64_MAX, f.warmupSeconds);
+    if (sets == 0)  // every 16th get: found?
+      load.sample = [&](rpc::Reply& reply) {
+        ++sampled;
+        found += reply.results<idl::Cache::GetResults>().getFound();
+      };
+    r = drive(load, f.pipeline, UINT64_MAX, f.seconds);
+  }
+  ::getrusage(RUSAGE_SELF, &after);
+  auto cpuUs = [](const rusage& u) {
+    return (u.ru_utime.tv_sec + u.ru_stime.tv_sec) * 1e6 + u.ru_utime.tv_usec + u.ru_stime.tv_usec;
+  };
+  uint64_t all = r.done + r.failed + warm.done + warm.failed;
+  std::printf(
+      "cache-%s clients=%d pipeline=%d ratio=%s keys=%llu value_bytes=%zu calls=%llu "
+      "failed=%llu seconds=%.3f calls_per_s=%.0f warmup_calls=%llu client_cpu_us_per_call=%.2f",
+      f.load ? "load" : "getset", f.clients, f.pipeline,
+      f.load ? "mset" : (std::to_string(gets) + ":" + std::to_string(sets)).c_str(),
+      static_cast<unsigned long long>(f.keys), f.valueBytes,
+      static_cast<unsigned long long>(r.done),
+      static_cast<unsigned long long>(r.failed + warm.failed), r.seconds, r.done / r.seconds,
+      static_cast<unsigned long long>(warm.done), all ? (cpuUs(after) - cpuUs(before)) / all : 0.0);
+  if (f.load) std::printf(" batch=%u keys_per_s=%.0f", f.batch, r.done * f.batch / r.seconds);
+  if (sampled) std::printf(" found_sampled=%.4f", static_cast<double>(found) / sampled);
+  std::printf("\n");
+  return r.failed + warm.failed == 0 ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -990,6 +1121,30 @@ int main(int argc, char** argv) {
   lock->add_option("--wait-ms", lockFlags.waitMs, "zmesh --contended: waitMs of each acquire");
   lock->add_option("--tag", lockFlags.tag,
                    "in the lock names: lockbench:<tag>:<client> (etcd: / for :)");
+  auto* cache = app.add_subcommand(
+      "cache",
+      "Cache.get and Cache.set against zmesh-cache, --ratio gets to sets, keys drawn uniformly "
+      "(redis-benchmark -t get,set -r's shape); or --load: Cache.mset every key once");
+  CacheBenchFlags cacheFlags;
+  cache->add_option("--endpoint", cacheFlags.endpoint);
+  cache->add_option("--clients", cacheFlags.clients, "connections")->check(CLI::Range(1, 1000));
+  cache->add_option("--pipeline", cacheFlags.pipeline, "calls in flight per connection")
+      ->check(CLI::Range(1, 100000));
+  cache
+      ->add_option("--keys", cacheFlags.keys,
+                   "<prefix>000000000000 to <prefix>N-1 (redis-benchmark -r's key shape)")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{1'000'000'000'000}));
+  cache->add_option("--key-prefix", cacheFlags.keyPrefix);
+  cache->add_option("--value-bytes", cacheFlags.valueBytes, "of each set (redis-benchmark -d)")
+      ->check(CLI::Range(size_t{0}, size_t{256} << 20));
+  cache->add_option("--ratio", cacheFlags.ratio, "gets:sets, e.g. 1:0 (gets only), 9:1");
+  cache->add_option("--seconds", cacheFlags.seconds, "measured, after the warm-up");
+  cache->add_option("--warmup-seconds", cacheFlags.warmupSeconds,
+                    "calls before the measured window (warmup_calls)");
+  cache->add_flag("--load", cacheFlags.load,
+                  "mset every key once, in key order, --batch entries a call, then exit");
+  cache->add_option("--batch", cacheFlags.batch, "--load: entries a call (the server's max_batch)")
+      ->check(CLI::Range(1u, 100000u));
   auto* stats = app.add_subcommand("stats", "Admin.stats of a running process, name=value");
   stats->add_option("--endpoint", endpoint);
   int warmup = 100;
@@ -1015,6 +1170,14 @@ int main(int argc, char** argv) {
   // both ends made that thread the bottleneck of the measurement.
   zmq::context_t context, serverContext;
   if (app.got_subcommand("stats")) return printStats(context, endpoint);
+  if (app.got_subcommand("cache")) {
+    try {
+      return runCache(context, cacheFlags);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "zmesh-bench cache: %s\n", e.what());
+      return 1;
+    }
+  }
   if (app.got_subcommand("lock")) {
     try {
       return runLock(context, lockFlags);
@@ -1033,10 +1196,10 @@ int main(int argc, char** argv) {
     endpoint = transport == "tcp" ? "tcp://127.0.0.1:0"
                                   : "ipc:///tmp/zmesh-bench-" + std::to_string(::getpid());
     if (serverKind == "raw") {
-      if (transport == "tcp")
-        endpoint = "tcp://127.0.0.1:" + std::to_string(17000 + ::getpid() % 20000);
-      serverThread = std::thread(rawEchoServer, std::ref(serverContext), endpoint, std::ref(stop),
-                                 std::ref(ready));
+      // A free port the system picks: a fixed one may be taken by another run.
+      if (transport == "tcp") endpoint = "tcp://127.0.0.1:*";
+      serverThread = std::thread(rawEchoServer, std::ref(serverContext), std::ref(endpoint),
+                                 std::ref(stop), std::ref(ready));
     } else {
       serverThread = std::thread([&] {
         rpc::ServerOptions o;

@@ -43,6 +43,8 @@ if [ "$bench" = 1 ]; then
   # bench/lock_vs_etcd.sh: etcd 3.4, driven over HTTP (no etcdctl needed). The
   # script runs its own etcd on ports of its own, beside any the package starts.
   packages+=(etcd-server)
+  # The instruction counts (bench/*.sh CALLGRIND=1 or PARTS=callgrind).
+  packages+=(valgrind)
 fi
 
 missing=()

@@ -338,7 +338,7 @@ void CacheService::expireActively() {
 
 void CacheService::changedSet(std::string_view key, std::string_view value, Millis expiresAt) {
   if (recovering_) return;
-  recorder_.onSet(key, value, expiresAt);
+  if (journal_) recorder_.onSet(key, value, expiresAt);
   // The overwrite the store reported just before: published only now, behind
   // the record that makes it durable.
   if (overwriting_) {
@@ -350,7 +350,7 @@ void CacheService::changedSet(std::string_view key, std::string_view value, Mill
 
 void CacheService::changedRemoved(std::string_view key, Removal why) {
   if (recovering_) return;
-  recorder_.onRemoved(key, why);
+  if (journal_) recorder_.onRemoved(key, why);
   switch (why) {
     case Removal::deleted:
       return event(kInvalidated, key, idl::ChangeReason::DELETED);
@@ -366,7 +366,7 @@ void CacheService::changedRemoved(std::string_view key, Removal why) {
 
 void CacheService::changedExpiry(std::string_view key, std::string_view value, Millis expiresAt) {
   if (recovering_) return;
-  recorder_.onExpireSet(key, value, expiresAt);
+  if (journal_) recorder_.onExpireSet(key, value, expiresAt);
 }
 
 void CacheService::event(Topic topic, std::string_view key, idl::ChangeReason reason) {
