@@ -138,5 +138,9 @@ struct CacheLogRecord {
     del @3 :Data;
     # Deleted, evicted (policy victims are logged, so a restart holds what
     # the running cache held).
+    batch @4 :List(CacheLogRecord);
+    # What one call changed together (an mset and the evictions it made
+    # room with), applied in order: a crash keeps all of it or none. Its
+    # records are sets and dels, never batches.
   }
 }

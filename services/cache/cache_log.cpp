@@ -9,7 +9,7 @@
 namespace zmesh::cache {
 namespace {
 
-capnp::Data::Reader data(std::string_view s) {
+capnp::Data::Reader bytesOf(std::string_view s) {
   return {reinterpret_cast<const kj::byte*>(s.data()), s.size()};
 }
 
@@ -44,28 +44,62 @@ void applySet(CacheStore& store, std::string_view key, std::string_view value, M
 std::string setRecord(std::string_view key, std::string_view value, Millis expiresAt) {
   capnp::MallocMessageBuilder message(firstSegmentWords(key.size() + value.size()));
   auto set = message.initRoot<idl::CacheLogRecord>().initSet();
-  set.setKey(data(key));
-  set.setValue(data(value));
+  set.setKey(bytesOf(key));
+  set.setValue(bytesOf(value));
   set.setExpiresAtMs(expiresAt);
   return rpc::toRecord(message);
 }
 
 std::string delRecord(std::string_view key) {
   capnp::MallocMessageBuilder message(firstSegmentWords(key.size()));
-  message.initRoot<idl::CacheLogRecord>().setDel(data(key));
+  message.initRoot<idl::CacheLogRecord>().setDel(bytesOf(key));
   return rpc::toRecord(message);
 }
 
 void LogRecorder::onSet(std::string_view key, std::string_view value, Millis expiresAt) {
-  append_(setRecord(key, value, expiresAt));
+  if (!batching_) return append_(setRecord(key, value, expiresAt));
+  record({false, std::string(key), std::string(value), expiresAt});
 }
 
 void LogRecorder::onRemoved(std::string_view key, Removal why) {
-  if (why == Removal::deleted || why == Removal::evicted) append_(delRecord(key));
+  if (why != Removal::deleted && why != Removal::evicted) return;
+  if (!batching_) return append_(delRecord(key));
+  record({true, std::string(key), {}, 0});
 }
 
 void LogRecorder::onExpireSet(std::string_view key, std::string_view value, Millis expiresAt) {
-  append_(setRecord(key, value, expiresAt));
+  onSet(key, value, expiresAt);
+}
+
+void LogRecorder::record(Change change) { batch_.push_back(std::move(change)); }
+
+void LogRecorder::beginBatch() {
+  batching_ = true;
+  batch_.clear();
+}
+
+void LogRecorder::endBatch() {
+  batching_ = false;
+  if (batch_.empty()) return;
+  size_t bytes = 0;
+  for (auto& c : batch_) bytes += c.key.size() + c.value.size() + 32;
+  capnp::MallocMessageBuilder message(firstSegmentWords(bytes));
+  auto records =
+      message.initRoot<idl::CacheLogRecord>().initBatch(static_cast<capnp::uint>(batch_.size()));
+  for (size_t i = 0; i < batch_.size(); ++i) {
+    auto r = records[static_cast<capnp::uint>(i)];
+    const Change& c = batch_[i];
+    if (c.del) {
+      r.setDel(bytesOf(c.key));
+      continue;
+    }
+    auto set = r.initSet();
+    set.setKey(bytesOf(c.key));
+    set.setValue(bytesOf(c.value));
+    set.setExpiresAtMs(c.expiresAt);
+  }
+  batch_.clear();
+  append_(rpc::toRecord(message));
 }
 
 void appendSnapshotEntry(std::string& slice, std::string_view key, std::string_view value,
@@ -76,21 +110,33 @@ void appendSnapshotEntry(std::string& slice, std::string_view key, std::string_v
   slice += record;
 }
 
-void replayRecord(CacheStore& store, const std::string& bytes, Millis now) {
-  readRecord(bytes, "log record", [&](idl::CacheLogRecord::Reader r) {
-    switch (r.which()) {
-      case idl::CacheLogRecord::SET: {
-        auto s = r.getSet();
-        applySet(store, view(s.getKey()), view(s.getValue()), s.getExpiresAtMs(), now);
-        return;
-      }
-      case idl::CacheLogRecord::DEL:
-        store.del(view(r.getDel()), now);
-        return;
+namespace {
+
+// A set or a del; `inBatch`: a batch may not hold another.
+void apply(CacheStore& store, idl::CacheLogRecord::Reader r, Millis now, bool inBatch) {
+  switch (r.which()) {
+    case idl::CacheLogRecord::SET: {
+      auto s = r.getSet();
+      applySet(store, view(s.getKey()), view(s.getValue()), s.getExpiresAtMs(), now);
+      return;
     }
-    throw storage::StorageError("cache journal: log record: a kind this version does not know (" +
-                                std::to_string(static_cast<int>(r.which())) + ")");
-  });
+    case idl::CacheLogRecord::DEL:
+      store.del(view(r.getDel()), now);
+      return;
+    case idl::CacheLogRecord::BATCH:
+      if (inBatch) throw storage::StorageError("cache journal: log record: a batch inside a batch");
+      for (auto inner : r.getBatch()) apply(store, inner, now, true);
+      return;
+  }
+  throw storage::StorageError("cache journal: log record: a kind this version does not know (" +
+                              std::to_string(static_cast<int>(r.which())) + ")");
+}
+
+}  // namespace
+
+void replayRecord(CacheStore& store, const std::string& bytes, Millis now) {
+  readRecord(bytes, "log record",
+             [&](idl::CacheLogRecord::Reader r) { apply(store, r, now, false); });
 }
 
 void replaySnapshot(CacheStore& store, const std::string& payload, Millis now) {

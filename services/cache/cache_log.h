@@ -19,6 +19,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "cache_store.h"
 
@@ -37,8 +38,22 @@ class LogRecorder final : public Listener {
   void onRemoved(std::string_view key, Removal why) override;
   void onExpireSet(std::string_view key, std::string_view value, Millis expiresAt) override;
 
+  // What is recorded between the two is appended as one record (a batch),
+  // so a crash keeps all of a call's changes or none of them.
+  void beginBatch();
+  void endBatch();
+
  private:
+  struct Change {
+    bool del = false;
+    std::string key, value;
+    Millis expiresAt = 0;
+  };
+  void record(Change change);
+
   std::function<void(std::string)> append_;
+  bool batching_ = false;
+  std::vector<Change> batch_;
 };
 
 // Appends one entry to a snapshot slice.

@@ -470,7 +470,11 @@ kj::Promise<void> CacheService::mset(MsetContext context) {
   for (auto e : entries) pairs.emplace_back(view(e.getKey()), view(e.getValue()));
   Millis ttl = 0;
   KJ_IF_MAYBE (e, badTtl(p.getTtlMs(), options_.store.maxTtl, ttl)) return kj::mv(*e);
-  if (auto f = store_.mset(pairs, ttl, now_())) return refuse(*f);
+  // One record for the whole call: a crash keeps the mset whole or not at all.
+  recorder_.beginBatch();
+  auto failure = store_.mset(pairs, ttl, now_());
+  recorder_.endBatch();
+  if (failure) return refuse(*failure);
   return durable();
 }
 

@@ -344,6 +344,13 @@ void journalSeeds() {
         set.setExpiresAtMs(1000);
       }),
       cacheRecord([&](auto r) { r.setDel(data("user:1")); }),
+      cacheRecord([&](auto r) {  // an mset and the eviction it made room with
+        auto batch = r.initBatch(2);
+        batch[0].setDel(data("old"));
+        auto set = batch[1].initSet();
+        set.setKey(data("user:2"));
+        set.setValue(data("bob"));
+      }),
   };
   write("journal", "cache-log", logOnly(cacheLog));
   for (auto d : crafted::kAllDamage) {

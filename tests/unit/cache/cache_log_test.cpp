@@ -109,7 +109,23 @@ TEST_CASE(
   CacheStore live(o, &recorder);
   auto key = [&] { return "k" + std::to_string(rng() % 400); };
   auto mutate = [&] {
-    switch (rng() % 6) {
+    switch (rng() % 7) {
+      case 6: {
+        // An mset: one batch record with the evictions it made room with.
+        std::vector<std::string> keys, values;
+        for (int i = 0; i < 4; ++i) {
+          keys.push_back(key());
+          values.push_back(std::string(rng() % 300, 'm'));
+        }
+        std::vector<std::pair<std::string_view, std::string_view>> pairs;
+        for (int i = 0; i < 4; ++i) pairs.emplace_back(keys[i], values[i]);
+        const size_t before = log.size();
+        recorder.beginBatch();
+        (void)live.mset(pairs, 0, now);
+        recorder.endBatch();
+        REQUIRE(log.size() - before <= 1);
+        break;
+      }
       case 0:
       case 1:
         (void)live.set(key(), std::string(rng() % 200, 'v'), {static_cast<Millis>(rng() % 3) * 500},
@@ -168,6 +184,13 @@ TEST_CASE("cache log: bytes that are almost a record are refused naming the faul
     CHECK_THROWS_WITH(replayRecord(store, zmesh::rpc::toRecord(m), now),
                       Catch::Contains("cache journal"));
     CHECK(store.size() == 0);
+  }
+  SECTION("a batch inside a batch") {
+    capnp::MallocMessageBuilder m;
+    auto outer = m.initRoot<zmesh::idl::CacheLogRecord>().initBatch(1);
+    outer[0].initBatch(1)[0].setDel(capnp::Data::Reader(reinterpret_cast<const kj::byte*>("k"), 1));
+    CHECK_THROWS_WITH(replayRecord(store, zmesh::rpc::toRecord(m), now),
+                      Catch::Contains("a batch inside a batch"));
   }
   SECTION("a set of an empty key") {
     CHECK_THROWS_WITH(replayRecord(store, setRecord("", "v", 0), now),
