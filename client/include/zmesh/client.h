@@ -284,13 +284,13 @@ class CacheScan;
 
 // The cache's stub. Keys (1..max_key_bytes) and values (0..max_value_bytes)
 // are any bytes. Thread-safe, like every stub.
-// Failures throw RpcError: PAYLOAD_TOO_LARGE (a key or value over its limit),
-// INSUFFICIENT_STORAGE (full under the noeviction policy), FAILED_PRECONDITION
-// (incr of a value that is not a decimal int64, or an overflow),
-// INVALID_ARGUMENT (a write's empty key, a ttl over the service's longest,
-// keepTtl with a ttl, a batch or scan count over max_batch, a cursor the
-// service did not hand out), UNAVAILABLE, DEADLINE_EXCEEDED. A read of a key no write could store
-// (empty, too long) is a miss.
+// Failures throw RpcError: PAYLOAD_TOO_LARGE (a key or value over its limit,
+// for reads as for writes), INSUFFICIENT_STORAGE (full under the noeviction
+// policy), FAILED_PRECONDITION (incr of a value that is not a decimal int64,
+// or an overflow), INVALID_ARGUMENT (an empty key, a ttl over the service's
+// longest, keepTtl with a ttl, a batch over max_batch, a cursor the service
+// did not hand out; a scan count over max_batch is cut to it), UNAVAILABLE,
+// DEADLINE_EXCEEDED.
 // Resent on a lost connection: every call but incr/decr (a write resent is
 // answered from the service's record of the first; incr is not resent, since
 // one the service did not recognise would count twice).
