@@ -117,21 +117,6 @@ load_redis() {  # $1: name, $2: keys
 
 # ---- one run ----
 
-# A process's CPU, clock ticks: "all main io journal" (main: the thread whose
-# id is the pid: zmesh-cache's loop, redis-server's event loop).
-ticks() {  # $1: pid
-  local t v total=0 main=0 io=0 journal=0
-  for t in /proc/"$1"/task/*; do
-    v=$(sed 's/.*) //' "$t/stat" 2>/dev/null | awk '{ print $12 + $13 }') || continue
-    total=$((total + ${v:-0}))
-    case "$(cat "$t/comm" 2>/dev/null)" in
-      ZMQbg/IO*) io=$((io + v)) ;;
-      journal*) journal=$((journal + v)) ;;
-    esac
-    [ "${t##*/}" = "$1" ] && main=$v
-  done
-  echo "$total $main $io $journal"
-}
 # Records under $1 this run's rate and CPU per request: the server's (all
 # threads, main, I/O, journal) and the load generator's.
 rec_cpu() {  # $1: measure, $2: requests served, $3 $4: "ticks" before and after, $5: load generator µs/req
@@ -151,10 +136,10 @@ child_run() {  # $1: output file, then the command
 redis_run() {  # $1: persistence, $2: pipeline, $3: get|set
   local name=redis_$1 n=$redis_n1 t0 t1 cticks
   [ "$2" = 16 ] && n=$redis_n16
-  t0=$(ticks "${pid[$name]}")
+  t0=$(service_ticks "${pid[$name]}")
   cticks=$(child_run "$tmp/rb.out" redis-benchmark -p "${port[$name]}" -t "$3" -c 50 -P "$2" -n "$n" \
     -r "$keys" -d 32 -q)
-  t1=$(ticks "${pid[$name]}")
+  t1=$(service_ticks "${pid[$name]}")
   local rps; rps=$(tr '\r' '\n' < "$tmp/rb.out" | awk -v t="${3^^}:" '$1 == t { for (i = 1; i <= NF; i++) if ($(i+1) == "requests") { print $i; exit } }')
   [ -n "$rps" ] || { echo "redis-benchmark -t $3 gave no rate:" >&2; cat "$tmp/rb.out" >&2; exit 1; }
   local m=$1/p$2/redis/$3
@@ -165,13 +150,13 @@ redis_run() {  # $1: persistence, $2: pipeline, $3: get|set
 zmesh_run() {  # $1: persistence, $2: pipeline, $3: get|set
   local name=zmesh_$1 ratio=1:0 t0 t1 out
   [ "$3" = set ] && ratio=0:1
-  t0=$(ticks "${pid[$name]}")
+  t0=$(service_ticks "${pid[$name]}")
   if ! out=$("$bin/zmesh-bench" cache --endpoint "${endpoint[$name]}" --clients 50 --pipeline "$2" \
     --keys "$keys" --value-bytes 32 --ratio "$ratio" --seconds "$run_seconds" --warmup-seconds 0.5); then
     echo "zmesh-bench cache had failed calls (or did not run): $out" >&2
     exit 1
   fi
-  t1=$(ticks "${pid[$name]}")
+  t1=$(service_ticks "${pid[$name]}")
   local m=$1/p$2/zmesh/$3 served=$(($(field calls <<< "$out") + $(field warmup_calls <<< "$out")))
   rec "$m/rate" "$(field calls_per_s <<< "$out")"
   rec_cpu "$m" "$served" "$t0" "$t1" "$(field client_cpu_us_per_call <<< "$out")"

@@ -65,6 +65,23 @@ thread_ticks() {  # $1: label, $2: pid; "label;tid;name ticks" per thread
   done
 }
 
+# A process's CPU, clock ticks: "all main io journal" (main: the thread whose
+# id is the pid — a zmesh service's loop, redis-server's event loop; io:
+# libzmq's I/O threads; journal: a zmesh journal's helper).
+service_ticks() {  # $1: pid
+  local t v total=0 main=0 io=0 journal=0
+  for t in /proc/"$1"/task/*; do
+    v=$(sed 's/.*) //' "$t/stat" 2>/dev/null | awk '{ print $12 + $13 }') || continue
+    total=$((total + ${v:-0}))
+    case "$(cat "$t/comm" 2>/dev/null)" in
+      ZMQbg/IO*) io=$((io + v)) ;;
+      journal*) journal=$((journal + v)) ;;
+    esac
+    [ "${t##*/}" = "$1" ] && main=$v
+  done
+  echo "$total $main $io $journal"
+}
+
 incl() {  # $1: callgrind file, $2: "file.cpp:function(" as callgrind_annotate names it
   callgrind_annotate --inclusive=yes --threshold=100 "$1" 2>/dev/null |
     awk -v name="$2" 'index($0, name) && !found { gsub(",", "", $1); print $1; found = 1 }'

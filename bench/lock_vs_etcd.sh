@@ -116,20 +116,6 @@ start_redis() {  # $1: name, $2: port, $3: no|always
 
 # ---- one run ----
 
-# zmesh-lock's threads, clock ticks: "all loop io journal" (loop: the main thread).
-lock_ticks() {  # $1: pid
-  local t v total=0 loop=0 io=0 journal=0
-  for t in /proc/"$1"/task/*; do
-    v=$(sed 's/.*) //' "$t/stat" 2>/dev/null | awk '{ print $12 + $13 }') || continue
-    total=$((total + ${v:-0}))
-    case "$(cat "$t/comm" 2>/dev/null)" in
-      ZMQbg/IO*) io=$((io + v)) ;;
-      journal*) journal=$((journal + v)) ;;
-    esac
-    [ "${t##*/}" = "$1" ] && loop=$v
-  done
-  echo "$total $loop $io $journal"
-}
 stat_field() { "$bin/zmesh-bench" stats --endpoint "$1" | field "$2"; }
 etcd_fsyncs() {  # etcd's WAL fsyncs so far (its /metrics)
   curl -sf "http://${endpoint[etcd]}/metrics" | awk '$1 == "etcd_disk_wal_fsync_duration_seconds_count" { print $2 }'
@@ -146,7 +132,7 @@ lock_run() {  # $1: shape, $2: target (zmesh_always zmesh_no etcd redis_always r
   local shape=$1 target=$2 server=${2%%_*} p=${pid[$2]} s0=0 s1=0
   local -a a t0 t1
   read -r -a a <<< "$(shape_args "$shape")"
-  read -r -a t0 <<< "$(lock_ticks "$p")"
+  read -r -a t0 <<< "$(service_ticks "$p")"
   [ "$server" = zmesh ] && s0=$(stat_field "${endpoint[$target]}" journal.syncs)
   [ "$server" = etcd ] && s0=$(etcd_fsyncs)
   if ! out=$("$bin/zmesh-bench" lock --server "$server" --endpoint "${endpoint[$target]}" \
@@ -154,7 +140,7 @@ lock_run() {  # $1: shape, $2: target (zmesh_always zmesh_no etcd redis_always r
     echo "zmesh-bench lock --server $server ${a[*]} had failed calls (or did not run): $out" >&2
     exit 1
   fi
-  read -r -a t1 <<< "$(lock_ticks "$p")"
+  read -r -a t1 <<< "$(service_ticks "$p")"
   [ "$server" = zmesh ] && s1=$(stat_field "${endpoint[$target]}" journal.syncs)
   [ "$server" = etcd ] && s1=$(etcd_fsyncs)
   local pairs; pairs=$(field total_pairs <<< "$out")
