@@ -136,6 +136,7 @@ CacheService::CacheService(rpc::Server& server, rpc::Publisher* publisher, stora
     add("cache.rehash_steps", s.rehashSteps);
     add("cache.persistence_lag", fence_.lag());
     add("cache.durable_waits", fence_.waits());
+    add("cache.waiting_for_durable", fence_.waiting());  // replies and events held back now
     add("cache.refused_backpressure", counters_.refusedBackPressure);
     add("cache.expire_runs", counters_.expireRuns);
     add("cache.expire_steps", counters_.expireSteps);
