@@ -281,7 +281,7 @@ void Connection::drainReplies() {
     std::optional<FrameMessage> results;
     if (status.ok()) {
       try {
-        results.emplace(readFrame(frames[0], replyOptions_, resultsAt));
+        results.emplace(readFrame(std::move(frames[0]), replyOptions_, resultsAt));
       } catch (const FrameError& e) {
         ++counters_.malformedReplies;
         status = {StatusCode::INTERNAL,

@@ -80,7 +80,7 @@ std::optional<ReceivedEvent> Subscriber::accept(std::vector<zmq::message_t>& fra
   try {
     if (frames.size() != 2)
       throw FrameError("event of " + std::to_string(frames.size()) + " frames, not 2");
-    ReceivedEvent r{frames[0].to_string(), readFrame(frames[1], options_), 0};
+    ReceivedEvent r{frames[0].to_string(), readFrame(std::move(frames[1]), options_), 0};
     checkFields(r.message.any(), kEvent, "event");
     auto topic = r.event().getTopic();
     if (r.topic != std::string_view(topic.cStr(), topic.size()))

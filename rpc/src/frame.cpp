@@ -23,6 +23,46 @@ FrameMessage::FrameMessage(const void* data, size_t size, const capnp::ReaderOpt
   });
 }
 
+FrameMessage::FrameMessage(zmq::message_t frame, size_t offset,
+                           const capnp::ReaderOptions& options) {
+  if (offset > frame.size()) throw FrameError("message offset past the frame's end");
+  const char* at = static_cast<const char*>(frame.data()) + offset;
+  // A copy when unaligned, and for a small frame, which libzmq keeps inside the
+  // message object: its bytes would move with it.
+  if (reinterpret_cast<uintptr_t>(at) % alignof(capnp::word) != 0 || frame.size() <= 64) {
+    *this = FrameMessage(at, frame.size() - offset, options);
+    return;
+  }
+  storage_.reset(new (::operator new(sizeof(Storage))) Storage);
+  storage_->frame = std::move(frame);
+  std::vector<capnp::word> unused;  // aligned, and it stays where it is: read in place
+  auto words = frameWords(storage_->frame, offset, unused);
+  KJ_ASSERT(unused.empty());
+  sizeInWords_ = words.size();
+  openMessage(words, [&]() -> capnp::FlatArrayMessageReader& {
+    return storage_->reader.emplace(words, options);
+  });
+}
+
+kj::ArrayPtr<const capnp::word> frameWords(const zmq::message_t& frame, size_t offset,
+                                           std::vector<capnp::word>& copy) {
+  if (offset > frame.size()) throw FrameError("message offset past the frame's end");
+  size_t size = frame.size() - offset;
+  if (size == 0 || size % sizeof(capnp::word) != 0)
+    throw FrameError("frame of " + std::to_string(size) + " bytes is not a whole number of words");
+  const char* at = static_cast<const char*>(frame.data()) + offset;
+  size_t count = size / sizeof(capnp::word);
+  if (reinterpret_cast<uintptr_t>(at) % alignof(capnp::word) == 0) {
+    copy.clear();
+    return kj::arrayPtr(reinterpret_cast<const capnp::word*>(at), count);
+  }
+  // libzmq hands out large tcp/ipc frames at arbitrary offsets of its receive
+  // buffer, and capnp 0.9 rejects unaligned segments.
+  copy.resize(count);
+  std::memcpy(copy.data(), at, size);
+  return kj::arrayPtr(copy.data(), count);
+}
+
 void FrameMessage::Release::operator()(Storage* storage) const {
   storage->~Storage();
   ::operator delete(storage);
@@ -36,88 +76,9 @@ FrameMessage readFrame(const zmq::message_t& frame, const capnp::ReaderOptions& 
                       options);
 }
 
-namespace {
-
-// Walks a message by schema; `path` is the field being read, for the error.
-class FieldChecker {
- public:
-  explicit FieldChecker(std::string_view root) : path_(root) {}
-
-  void checkStruct(capnp::DynamicStruct::Reader s) {
-    auto schema = s.getSchema();
-    for (auto field : schema.getNonUnionFields()) checkField(s, field);
-    // Only the active member: the others share its storage.
-    KJ_IF_MAYBE (active, s.which()) {
-      checkField(s, *active);
-    }
-  }
-
-  // Turns what capnp throws into a FrameError naming where it was reading.
-  template <typename Fn>
-  void at(std::string_view step, bool index, Fn&& fn) {
-    size_t mark = path_.size();
-    if (!index) path_ += '.';
-    path_ += step;
-    try {
-      fn();
-    } catch (const kj::Exception& e) {
-      throw FrameError(path_ + ": " + e.getDescription().cStr());
-    }
-    path_.resize(mark);
-  }
-
- private:
-  static bool isPointer(capnp::schema::Type::Which t) {
-    using W = capnp::schema::Type;
-    return t == W::TEXT || t == W::DATA || t == W::LIST || t == W::STRUCT;
-  }
-
-  void checkField(capnp::DynamicStruct::Reader s, capnp::StructSchema::Field field) {
-    auto proto = field.getProto();
-    if (proto.isGroup()) {
-      at(proto.getName().cStr(), false,
-         [&] { checkStruct(s.get(field).as<capnp::DynamicStruct>()); });
-      return;
-    }
-    auto type = field.getType();
-    // Data fields are always readable; AnyPointer and capabilities are left to
-    // whoever knows what they hold.
-    if (!isPointer(type.which())) return;
-    at(proto.getName().cStr(), false, [&] { checkValue(s.get(field)); });
-  }
-
-  void checkValue(capnp::DynamicValue::Reader v) {
-    switch (v.getType()) {
-      case capnp::DynamicValue::STRUCT:
-        checkStruct(v.as<capnp::DynamicStruct>());
-        break;
-      case capnp::DynamicValue::LIST:
-        checkList(v.as<capnp::DynamicList>());
-        break;
-      default:  // Text and Data are checked by being read
-        break;
-    }
-  }
-
-  void checkList(capnp::DynamicList::Reader list) {
-    // A list of data values was checked whole when it was read.
-    if (!isPointer(list.getSchema().whichElementType())) return;
-    for (uint i = 0; i < list.size(); ++i) {
-      char index[16];
-      std::snprintf(index, sizeof(index), "[%u]", i);
-      at(index, true, [&] { checkValue(list[i]); });
-    }
-  }
-
-  std::string path_;
-};
-
-}  // namespace
-
-void checkFields(capnp::AnyPointer::Reader root, capnp::StructSchema schema,
-                 std::string_view what) {
-  FieldChecker checker(what);
-  checker.at("", true, [&] { checker.checkStruct(root.getAs<capnp::DynamicStruct>(schema)); });
+FrameMessage readFrame(zmq::message_t&& frame, const capnp::ReaderOptions& options, size_t offset) {
+  if (offset == frame.size()) return emptyMessage();
+  return FrameMessage(std::move(frame), offset, options);
 }
 
 capnp::ReaderOptions readerOptionsFor(size_t maxBytes) {

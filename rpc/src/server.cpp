@@ -32,16 +32,42 @@ TimePoint monotonicNow() { return kj::systemPreciseMonotonicClock().now(); }
 const uint64_t kReadOnlyAnnotationId = capnp::schemas::s_fa0de63414b6164f.id;
 
 // The server's side of one call: params in, results out, straight from and into
-// the frames (DESIGN.md §9: about ten times cheaper than typelessRequest).
+// the frames (DESIGN.md §9: about ten times cheaper than typelessRequest). A
+// hook is used again for the next call once nothing holds it, with what it
+// allocated: most calls then allocate nothing here.
 class CallHook final : public capnp::CallContextHook, public kj::Refcounted {
  public:
-  explicit CallHook(FrameMessage params) : params_(kj::mv(params)) {}
+  // Takes the request frame and opens the params from byte `offset` (in place
+  // when aligned). Throws FrameError.
+  void open(zmq::message_t& request, size_t offset, const capnp::ReaderOptions& options) {
+    request_.move(request);
+    if (offset == request_.size()) return;  // no params: a null root
+    auto words = frameWords(request_, offset, copy_);
+    openMessage(
+        words, [&]() -> capnp::FlatArrayMessageReader& { return params_.emplace(words, options); });
+  }
+
+  // Ready for the next call.
+  void reset() {
+    params_ = nullptr;
+    request_.rebuild();
+    released_ = false;
+    results_ = nullptr;  // zeroes what it used of inline_, as it requires
+    if (copy_.capacity() > kKeptCopyWords) std::vector<capnp::word>().swap(copy_);
+  }
 
   capnp::AnyPointer::Reader getParams() override {
-    KJ_REQUIRE(params_ != nullptr, "params were released");
-    return KJ_ASSERT_NONNULL(params_).any();
+    KJ_REQUIRE(!released_, "params were released");
+    KJ_IF_MAYBE (p, params_) {
+      return p->getRoot<capnp::AnyPointer>();
+    }
+    return {};
   }
-  void releaseParams() override { params_ = nullptr; }
+  void releaseParams() override {
+    released_ = true;
+    params_ = nullptr;
+    request_.rebuild();
+  }
   capnp::AnyPointer::Builder getResults(kj::Maybe<capnp::MessageSize> sizeHint) override {
     if (results_ == nullptr) {
       // Most results are a few words: they are built in the hook itself (capnp's
@@ -79,7 +105,12 @@ class CallHook final : public capnp::CallContextHook, public kj::Refcounted {
 
  private:
   static constexpr size_t kInlineWords = 32;
-  kj::Maybe<FrameMessage> params_;
+  static constexpr size_t kKeptCopyWords =
+      8192;  // an unaligned large frame's copy, kept up to 64 KiB
+  zmq::message_t request_;
+  std::vector<capnp::word> copy_;  // the params' aligned copy, when the frame's bytes are not
+  kj::Maybe<capnp::FlatArrayMessageReader> params_;
+  bool released_ = false;
   capnp::word inline_[kInlineWords] = {};  // zeroed, as MallocMessageBuilder requires
   kj::Maybe<capnp::MallocMessageBuilder> results_;
 };
@@ -169,7 +200,8 @@ struct Server::Impl {
   struct Method {
     capnp::Capability::Server* server;
     capnp::StructSchema params;
-    bool readOnly;  // $readOnly in the schema
+    const CheckPlan* check;  // params' checkFields plan, compiled at serve()
+    bool readOnly;           // $readOnly in the schema
   };
   struct Served {
     kj::Own<capnp::Capability::Server> server;
@@ -177,6 +209,7 @@ struct Server::Impl {
   };
   std::map<uint64_t, Served> servers;
   std::unordered_map<uint64_t, Call> calls;
+  kj::Own<CallHook> spareHook;  // the last call's, ready for the next
   // One ordered set instead of a kj timer per call: cheaper, and swept once a turn.
   std::set<std::pair<TimePoint, uint64_t>> deadlines;
   // Answered calls, erased after the turn (a promise must not be destroyed by
@@ -227,9 +260,9 @@ struct Server::Impl {
       return;
     }
     std::string peer = frames[0].to_string();
-    std::optional<wire::HeaderFrame> headerFrame;
+    wire::HeaderFrame headerFrame;
     try {
-      headerFrame.emplace(frames[1]);
+      headerFrame.read(frames[1]);
     } catch (const FrameError& e) {
       ++c.malformed;  // no request id to answer to
       if (auto held = malformedLog.admit())
@@ -237,7 +270,7 @@ struct Server::Impl {
                      e.what(), *held);
       return;
     }
-    const wire::Header& header = headerFrame->get();
+    const wire::Header& header = headerFrame.get();
     uint64_t requestId = header.requestId;
 
     if (self.stopping_) {
@@ -285,27 +318,38 @@ struct Server::Impl {
     }
     const std::string* retainKey = retryable ? &key : nullptr;
 
-    const zmq::message_t& request = frames[1];
-    size_t paramBytes = request.size() - headerFrame->bodyOffset();
+    size_t paramBytes = frames[1].size() - headerFrame.bodyOffset();
     if (paramBytes > self.options_.maxRequestBytes)
       return early(StatusCode::PAYLOAD_TOO_LARGE,
                    "request of " + std::to_string(paramBytes) + " bytes exceeds the limit of " +
                        std::to_string(self.options_.maxRequestBytes) + " bytes",
                    c.oversize, retainKey);
-    std::optional<FrameMessage> params;
+    // The header's texts view the frame (or the header's copy of it). The hook
+    // takes the frame below; its bytes stay where they are (libzmq keeps only
+    // frames under 34 bytes inside the message object, and a header is larger).
+    std::string_view traceId = header.traceId;
+    size_t bodyOffset = headerFrame.bodyOffset();
+    kj::Own<CallHook> hook =
+        spareHook.get() != nullptr ? kj::mv(spareHook) : kj::refcounted<CallHook>();
+    // The hook goes back to the spare slot when nothing else holds it.
+    KJ_DEFER({
+      if (hook.get() != nullptr && !hook->isShared()) {
+        hook->reset();
+        spareHook = kj::mv(hook);
+      }
+    });
     try {
-      params.emplace(readFrame(request, paramOptions, headerFrame->bodyOffset()));
+      hook->open(frames[1], bodyOffset, paramOptions);
     } catch (const FrameError& e) {
       return early(StatusCode::INVALID_ARGUMENT, std::string("params: ") + e.what(),
                    c.invalidParams, retainKey);
     }
     try {
-      checkFields(params->any(), method->params, "params");  // names the field
+      checkFields(hook->getParams(), *method->check, method->params, "params");  // names the field
     } catch (const FrameError& e) {
       return early(StatusCode::INVALID_ARGUMENT, e.what(), c.invalidParams, retainKey);
     }
 
-    auto hook = kj::refcounted<CallHook>(kj::mv(*params));
     if (retryable) retained[key];  // in flight: a resend waits for this reply
     // Until a reply or a Call takes over the placeholder; a throw before then
     // must not leave it, or every resend of this id would wait forever.
@@ -314,7 +358,7 @@ struct Server::Impl {
       auto it = placed ? retained.find(key) : retained.end();
       if (it != retained.end() && !it->second.answered) retained.erase(it);
     });
-    Caller caller{peer, requestId, retryable, deadline, header.traceId};
+    Caller caller{peer, requestId, retryable, deadline, traceId};
 
     capnp::Capability::Server* target = method->server;
     auto result = kj::evalNow([&] {
@@ -325,14 +369,8 @@ struct Server::Impl {
     });
     // Most methods answer at once: reply now, with no record of the call and
     // no continuation.
-    if (result.poll(waitScope)) {
-      Status status;
-      try {
-        result.wait(waitScope);
-      } catch (const kj::Exception& e) {
-        status = statusFromException(e);
-      }
-      reply(caller, *hook, status);
+    if (auto status = answeredAtOnce(result)) {
+      reply(caller, *hook, *status);
       return;
     }
     // The method would wait. Past the bound it is cancelled, as at its deadline,
@@ -357,11 +395,36 @@ struct Server::Impl {
     call.deadline = deadline;
     call.traceId = caller.traceId;
     call.hook = kj::addRef(*hook);
-    call.work = result.attach(kj::mv(hook))
+    call.work = result.attach(kj::addRef(*hook))
                     .then([this, id]() { complete(id, {}); },
                           [this, id](kj::Exception&& e) { complete(id, statusFromException(e)); })
                     .eagerlyEvaluate(nullptr);
     deadlines.emplace(deadline, id);
+  }
+
+  // The outcome of a method's promise if it has one now, else nothing. A method
+  // that returns kj::READY_NOW (or throws before returning) leaves a promise
+  // that is already resolved: it is read directly, for about a tenth of what
+  // turning the event loop (poll, then wait) costs on every call. Any other
+  // promise is polled. kj::_ is kj's own namespace: this follows the capnp 0.9
+  // that DESIGN.md pins, and a capnp without these types fails to build here.
+  std::optional<Status> answeredAtOnce(kj::Promise<void>& result) {
+    auto& node = kj::_::PromiseNode::from(result);
+    if (auto* ready = dynamic_cast<kj::_::ImmediatePromiseNodeBase*>(&node)) {
+      kj::_::ExceptionOr<kj::_::Void> outcome;
+      ready->get(outcome);
+      KJ_IF_MAYBE (e, outcome.exception) {
+        return statusFromException(*e);
+      }
+      return Status{};
+    }
+    if (!result.poll(waitScope)) return std::nullopt;
+    try {
+      result.wait(waitScope);
+    } catch (const kj::Exception& e) {
+      return statusFromException(e);
+    }
+    return Status{};
   }
 
   // Calls whose method has not answered (answered ones wait for the turn's end to go).
@@ -719,7 +782,8 @@ void Server::serve(capnp::InterfaceSchema schema, kj::Own<capnp::Capability::Ser
     bool readOnly = false;
     for (auto a : method.getProto().getAnnotations())
       readOnly |= a.getId() == kReadOnlyAnnotationId;
-    served.methods.push_back({impl.get(), method.getParamType(), readOnly});
+    auto params = method.getParamType();
+    served.methods.push_back({impl.get(), params, &checkPlanFor(params), readOnly});
   }
   served.server = kj::mv(impl);
   auto [it, inserted] = impl_->servers.emplace(schema.getProto().getId(), kj::mv(served));

@@ -3,6 +3,7 @@
 #include <capnp/message.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 #include <optional>
 #include <stdexcept>
@@ -31,8 +32,9 @@ zmq::message_t withRoomBehind(capnp::MessageBuilder& header, size_t bodyBytes) {
 
 // A copy of a pre-encoded header, with `bodyBytes` of room left behind it.
 zmq::message_t withRoomBehind(const zmq::message_t& header, size_t bodyBytes) {
-  zmq::message_t frame(header.size() + bodyBytes);
-  std::memcpy(frame.data(), header.data(), header.size());
+  size_t size = header.size();
+  zmq::message_t frame(size + bodyBytes);
+  std::memcpy(frame.data(), header.data(), size);
   return frame;
 }
 
@@ -99,7 +101,8 @@ class FieldSlot {
       if (value != 0) *at |= mask_;
       return;
     }
-    for (size_t i = 0; i < bytes_; ++i) at[i] = (value >> (8 * i)) & 0xff;  // little-endian
+    static_assert(std::endian::native == std::endian::little);  // capnp's byte order
+    std::memcpy(at, &value, bytes_);
   }
 
  private:
@@ -143,11 +146,12 @@ class PlainRequest {
 
   zmq::message_t encode(const RequestHeader& h, size_t bodyBytes) const {
     auto out = withRoomBehind(bytes_, bodyBytes);
-    requestId_.put(out.data(), h.requestId);
-    interfaceId_.put(out.data(), h.interfaceId);
-    methodId_.put(out.data(), h.methodId);
-    budgetMs_.put(out.data(), h.budgetMs);
-    retryable_.put(out.data(), h.retryable);
+    void* at = out.data();
+    requestId_.put(at, h.requestId);
+    interfaceId_.put(at, h.interfaceId);
+    methodId_.put(at, h.methodId);
+    budgetMs_.put(at, h.budgetMs);
+    retryable_.put(at, h.retryable);
     return out;
   }
 
@@ -166,13 +170,148 @@ zmq::message_t encodeRequest(const RequestHeader& h, const zmq::message_t& param
   } else {
     frame = buildRequest(h, params.size());
   }
-  if (params.size() > 0)
-    std::memcpy(static_cast<char*>(frame.data()) + frame.size() - params.size(), params.data(),
-                params.size());
+  if (size_t bytes = params.size(); bytes > 0)
+    std::memcpy(static_cast<char*>(frame.data()) + frame.size() - bytes, params.data(), bytes);
   return frame;
 }
 
-HeaderFrame::HeaderFrame(const zmq::message_t& frame) {
+namespace {
+
+// Where RpcHeader's fields lie in its struct, from its schema (not assumed):
+// the byte offset of each data field in the data section, the bit of the
+// Bool, the index of each Text in the pointer section.
+struct HeaderLayout {
+  size_t requestId, interfaceId, methodId, budgetMs, retryableBit, status;
+  size_t traceId, idempotencyKey, message;
+
+  HeaderLayout() {
+    auto schema = capnp::Schema::from<idl::RpcHeader>();
+    auto slot = [&](const char* name, size_t bits) {
+      auto s = schema.getFieldByName(name).getProto().getSlot();
+      // A field with a default is stored XORed with it; none of these has one.
+      if (s.getHadExplicitDefault())
+        throw std::logic_error(std::string("RpcHeader.") + name + " has a default");
+      return size_t{s.getOffset()} * bits;
+    };
+    requestId = slot("requestId", 64) / 8;
+    interfaceId = slot("interfaceId", 64) / 8;
+    methodId = slot("methodId", 16) / 8;
+    budgetMs = slot("budgetMs", 32) / 8;
+    retryableBit = slot("retryable", 1);
+    status = slot("status", 16) / 8;
+    traceId = slot("traceId", 1);
+    idempotencyKey = slot("idempotencyKey", 1);
+    message = slot("message", 1);
+  }
+};
+
+// A header as our encoders write it: one segment whose root is a struct in
+// bounds, every pointer of which is null or a NUL-terminated Text in bounds,
+// reading no more words than the segment holds. Checked and read word by word
+// here, at the places the schema gives (a capnp reader costs several times as
+// much to build and read, on every request and every reply). Returns false for
+// anything else — far pointers, other pointer kinds, damage — which the
+// general path reads in full or refuses by name.
+bool readPlainHeader(const capnp::word* segment, size_t segmentWords, Header& out) {
+  static const HeaderLayout layout;
+  auto word = [&](size_t i) {
+    uint64_t v;
+    std::memcpy(&v, segment + i, sizeof(v));
+    return v;
+  };
+  // The signed 30-bit offset of a struct or list pointer, from the word after it.
+  auto target = [](size_t from, uint64_t pointer) {
+    return static_cast<int64_t>(from) + 1 + (static_cast<int32_t>(pointer & 0xffffffffu) >> 2);
+  };
+  if (segmentWords == 0) return false;
+  uint64_t root = word(0);
+  if (root == 0 || (root & 3) != 0) return false;  // not a struct
+  int64_t start = target(0, root);
+  size_t dataBytes = ((root >> 32) & 0xffff) * sizeof(capnp::word), pointers = root >> 48;
+  size_t dataWords = dataBytes / sizeof(capnp::word);
+  if (start < 0 || static_cast<size_t>(start) + dataWords + pointers > segmentWords) return false;
+  size_t reads = dataWords + pointers;
+  std::string_view texts[3];  // by pointer index, where the index is one of the three
+  const size_t textAt[3] = {layout.traceId, layout.idempotencyKey, layout.message};
+  for (size_t i = 0; i < pointers; ++i) {
+    size_t from = static_cast<size_t>(start) + dataWords + i;
+    uint64_t p = word(from);
+    if (p == 0) continue;
+    // A list (kind 1) of bytes (element size 2) that ends in a NUL.
+    if ((p & 3) != 1 || ((p >> 32) & 7) != 2) return false;
+    size_t bytes = p >> 35;
+    int64_t begin = target(from, p);
+    size_t words = (bytes + 7) / 8;
+    if (bytes == 0 || begin < 0 || static_cast<size_t>(begin) + words > segmentWords) return false;
+    const char* text = reinterpret_cast<const char*>(segment + begin);
+    if (text[bytes - 1] != '\0') return false;
+    reads += words;
+    for (size_t t = 0; t < 3; ++t)
+      if (textAt[t] == i) texts[t] = std::string_view(text, bytes - 1);
+  }
+  if (reads > segmentWords) return false;  // pointers sharing bytes past what is held
+  // A field past the end of the data section (an older writer's) reads as 0.
+  const auto* data = reinterpret_cast<const unsigned char*>(segment + start);
+  auto field = [&](size_t offset, size_t size) {
+    uint64_t v = 0;
+    static_assert(std::endian::native == std::endian::little);  // capnp's byte order
+    if (offset + size <= dataBytes) std::memcpy(&v, data + offset, size);
+    return v;
+  };
+  out.requestId = field(layout.requestId, 8);
+  out.interfaceId = field(layout.interfaceId, 8);
+  out.methodId = static_cast<uint16_t>(field(layout.methodId, 2));
+  out.budgetMs = static_cast<uint32_t>(field(layout.budgetMs, 4));
+  out.retryable = (field(layout.retryableBit / 8, 1) >> (layout.retryableBit % 8)) & 1;
+  out.status = static_cast<StatusCode>(field(layout.status, 2));
+  out.traceId = texts[0];
+  out.idempotencyKey = texts[1];
+  out.message = texts[2];
+  return true;
+}
+
+}  // namespace
+
+void HeaderFrame::read(const zmq::message_t& frame) {
+  // The segment table's first word: one segment, and its size.
+  size_t size = frame.size();
+  if (size >= sizeof(capnp::word)) {
+    const void* bytes = frame.data();
+    uint32_t table[2];
+    std::memcpy(table, bytes, sizeof(table));
+    size_t headerWords = 1 + size_t{table[1]};
+    if (table[0] == 0 && headerWords * sizeof(capnp::word) <= std::min(size, kMaxHeaderBytes)) {
+      // In place when the frame is word-aligned, else from an aligned copy of
+      // just the header.
+      auto* words = static_cast<const capnp::word*>(bytes);
+      if (reinterpret_cast<uintptr_t>(words) % alignof(capnp::word) != 0) {
+        std::memcpy(words_, bytes, headerWords * sizeof(capnp::word));
+        words = words_;
+      }
+      if (readPlainHeader(words + 1, headerWords - 1, header_)) {
+        bodyOffset_ = headerWords * sizeof(capnp::word);
+        return;
+      }
+      header_ = {};
+    }
+  }
+  readChecked(frame);
+}
+
+void HeaderFrame::take(idl::RpcHeader::Reader h) {
+  auto text = [](capnp::Text::Reader t) { return std::string_view(t.cStr(), t.size()); };
+  header_.requestId = h.getRequestId();
+  header_.interfaceId = h.getInterfaceId();
+  header_.methodId = h.getMethodId();
+  header_.budgetMs = h.getBudgetMs();
+  header_.retryable = h.getRetryable();
+  header_.traceId = text(h.getTraceId());
+  header_.idempotencyKey = text(h.getIdempotencyKey());
+  header_.status = h.getStatus();
+  header_.message = text(h.getMessage());
+}
+
+void HeaderFrame::readChecked(const zmq::message_t& frame) {
   // The header is at most kMaxHeaderBytes: copy that much (or the whole frame)
   // and let its segment table say where it ends.
   size_t prefix = std::min(frame.size(), kMaxHeaderBytes) / sizeof(capnp::word);
@@ -190,18 +329,8 @@ HeaderFrame::HeaderFrame(const zmq::message_t& frame) {
   static const capnp::ReaderOptions options = readerOptionsFor(kMaxHeaderBytes);
   auto& reader = openMessage(
       words, [&]() -> capnp::FlatArrayMessageReader& { return reader_.emplace(words, options); });
-  auto text = [](capnp::Text::Reader t) { return std::string_view(t.cStr(), t.size()); };
   try {
-    auto h = reader.getRoot<idl::RpcHeader>();
-    header_.requestId = h.getRequestId();
-    header_.interfaceId = h.getInterfaceId();
-    header_.methodId = h.getMethodId();
-    header_.budgetMs = h.getBudgetMs();
-    header_.retryable = h.getRetryable();
-    header_.traceId = text(h.getTraceId());
-    header_.idempotencyKey = text(h.getIdempotencyKey());
-    header_.status = h.getStatus();
-    header_.message = text(h.getMessage());
+    take(reader.getRoot<idl::RpcHeader>());
   } catch (const kj::Exception& e) {
     throw FrameError(std::string("malformed header: ") + e.getDescription().cStr());
   }

@@ -46,15 +46,23 @@ struct Header : RequestHeader {
   std::string_view message;            // replies only
 };
 
-// The header at the front of a received frame, read from an aligned copy on
-// the stack (no heap allocation for what every request and reply carry), all
-// of it at once: capnp checks a pointer's kind and a Text's NUL only when the
-// field is read, so reading it later would fail outside the error boundary.
+// The header at the front of a received frame, read in place (or from an
+// aligned copy on the stack: no heap allocation for what every request and
+// reply carry), all of it at once: capnp checks a pointer's kind and a Text's
+// NUL only when the field is read, so reading it later would fail outside the
+// error boundary. The texts view the frame (or the copy).
 class HeaderFrame {
  public:
   // Throws FrameError for a header that is missing, cut short, over
   // kMaxHeaderBytes or malformed in any field.
-  explicit HeaderFrame(const zmq::message_t& frame);
+  explicit HeaderFrame(const zmq::message_t& frame) { read(frame); }
+  // The general path alone, never the plain-header one (tests compare the two).
+  struct CheckedOnly {};
+  HeaderFrame(const zmq::message_t& frame, CheckedOnly) { readChecked(frame); }
+  // Nothing read yet; read() fills it. (Not std::optional<HeaderFrame>: GCC
+  // zeroes an optional's whole storage, the 4 KiB buffer included, per call.)
+  HeaderFrame() = default;
+  void read(const zmq::message_t& frame);
   HeaderFrame(const HeaderFrame&) = delete;
   HeaderFrame& operator=(const HeaderFrame&) = delete;
   const Header& get() const { return header_; }
@@ -62,6 +70,10 @@ class HeaderFrame {
   size_t bodyOffset() const { return bodyOffset_; }
 
  private:
+  void take(idl::RpcHeader::Reader h);
+  // Any header: a capnp reader and every field read, or a FrameError naming what is wrong.
+  void readChecked(const zmq::message_t& frame);
+
   alignas(capnp::word) capnp::word words_[kMaxHeaderBytes / sizeof(capnp::word)];
   kj::Maybe<capnp::FlatArrayMessageReader> reader_;
   Header header_;

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <string>
 
+#include "checkshapes.capnp.h"
 #include "crafted.h"
 #include "testsvc.capnp.h"
 #include "wire.h"
@@ -562,6 +563,78 @@ void httpSeeds() {
   put("bad-token", "POST /v1/ids/x HTTP/1.1\r\nAuthorization: Bearer \x01\xff\r\n\r\n");
 }
 
+// check_fuzz: a byte picking the schema (its index in check_fuzz.cpp's list),
+// then the message: well-formed ones of every shape, and some damaged.
+void checkSeeds() {
+  auto seed = [](uint8_t schema, const Bytes& message) {
+    Bytes out{schema};
+    out.insert(out.end(), message.begin(), message.end());
+    return out;
+  };
+  capnp::MallocMessageBuilder shapes;
+  {
+    auto s = shapes.initRoot<test::Shapes>();
+    s.setText("text");
+    s.initLeaf().setName("leaf");
+    s.initSelf().initSelf().setText("self");
+    s.initBools(3).set(1, true);
+    s.initColors(2).set(1, test::Color::GREEN);
+    s.initFloats(2).set(0, 1.5);
+    s.initTexts(2).set(1, "t");
+    s.initLeaves(2)[1].setName("l");
+    s.initNested(2).init(1, 1).set(0, "n");
+    s.initDeeper(1).init(0, 1).init(0, 2)[1].setName("deep");
+    s.initMatrix(1).init(0, 3).set(2, 2.5f);
+    s.getAny().setAs<capnp::Text>("any");
+    auto pair = s.initPair();
+    pair.setLeft("left");
+    pair.initMore().setDeep("deep");
+    pair.getMore().initTail(1).set(0, "tail");
+    s.getChoice().setFirst("first");
+    s.getSettings().setLabel("label");
+  }
+  write("check", "shapes", seed(0, crafted::bytesOf(rpc::toFrame(shapes))));
+  // Pointers 0 (text), 2 (leaf), 13 (leaves), 15 (deeper): each the wrong kind.
+  for (auto d : {crafted::Damage::kStructPointer, crafted::Damage::kListPointer})
+    for (unsigned field : {0u, 2u, 13u, 15u})
+      write("check", "shapes-" + std::to_string(field) + "-" + slug(d),
+            seed(0, crafted::damaged(shapes, field, d)));
+  write("check", "shapes-0-unterminated",
+        seed(0, crafted::damaged(shapes, 0, crafted::Damage::kUnterminatedText)));
+  capnp::MallocMessageBuilder kids;
+  {
+    auto k = kids.initRoot<test::Shapes>().initKids(2);
+    k[0].setWord("w");
+    k[1].initKids(1)[0].initPair().setOn(
+        capnp::Data::Reader(reinterpret_cast<const capnp::byte*>("on"), 2));
+  }
+  write("check", "shapes-kids", seed(0, crafted::bytesOf(rpc::toFrame(kids))));
+  capnp::MallocMessageBuilder batch;
+  {
+    auto b = batch.initRoot<idl::CacheLogRecord>().initBatch(2);
+    auto set = b[0].initSet();
+    set.setKey(capnp::Data::Reader(reinterpret_cast<const capnp::byte*>("k"), 1));
+    set.setValue(capnp::Data::Reader(reinterpret_cast<const capnp::byte*>("v"), 1));
+    b[1].setDel(capnp::Data::Reader(reinterpret_cast<const capnp::byte*>("k"), 1));
+  }
+  write("check", "cache-batch", seed(1, crafted::bytesOf(rpc::toFrame(batch))));
+  write("check", "cache-batch-list-pointer",
+        seed(1, crafted::damaged(batch, 0, crafted::Damage::kStructPointer)));
+  capnp::MallocMessageBuilder reserve;
+  reserve.initRoot<idl::IdGenLogRecord>().initReserve().setNamespace("orders");
+  write("check", "idgen-reserve", seed(2, crafted::bytesOf(rpc::toFrame(reserve))));
+  capnp::MallocMessageBuilder header;
+  {
+    auto h = header.initRoot<idl::RpcHeader>();
+    h.setTraceId("t");
+    h.setIdempotencyKey("k");
+    h.setMessage("m");
+  }
+  write("check", "header", seed(5, crafted::bytesOf(rpc::toFrame(header))));
+  write("check", "header-unterminated",
+        seed(5, crafted::damaged(header, 1, crafted::Damage::kUnterminatedText)));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -576,5 +649,6 @@ int main(int argc, char** argv) {
   configSeeds(argv[2]);
   journalSeeds();
   httpSeeds();
+  checkSeeds();
   return 0;
 }

@@ -14,15 +14,26 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 #include <zmq.hpp>
 
 namespace zmesh::rpc {
 
-// A message read from a frame; owns an aligned copy of the bytes.
+// The words of `frame` from byte `offset` on, for a reader: in place when they
+// are word-aligned (libzmq's own receive buffers are), else copied into `copy`
+// (kept by the caller for the next frame). Throws FrameError when they are
+// not a whole number of words.
+kj::ArrayPtr<const capnp::word> frameWords(const zmq::message_t& frame, size_t offset,
+                                           std::vector<capnp::word>& copy);
+
+// A message read from a frame: the frame itself, kept, or an aligned copy of
+// its bytes.
 class FrameMessage {
  public:
   // Throws FrameError when the bytes are not one well-formed message.
   FrameMessage(const void* data, size_t size, const capnp::ReaderOptions& options);
+  // Takes the frame and reads it from byte `offset`, in place where it can.
+  FrameMessage(zmq::message_t frame, size_t offset, const capnp::ReaderOptions& options);
   FrameMessage(FrameMessage&&) = default;
   FrameMessage& operator=(FrameMessage&&) = default;
 
@@ -34,10 +45,11 @@ class FrameMessage {
   size_t sizeInWords() const { return sizeInWords_; }
 
  private:
-  // The reader and, right behind it, the words it reads: one allocation per
-  // message (every request and every reply has one).
+  // The reader and what it reads: the frame, or right behind the reader a
+  // copy of the words. One allocation per message.
   struct Storage {
     std::optional<capnp::FlatArrayMessageReader> reader;
+    zmq::message_t frame;
     capnp::word* words() { return reinterpret_cast<capnp::word*>(this + 1); }
   };
   struct Release {
@@ -81,6 +93,9 @@ capnp::FlatArrayMessageReader& openMessage(kj::ArrayPtr<const capnp::word> words
 // rather than half-way through a method). Nothing there is the empty message.
 FrameMessage readFrame(const zmq::message_t& frame, const capnp::ReaderOptions& options,
                        size_t offset = 0);
+// The same, keeping the frame: no copy when its bytes are word-aligned.
+FrameMessage readFrame(zmq::message_t&& frame, const capnp::ReaderOptions& options,
+                       size_t offset = 0);
 
 // Cap'n Proto checks bounds when a message is opened, but pointer kinds and
 // Text termination only when a field is read, by throwing kj::Exception. This
@@ -93,6 +108,16 @@ FrameMessage readFrame(const zmq::message_t& frame, const capnp::ReaderOptions& 
 // Throws FrameError naming the field: "params.namespace: Message contains
 // non-text pointer where text pointer was expected."
 void checkFields(capnp::AnyPointer::Reader root, capnp::StructSchema schema, std::string_view what);
+
+// checkFields() runs the reads a plan compiled once per schema lists
+// (rpc/src/check.cpp), not the Dynamic API's walk. checkPlanFor() compiles (or
+// finds) the plan for `schema` ahead of time, e.g. when a server registers its
+// methods; the overload takes it with the schema it came from. Plans live as
+// long as the process (thread-safe; for schemas compiled into the binary).
+class CheckPlan;
+const CheckPlan& checkPlanFor(capnp::StructSchema schema);
+void checkFields(capnp::AnyPointer::Reader root, const CheckPlan& plan, capnp::StructSchema schema,
+                 std::string_view what);
 
 // Reader limits for messages of at most `maxBytes`: the traversal budget allows
 // the bounds check, checkFields() and two full reads by the application (a
