@@ -54,6 +54,31 @@
 using namespace zmesh;
 using Clock = std::chrono::steady_clock;
 
+// operator new calls per thread, for `echo`'s allocations per call on each end
+// (libzmq's own mallocs are not counted: the floor makes the same ones).
+namespace {
+thread_local uint64_t tAllocations = 0;
+}  // namespace
+
+// GCC sees free() meet operator new once these are inlined; they are the pair.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+void* operator new(size_t size) {
+  ++tAllocations;
+  if (void* p = std::malloc(size ? size : 1)) return p;
+  throw std::bad_alloc();
+}
+void* operator new[](size_t size) { return ::operator new(size); }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, size_t) noexcept { std::free(p); }
+void operator delete[](void* p, size_t) noexcept { std::free(p); }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
 namespace {
 
 // The smallest useful echo service: only TestService.echo is implemented.
@@ -115,6 +140,7 @@ struct Result {
   uint64_t done = 0, failed = 0;
   double seconds = 0;
   std::vector<double> latenciesUs;
+  std::optional<double> clientAllocationsPerCall;  // echo with the rpc client
 };
 
 // Level-triggered epoll over the load generator's sockets' fds, tagged by
@@ -168,15 +194,16 @@ Result drive(Load& load, int window, uint64_t requests, double seconds) {
     bool recordLatency;
     std::function<void(rpc::Connection&)>& issue;
     std::function<void(rpc::Reply&)>& sample;
-  } shared{r, recordLatency, issue, load.sample};
+    Clock::time_point sent;  // latency is recorded with one call in flight
+  } shared{r, recordLatency, issue, load.sample, {}};
   issue = [&](rpc::Connection& c) {
     if (started >= requests || Clock::now() >= end) return;
     uint16_t method = load.methodFor(started);
     zmq::message_t params = load.paramsFor(started);
     ++started;
-    auto sent = recordLatency ? Clock::now() : Clock::time_point();
+    if (recordLatency) shared.sent = Clock::now();
     c.call(load.interfaceId, method, std::move(params), options,
-           [s = &shared, conn = &c, sent](rpc::Reply reply) {
+           [s = &shared, conn = &c](rpc::Reply reply) {
              if (reply.status.ok()) {
                if ((++s->r.done & 15) == 0 && s->sample) s->sample(reply);
              } else {
@@ -184,7 +211,7 @@ Result drive(Load& load, int window, uint64_t requests, double seconds) {
              }
              if (s->recordLatency)
                s->r.latenciesUs.push_back(
-                   std::chrono::duration<double, std::micro>(Clock::now() - sent).count());
+                   std::chrono::duration<double, std::micro>(Clock::now() - s->sent).count());
              s->issue(*conn);
            });
   };
@@ -213,7 +240,7 @@ Result drive(Load& load, int window, uint64_t requests, double seconds) {
 // with the same epoll loop and the same window, and no matching, deadlines or
 // decoding.
 Result driveRaw(zmq::context_t& context, const std::string& endpoint, int connections,
-                zmq::message_t& params, int window, double seconds) {
+                zmq::message_t& params, int window, uint64_t requests, double seconds) {
   rpc::wire::RequestHeader h;
   h.requestId = 1;
   h.interfaceId = capnp::typeId<test::TestService>();
@@ -246,7 +273,7 @@ Result driveRaw(zmq::context_t& context, const std::string& endpoint, int connec
   for (uint32_t i = 0; i < dealers.size(); ++i) epoll.add(dealers[i].get(zmq::sockopt::fd), i);
   Result r;
   bool sending = true;
-  uint64_t inFlight = 0;
+  uint64_t inFlight = 0, started = 0;
   auto begin = Clock::now();
   auto end = begin + std::chrono::duration<double>(seconds);
   // Receives until EAGAIN, sending one request per reply while the time lasts,
@@ -262,9 +289,10 @@ Result driveRaw(zmq::context_t& context, const std::string& endpoint, int connec
         if (recordLatency)
           r.latenciesUs.push_back(
               std::chrono::duration<double, std::micro>(Clock::now() - sentAt[i]).count());
-        if (sending && Clock::now() < end) {
+        if (sending && started < requests && Clock::now() < end) {
           send(i);
           ++inFlight;
+          ++started;
         } else {
           sending = false;
         }
@@ -272,7 +300,7 @@ Result driveRaw(zmq::context_t& context, const std::string& endpoint, int connec
     } while (d.get(zmq::sockopt::events) & ZMQ_POLLIN);
   };
   for (uint32_t i = 0; i < dealers.size(); ++i)
-    for (int w = 0; w < window; ++w, ++inFlight) send(i);
+    for (int w = 0; w < window && started < requests; ++w, ++inFlight, ++started) send(i);
   for (uint32_t i = 0; i < dealers.size(); ++i) serve(i);
   while (inFlight > 0 && Clock::now() < end + std::chrono::seconds(10))
     for (uint32_t i : epoll.wait(100)) serve(i);
@@ -1191,6 +1219,7 @@ int main(int argc, char** argv) {
   std::atomic<bool> stop{false}, ready{false};
   rpc::Server* rpcServer = nullptr;
   std::optional<double> requestsPerWakeup;  // the rpc server's, once it has stopped
+  std::optional<double> serverAllocationsPerCall;
 
   if (app.got_subcommand("echo")) {
     endpoint = transport == "tcp" ? "tcp://127.0.0.1:0"
@@ -1211,9 +1240,13 @@ int main(int argc, char** argv) {
         endpoint = server.boundEndpoints().front();
         rpcServer = &server;
         ready = true;
+        uint64_t allocationsBefore = tAllocations;
         server.run();
         const auto& c = server.counters();
         requestsPerWakeup = c.wakeups ? static_cast<double>(c.requests) / c.wakeups : 0.0;
+        if (c.requests)
+          serverAllocationsPerCall =
+              static_cast<double>(tAllocations - allocationsBefore) / c.requests;
       });
     }
     while (!ready) std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -1262,7 +1295,8 @@ int main(int argc, char** argv) {
                          ? (batch ? "ratelimit-checkbatch" : "ratelimit-check")
                          : "echo-" + serverKind + "-" + transport;
   if (clientKind == "raw") {
-    result = driveRaw(context, endpoint, connections, load.params.front(), window, seconds);
+    result =
+        driveRaw(context, endpoint, connections, load.params.front(), window, requests, seconds);
     name += "-rawclient";
   } else {
     // No socket monitor per connection: a load generator has no reconnects to
@@ -1275,7 +1309,11 @@ int main(int argc, char** argv) {
     // Warm up (connect, first allocations) before measuring, in the measured
     // shape: its calls count in a server's CPU per call.
     if (warmup > 0) warmupCalls = drive(load, window, uint64_t(warmup) * connections, 5).done;
+    uint64_t allocationsBefore = tAllocations;
     result = drive(load, window, requests, seconds);
+    if (result.done)
+      result.clientAllocationsPerCall =
+          static_cast<double>(tAllocations - allocationsBefore) / result.done;
   }
   report(name.c_str(), result, connections, window);
   // The warm-up's calls too, for a script that divides the server's CPU time by
@@ -1300,5 +1338,12 @@ int main(int argc, char** argv) {
   if (endpoint.starts_with("ipc://")) ::unlink(endpoint.c_str() + 6);
   // How much each wake-up of the server's loop served (read once it stopped).
   if (requestsPerWakeup) std::printf("server requests_per_wakeup=%.1f\n", *requestsPerWakeup);
+  // operator new per call on each end: the server's thread (all it served,
+  // warm-up included) and the calling thread (the measured calls; the load
+  // generator's own params copy is a libzmq message, not counted).
+  if (serverAllocationsPerCall)
+    std::printf("server allocations_per_call=%.2f\n", *serverAllocationsPerCall);
+  if (result.clientAllocationsPerCall)
+    std::printf("client allocations_per_call=%.2f\n", *result.clientAllocationsPerCall);
   return result.failed == 0 ? 0 : 1;
 }
