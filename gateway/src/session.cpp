@@ -1,6 +1,7 @@
 #include "session.h"
 
 #include <boost/asio/write.hpp>
+#include <boost/beast/core/read_size.hpp>
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/chunk_encode.hpp>
 #include <boost/beast/http/read.hpp>
@@ -50,6 +51,8 @@ constexpr std::string_view kRequestIdHeader = "X-Request-Id";
 constexpr size_t kMaxRequestIdBytes = 128;
 constexpr size_t kMaxIdempotencyKeyBytes = 255;
 constexpr int kSseSendBuffer = 64 * 1024;
+// What one read of an idle connection may take: Beast's own read size.
+constexpr size_t kFirstRead = 64 * 1024;
 // How long an ending stream may take to deliver its final event.
 constexpr std::chrono::seconds kFinalEventGrace{5};
 
@@ -134,8 +137,14 @@ void Session::readHeader() {
   // is under the idle timeout until its next request begins.
   if (std::exchange(firstRequest_, false) || buffer_.size() > 0) return readHeaderNow();
   expireAfter(gateway_.config().idleTimeout);
-  stream_.async_wait(Socket::wait_read, [self = shared_from_this()](beast::error_code ec) {
+  // A read, not async_wait(wait_read): asio re-registers the socket with
+  // epoll_ctl for every wait, one syscall per request, while a read that
+  // finds nothing just queues (read events stay registered) and the bytes it
+  // brings are parsed by readHeaderNow() without reading again.
+  auto space = buffer_.prepare(beast::read_size(buffer_, kFirstRead));
+  stream_.async_read_some(space, [self = shared_from_this()](beast::error_code ec, size_t n) {
     if (ec || self->closed_) return self->close();
+    self->buffer_.commit(n);
     self->readHeaderNow();
   });
 }

@@ -3,6 +3,7 @@
 #include <kj/common.h>
 
 #include <boost/asio/post.hpp>
+#include <utility>
 
 namespace zmesh::gateway {
 
@@ -74,13 +75,19 @@ void AsioConnection::schedulePump() {
 
 void AsioConnection::pump() {
   sendPending();
-  for (int round = 0;; ++round) {
-    connection_.process();
-    if (!connection_.hasWork()) break;
-    if (round + 1 == kMaxRoundsPerTurn) {
+  // A wake-up of the fd or the timer has work for process(). A pump that only
+  // sent asks ZMQ_EVENTS first (a send can take the edge of a reply that
+  // arrived meanwhile): one check, where process() costs a receive on each of
+  // the connection's sockets, and with it a libzmq mailbox poll each.
+  bool work = std::exchange(due_, false) || connection_.hasWork();
+  for (int round = 0; work; ++round) {
+    if (round == kMaxRoundsPerTurn) {
+      due_ = true;
       schedulePump();
       return;
     }
+    connection_.process();
+    work = connection_.hasWork();
   }
   arm();
 }
@@ -96,7 +103,12 @@ void AsioConnection::arm() {
                                auto self = alive.lock();
                                if (!self) return;
                                w->armed = false;
-                               if (!ec) (*self)->pump();
+                               if (ec) return;
+                               // Posted, not run here: the HTTP handlers of this
+                               // turn queue their calls first, and one pump sends
+                               // them and drains the replies together.
+                               (*self)->due_ = true;
+                               (*self)->schedulePump();
                              });
   }
   // The timer moves only when the connection's next deadline comes before the
@@ -112,6 +124,7 @@ void AsioConnection::arm() {
     auto self = alive.lock();
     if (!self) return;
     (*self)->timerArmed_ = false;
+    (*self)->due_ = true;
     (*self)->pump();
   });
 }

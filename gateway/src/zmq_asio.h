@@ -62,6 +62,9 @@ class AsioConnection {
   bool timerArmed_ = false;
   rpc::Clock::time_point timerAt_;
   bool pumpScheduled_ = false;
+  // The next pump runs process() without asking ZMQ_EVENTS first: an fd or
+  // the timer fired, or the last pump stopped at its round limit.
+  bool due_ = false;
   // Handlers hold a weak copy: a handler that outlives this object does nothing.
   std::shared_ptr<AsioConnection*> alive_;
 };
