@@ -6,12 +6,14 @@
 #   bench/idgen_vs_redis.sh [build-dir]      (needs: deploy/setup.sh --bench)
 #
 # Prints markdown tables for bench/RESULTS.md: throughput with each server's
-# CPU per request, then memory.
+# CPU per request (the median of ROUNDS rounds, default 5, each round running
+# Redis, the floor and zmesh in turn; the span beside it), then memory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
 bin=$build/bin
 requests=${REQUESTS:-300000}
+rounds=${ROUNDS:-5}
 keys=${KEYS:-50000}  # for the memory table; zmesh-idgen holds at most 100000 namespaces
 redis_port=${REDIS_PORT:-17379}
 idgen_port=${IDGEN_PORT:-17110}
@@ -61,25 +63,37 @@ floor_rps() {  # $1: window per connection
 
 # The last two columns are each server's own CPU (user + system, all its
 # threads) per request it served, from /proc/<pid>/stat around the run.
-echo "| run | Redis INCR req/s | raw libzmq floor req/s | zmesh next req/s | zmesh ÷ Redis | floor ÷ Redis | redis-server CPU µs/req | zmesh-idgen CPU µs/req |"
+mkdir -p "$tmp/m"
+echo "| run (median of $rounds rounds, span) | Redis INCR req/s | raw libzmq floor req/s | zmesh next req/s | zmesh ÷ floor | zmesh ÷ Redis | redis-server CPU µs/req | zmesh-idgen CPU µs/req |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|"
 for persistence in off everysec; do
   for pipeline in 1 16; do
-    start_redis "$persistence"
-    t0=$(cpu_ticks "${pids[-1]}")
-    r=$(redis_run -n "$requests" -P "$pipeline")
-    r_cpu=$(us_each $(($(cpu_ticks "${pids[-1]}") - t0)) "$requests")
-    stop_last
-    f=$(floor_rps "$pipeline")
-    start_idgen "$persistence"
-    t0=$(cpu_ticks "${pids[-1]}")
-    zmesh_run --window "$pipeline" --count 1 --requests "$requests" --namespace "b$RANDOM"
-    z_calls=$(($(zmesh_field calls) + $(zmesh_field warmup_calls)))
-    z_cpu=$(us_each $(($(cpu_ticks "${pids[-1]}") - t0)) "$z_calls")
-    z=$(zmesh_field calls_per_s)
-    stop_last
-    printf "| persistence %s, pipeline %s | %.0f | %.0f | %.0f | %.2f | %.2f | %s | %s |\n" "$persistence" \
-      "$pipeline" "$r" "$f" "$z" "$(echo "$z / $r" | bc -l)" "$(echo "$f / $r" | bc -l)" "$r_cpu" "$z_cpu"
+    m="$persistence.$pipeline"
+    for _ in $(seq "$rounds"); do
+      start_redis "$persistence"
+      t0=$(cpu_ticks "${pids[-1]}")
+      r=$(redis_run -n "$requests" -P "$pipeline")
+      rec "$m.redis_cpu" "$(us_each $(($(cpu_ticks "${pids[-1]}") - t0)) "$requests")"
+      rec "$m.redis" "$r"
+      stop_last
+      f=$(floor_rps "$pipeline")
+      rec "$m.floor" "$f"
+      start_idgen "$persistence"
+      t0=$(cpu_ticks "${pids[-1]}")
+      zmesh_run --window "$pipeline" --count 1 --requests "$requests" --namespace "b$RANDOM"
+      z_calls=$(($(zmesh_field calls) + $(zmesh_field warmup_calls)))
+      rec "$m.zmesh_cpu" "$(us_each $(($(cpu_ticks "${pids[-1]}") - t0)) "$z_calls")"
+      z=$(zmesh_field calls_per_s)
+      rec "$m.zmesh" "$z"
+      rec "$m.z_floor" "$(echo "$z / $f" | bc -l)"
+      rec "$m.z_redis" "$(echo "$z / $r" | bc -l)"
+      stop_last
+    done
+    printf "| persistence %s, pipeline %s | %.0f (%s) | %.0f (%s) | %.0f (%s) | %.2f (%s) | %.2f (%s) | %.1f (%s) | %.1f (%s) |\n" \
+      "$persistence" "$pipeline" "$(med "$m.redis")" "$(span "$m.redis")" "$(med "$m.floor")" \
+      "$(span "$m.floor")" "$(med "$m.zmesh")" "$(span "$m.zmesh")" "$(med "$m.z_floor")" \
+      "$(span "$m.z_floor" 2)" "$(med "$m.z_redis")" "$(span "$m.z_redis" 2)" "$(med "$m.redis_cpu")" \
+      "$(span "$m.redis_cpu" 1)" "$(med "$m.zmesh_cpu")" "$(span "$m.zmesh_cpu" 1)"
   done
 done
 start_idgen everysec

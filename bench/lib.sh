@@ -86,3 +86,10 @@ incl() {  # $1: callgrind file, $2: "file.cpp:function(" as callgrind_annotate n
   callgrind_annotate --inclusive=yes --threshold=100 "$1" 2>/dev/null |
     awk -v name="$2" 'index($0, name) && !found { gsub(",", "", $1); print $1; found = 1 }'
 }
+
+ctx_switches() {  # $1: pid; context switches (voluntary + involuntary) of all its threads, summed
+  # Each thread's own: a process's status shows only its main thread's. A
+  # thread that ends meanwhile takes its count with it.
+  cat /proc/"$1"/task/*/status 2>/dev/null |
+    awk '$1 == "voluntary_ctxt_switches:" || $1 == "nonvoluntary_ctxt_switches:" { sum += $2 } END { print sum + 0 }'
+}
