@@ -35,9 +35,9 @@ FrameMessage::FrameMessage(zmq::message_t frame, size_t offset,
   }
   storage_.reset(new (::operator new(sizeof(Storage))) Storage);
   storage_->frame = std::move(frame);
-  std::vector<capnp::word> unused;  // aligned, and it stays where it is: read in place
+  kj::Array<capnp::word> unused;  // aligned, and it stays where it is: read in place
   auto words = frameWords(storage_->frame, offset, unused);
-  KJ_ASSERT(unused.empty());
+  KJ_ASSERT(unused == nullptr);
   sizeInWords_ = words.size();
   openMessage(words, [&]() -> capnp::FlatArrayMessageReader& {
     return storage_->reader.emplace(words, options);
@@ -45,22 +45,20 @@ FrameMessage::FrameMessage(zmq::message_t frame, size_t offset,
 }
 
 kj::ArrayPtr<const capnp::word> frameWords(const zmq::message_t& frame, size_t offset,
-                                           std::vector<capnp::word>& copy) {
+                                           kj::Array<capnp::word>& copy) {
   if (offset > frame.size()) throw FrameError("message offset past the frame's end");
   size_t size = frame.size() - offset;
   if (size == 0 || size % sizeof(capnp::word) != 0)
     throw FrameError("frame of " + std::to_string(size) + " bytes is not a whole number of words");
   const char* at = static_cast<const char*>(frame.data()) + offset;
   size_t count = size / sizeof(capnp::word);
-  if (reinterpret_cast<uintptr_t>(at) % alignof(capnp::word) == 0) {
-    copy.clear();
+  if (reinterpret_cast<uintptr_t>(at) % alignof(capnp::word) == 0)
     return kj::arrayPtr(reinterpret_cast<const capnp::word*>(at), count);
-  }
-  // libzmq hands out large tcp/ipc frames at arbitrary offsets of its receive
+  // libzmq hands out tcp/ipc frames at arbitrary offsets of its receive
   // buffer, and capnp 0.9 rejects unaligned segments.
-  copy.resize(count);
-  std::memcpy(copy.data(), at, size);
-  return kj::arrayPtr(copy.data(), count);
+  if (copy.size() < count) copy = kj::heapArray<capnp::word>(count);
+  std::memcpy(copy.begin(), at, size);
+  return copy.slice(0, count);
 }
 
 void FrameMessage::Release::operator()(Storage* storage) const {

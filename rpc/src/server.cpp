@@ -53,7 +53,7 @@ class CallHook final : public capnp::CallContextHook, public kj::Refcounted {
     request_.rebuild();
     released_ = false;
     results_ = nullptr;  // zeroes what it used of inline_, as it requires
-    if (copy_.capacity() > kKeptCopyWords) std::vector<capnp::word>().swap(copy_);
+    if (copy_.size() > kKeptCopyWords) copy_ = nullptr;
   }
 
   capnp::AnyPointer::Reader getParams() override {
@@ -108,7 +108,7 @@ class CallHook final : public capnp::CallContextHook, public kj::Refcounted {
   static constexpr size_t kKeptCopyWords =
       8192;  // an unaligned large frame's copy, kept up to 64 KiB
   zmq::message_t request_;
-  std::vector<capnp::word> copy_;  // the params' aligned copy, when the frame's bytes are not
+  kj::Array<capnp::word> copy_;  // the params' aligned copy, when the frame's bytes are not
   kj::Maybe<capnp::FlatArrayMessageReader> params_;
   bool released_ = false;
   capnp::word inline_[kInlineWords] = {};  // zeroed, as MallocMessageBuilder requires

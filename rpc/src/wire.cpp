@@ -22,24 +22,35 @@ void copyText(capnp::Text::Builder out, std::string_view in) {
   std::memcpy(out.begin(), in.data(), in.size());
 }
 
-// A header built field by field, with `bodyBytes` of room left behind it.
-zmq::message_t withRoomBehind(capnp::MessageBuilder& header, size_t bodyBytes) {
+// A frame that starts with a header and leaves `bodyBytes` of room behind it:
+// `start` is where the frame's bytes begin, `body` where the room does (frame
+// methods are calls into libzmq, a few of them per message otherwise).
+struct Framed {
+  zmq::message_t frame;
+  char* start;
+  char* body;
+};
+
+// A header built field by field.
+Framed withRoomBehind(capnp::MessageBuilder& header, size_t bodyBytes) {
   FlatMessage flat(header);
-  zmq::message_t frame(flat.bytes() + bodyBytes);
-  flat.writeTo(frame.data());
-  return frame;
+  Framed out{zmq::message_t(flat.bytes() + bodyBytes), nullptr, nullptr};
+  out.start = static_cast<char*>(out.frame.data());
+  flat.writeTo(out.start);
+  out.body = out.start + flat.bytes();
+  return out;
 }
 
-// A copy of a pre-encoded header, with `bodyBytes` of room left behind it.
-zmq::message_t withRoomBehind(const zmq::message_t& header, size_t bodyBytes) {
-  size_t size = header.size();
-  zmq::message_t frame(size + bodyBytes);
-  std::memcpy(frame.data(), header.data(), size);
-  return frame;
+// A copy of a pre-encoded header.
+Framed withRoomBehind(std::string_view header, size_t bodyBytes) {
+  Framed out{zmq::message_t(header.size() + bodyBytes), nullptr, nullptr};
+  out.start = static_cast<char*>(out.frame.data());
+  std::memcpy(out.start, header.data(), header.size());
+  out.body = out.start + header.size();
+  return out;
 }
 
-zmq::message_t buildReply(uint64_t requestId, StatusCode code, std::string_view text,
-                          size_t bodyBytes) {
+Framed buildReply(uint64_t requestId, StatusCode code, std::string_view text, size_t bodyBytes) {
   capnp::word scratch[kScratchWords] = {};
   capnp::MallocMessageBuilder message(kj::arrayPtr(scratch, kScratchWords));
   auto b = message.initRoot<idl::RpcHeader>();
@@ -49,7 +60,7 @@ zmq::message_t buildReply(uint64_t requestId, StatusCode code, std::string_view 
   return withRoomBehind(message, bodyBytes);
 }
 
-zmq::message_t buildRequest(const RequestHeader& h, size_t bodyBytes) {
+Framed buildRequest(const RequestHeader& h, size_t bodyBytes) {
   // Built on the stack; long trace ids or keys spill into a heap segment.
   capnp::word scratch[kScratchWords] = {};
   capnp::MallocMessageBuilder message(kj::arrayPtr(scratch, kScratchWords));
@@ -113,40 +124,44 @@ class FieldSlot {
 
 class OkReply {
  public:
-  OkReply()
-      : bytes_(buildReply(0, StatusCode::OK, {}, 0)),
-        requestId_(bytes_, buildReply(~uint64_t{0}, StatusCode::OK, {}, 0), 8, "requestId") {}
+  OkReply() {
+    auto zeros = buildReply(0, StatusCode::OK, {}, 0).frame;
+    requestId_ = {zeros, buildReply(~uint64_t{0}, StatusCode::OK, {}, 0).frame, 8, "requestId"};
+    bytes_ = zeros.to_string();
+  }
 
-  zmq::message_t encode(uint64_t requestId, size_t bodyBytes) const {
+  Framed encode(uint64_t requestId, size_t bodyBytes) const {
     auto out = withRoomBehind(bytes_, bodyBytes);
-    requestId_.put(out.data(), requestId);
+    requestId_.put(out.start, requestId);
     return out;
   }
 
  private:
-  zmq::message_t bytes_;
+  std::string bytes_;
   FieldSlot requestId_;
 };
 
 // A request without trace id or idempotency key.
 class PlainRequest {
  public:
-  PlainRequest() : bytes_(buildRequest({}, 0)) {
+  PlainRequest() {
+    auto zeros = buildRequest({}, 0).frame;
     auto ones = [](auto set) {
       RequestHeader h;
       set(h);
-      return buildRequest(h, 0);
+      return buildRequest(h, 0).frame;
     };
-    requestId_ = {bytes_, ones([](auto& h) { h.requestId = ~uint64_t{0}; }), 8, "requestId"};
-    interfaceId_ = {bytes_, ones([](auto& h) { h.interfaceId = ~uint64_t{0}; }), 8, "interfaceId"};
-    methodId_ = {bytes_, ones([](auto& h) { h.methodId = 0xffff; }), 2, "methodId"};
-    budgetMs_ = {bytes_, ones([](auto& h) { h.budgetMs = ~uint32_t{0}; }), 4, "budgetMs"};
-    retryable_ = {bytes_, ones([](auto& h) { h.retryable = true; }), 0, "retryable"};
+    requestId_ = {zeros, ones([](auto& h) { h.requestId = ~uint64_t{0}; }), 8, "requestId"};
+    interfaceId_ = {zeros, ones([](auto& h) { h.interfaceId = ~uint64_t{0}; }), 8, "interfaceId"};
+    methodId_ = {zeros, ones([](auto& h) { h.methodId = 0xffff; }), 2, "methodId"};
+    budgetMs_ = {zeros, ones([](auto& h) { h.budgetMs = ~uint32_t{0}; }), 4, "budgetMs"};
+    retryable_ = {zeros, ones([](auto& h) { h.retryable = true; }), 0, "retryable"};
+    bytes_ = zeros.to_string();
   }
 
-  zmq::message_t encode(const RequestHeader& h, size_t bodyBytes) const {
+  Framed encode(const RequestHeader& h, size_t bodyBytes) const {
     auto out = withRoomBehind(bytes_, bodyBytes);
-    void* at = out.data();
+    char* at = out.start;
     requestId_.put(at, h.requestId);
     interfaceId_.put(at, h.interfaceId);
     methodId_.put(at, h.methodId);
@@ -156,23 +171,19 @@ class PlainRequest {
   }
 
  private:
-  zmq::message_t bytes_;
+  std::string bytes_;
   FieldSlot requestId_, interfaceId_, methodId_, budgetMs_, retryable_;
 };
 
 }  // namespace
 
 zmq::message_t encodeRequest(const RequestHeader& h, const zmq::message_t& params) {
-  zmq::message_t frame;
-  if (h.traceId.empty() && h.idempotencyKey.empty()) {
-    static const PlainRequest plain;
-    frame = plain.encode(h, params.size());
-  } else {
-    frame = buildRequest(h, params.size());
-  }
-  if (size_t bytes = params.size(); bytes > 0)
-    std::memcpy(static_cast<char*>(frame.data()) + frame.size() - bytes, params.data(), bytes);
-  return frame;
+  size_t bodyBytes = params.size();
+  static const PlainRequest plain;
+  auto out = h.traceId.empty() && h.idempotencyKey.empty() ? plain.encode(h, bodyBytes)
+                                                           : buildRequest(h, bodyBytes);
+  if (bodyBytes > 0) std::memcpy(out.body, params.data(), bodyBytes);
+  return std::move(out.frame);
 }
 
 namespace {
@@ -342,10 +353,10 @@ zmq::message_t encodeReply(uint64_t requestId, StatusCode code, std::string_view
   std::optional<FlatMessage> body;
   if (results != nullptr) body.emplace(*results);
   size_t bodyBytes = body ? body->bytes() : 0;
-  zmq::message_t frame;
+  static const OkReply ok;
+  Framed out;
   if (code == StatusCode::OK && text.empty()) {
-    static const OkReply ok;
-    frame = ok.encode(requestId, bodyBytes);
+    out = ok.encode(requestId, bodyBytes);
   } else {
     if (text.size() > kMaxStatusMessageBytes) {
       size_t cut = kMaxStatusMessageBytes;
@@ -353,10 +364,10 @@ zmq::message_t encodeReply(uint64_t requestId, StatusCode code, std::string_view
       while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
       text = text.substr(0, cut);
     }
-    frame = buildReply(requestId, code, text, bodyBytes);
+    out = buildReply(requestId, code, text, bodyBytes);
   }
-  if (body) body->writeTo(static_cast<char*>(frame.data()) + frame.size() - bodyBytes);
-  return frame;
+  if (body) body->writeTo(out.body);
+  return std::move(out.frame);
 }
 
 }  // namespace zmesh::rpc::wire

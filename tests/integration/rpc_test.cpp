@@ -244,6 +244,51 @@ TEST_CASE("echo round trip and many calls in flight", "[rpc]") {
   }
 }
 
+// The server keeps one call's hook (params read in place, results built in
+// it) for the next call: nothing of one call may show in the next.
+TEST_CASE("calls in turn carry nothing of the call before", "[rpc]") {
+  TestServer server;
+  zmq::context_t context;
+  rpc::ClientThread client(context);
+  auto channel = client.channel(server.endpoint);
+  auto echo = [&](zmq::message_t params) {
+    return channel.callSync(kTest, method("echo"), std::move(params), {});
+  };
+  auto text = [](rpc::Reply& r) {
+    return std::string(r.results<TestService::EchoResults>().getText().cStr());
+  };
+  auto pad = [](rpc::Reply& r) { return r.results<TestService::EchoResults>().getPad().size(); };
+  for (int round = 0; round < 3; ++round) {
+    // Large: results past the hook's inline words, params likely copied to align.
+    std::string big(200000 + round * 13, 'b');
+    auto r = echo(params<TestService::EchoParams>([&](auto p) {
+      p.setText("big");
+      p.setPad(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(big.data()), big.size()));
+    }));
+    REQUIRE(r.status.ok());
+    CHECK(text(r) == "big");
+    CHECK(pad(r) == big.size());
+    // No params at all: a null root, not the last call's.
+    r = echo(zmq::message_t());
+    REQUIRE(r.status.ok());
+    CHECK(text(r).empty());
+    CHECK(pad(r) == 0);
+    // A method that fails, one that throws, then a small echo.
+    r = channel.callSync(kTest, method("fail"), params<TestService::FailParams>([](auto p) {
+                           p.setCode(static_cast<uint16_t>(rpc::StatusCode::NOT_FOUND));
+                           p.setMessage("gone");
+                         }),
+                         {});
+    CHECK(r.status.code == rpc::StatusCode::NOT_FOUND);
+    r = channel.callSync(kTest, method("crash"), zmq::message_t(), {});
+    CHECK(r.status.code == rpc::StatusCode::INTERNAL);
+    r = echo(params<TestService::EchoParams>([](auto p) { p.setText("small"); }));
+    REQUIRE(r.status.ok());
+    CHECK(text(r) == "small");
+    CHECK(pad(r) == 0);
+  }
+}
+
 TEST_CASE("a Connection driven only through edge-triggered epoll on its fds finishes every call",
           "[rpc][fd]") {
   TestServer server;

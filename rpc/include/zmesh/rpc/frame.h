@@ -21,10 +21,10 @@ namespace zmesh::rpc {
 
 // The words of `frame` from byte `offset` on, for a reader: in place when they
 // are word-aligned (libzmq's own receive buffers are), else copied into `copy`
-// (kept by the caller for the next frame). Throws FrameError when they are
+// (kept by the caller for the next frame, grown as needed). Throws FrameError when they are
 // not a whole number of words.
 kj::ArrayPtr<const capnp::word> frameWords(const zmq::message_t& frame, size_t offset,
-                                           std::vector<capnp::word>& copy);
+                                           kj::Array<capnp::word>& copy);
 
 // A message read from a frame: the frame itself, kept, or an aligned copy of
 // its bytes.
