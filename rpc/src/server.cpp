@@ -43,12 +43,16 @@ class CallHook final : public capnp::CallContextHook, public kj::Refcounted {
     request_.move(request);
     if (offset == request_.size()) return;  // no params: a null root
     auto words = frameWords(request_, offset, copy_);
-    openMessage(
+    auto& reader = openMessage(
         words, [&]() -> capnp::FlatArrayMessageReader& { return params_.emplace(words, options); });
+    // Read once: a method and the checks ask for it several times, and each
+    // getRoot() costs about as much as reading a field.
+    root_ = reader.getRoot<capnp::AnyPointer>();
   }
 
   // Ready for the next call.
   void reset() {
+    root_ = {};
     params_ = nullptr;
     request_.rebuild();
     released_ = false;
@@ -58,13 +62,11 @@ class CallHook final : public capnp::CallContextHook, public kj::Refcounted {
 
   capnp::AnyPointer::Reader getParams() override {
     KJ_REQUIRE(!released_, "params were released");
-    KJ_IF_MAYBE (p, params_) {
-      return p->getRoot<capnp::AnyPointer>();
-    }
-    return {};
+    return root_;  // a null root when there are no params
   }
   void releaseParams() override {
     released_ = true;
+    root_ = {};
     params_ = nullptr;
     request_.rebuild();
   }
@@ -110,6 +112,7 @@ class CallHook final : public capnp::CallContextHook, public kj::Refcounted {
   zmq::message_t request_;
   kj::Array<capnp::word> copy_;  // the params' aligned copy, when the frame's bytes are not
   kj::Maybe<capnp::FlatArrayMessageReader> params_;
+  capnp::AnyPointer::Reader root_;  // params_'s root, or null
   bool released_ = false;
   capnp::word inline_[kInlineWords] = {};  // zeroed, as MallocMessageBuilder requires
   kj::Maybe<capnp::MallocMessageBuilder> results_;
