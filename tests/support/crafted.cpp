@@ -6,8 +6,14 @@
 #include <stdexcept>
 #include <zmq_addon.hpp>
 
+#include "checkshapes.capnp.h"
+#include "testsvc.capnp.h"
+#include "zmesh/idl/admin.capnp.h"
+#include "zmesh/idl/cache.capnp.h"
 #include "zmesh/idl/common.capnp.h"
 #include "zmesh/idl/idgen.capnp.h"
+#include "zmesh/idl/lock.capnp.h"
+#include "zmesh/idl/ratelimit.capnp.h"
 #include "zmesh/rpc/frame.h"
 
 namespace zmesh::testing::crafted {
@@ -166,6 +172,36 @@ void RawPublisher::send(const std::string& topic, const zmq::message_t& body) {
 Bytes bytesOf(const zmq::message_t& frame) {
   auto* p = static_cast<const uint8_t*>(frame.data());
   return Bytes(p, p + frame.size());
+}
+
+const std::vector<capnp::StructSchema>& wireStructs() {
+  static const std::vector<capnp::StructSchema> all = [] {
+    std::vector<capnp::StructSchema> out{capnp::Schema::from<test::Shapes>(),
+                                         capnp::Schema::from<idl::CacheLogRecord>(),
+                                         capnp::Schema::from<idl::IdGenLogRecord>(),
+                                         capnp::Schema::from<idl::LockLogRecord>(),
+                                         capnp::Schema::from<idl::RateLimitLogRecord>(),
+                                         capnp::Schema::from<idl::RpcHeader>(),
+                                         capnp::Schema::from<idl::Event>(),
+                                         capnp::Schema::from<idl::LockSnapshot>(),
+                                         capnp::Schema::from<idl::RateLimitSnapshot>(),
+                                         capnp::Schema::from<idl::IdGenSnapshot>()};
+    for (auto iface :
+         {capnp::Schema::from<idl::Admin>(), capnp::Schema::from<idl::IdGen>(),
+          capnp::Schema::from<idl::Cache>(), capnp::Schema::from<idl::Lock>(),
+          capnp::Schema::from<idl::RateLimit>(), capnp::Schema::from<test::TestService>()}) {
+      for (auto method : iface.getMethods()) {
+        out.push_back(method.getParamType());
+        out.push_back(method.getResultType());
+      }
+    }
+    for (auto s : {capnp::Schema::from<idl::ServiceState>(), capnp::Schema::from<idl::CacheEvent>(),
+                   capnp::Schema::from<idl::LockEvent>(), capnp::Schema::from<idl::Denied>(),
+                   capnp::Schema::from<test::Leaf>()})
+      out.push_back(s);
+    return out;
+  }();
+  return all;
 }
 
 }  // namespace zmesh::testing::crafted

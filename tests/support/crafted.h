@@ -6,6 +6,7 @@
 #pragma once
 
 #include <capnp/message.h>
+#include <capnp/schema.h>
 
 #include <cstdint>
 #include <string>
@@ -61,5 +62,11 @@ struct RawPublisher {
 // As a ZeroMQ frame; `prefix` (a request or reply header) goes first.
 zmq::message_t frame(const Bytes& bytes, const zmq::message_t* prefix = nullptr);
 Bytes bytesOf(const zmq::message_t& frame);
+
+// Every struct that goes on the wire or to disk (each IDL method's params and
+// results, the log records, snapshots and events) and the test schemas'
+// (test.Shapes has every shape of field), in a fixed order: the check fuzz
+// corpus's first byte indexes it, so new ones go at the end.
+const std::vector<capnp::StructSchema>& wireStructs();
 
 }  // namespace zmesh::testing::crafted

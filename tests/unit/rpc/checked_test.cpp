@@ -186,30 +186,6 @@ namespace {
 
 using Rng = std::mt19937_64;  // its output is fixed by the standard: runs repeat
 
-std::vector<capnp::StructSchema> wireStructs() {
-  std::vector<capnp::StructSchema> out;
-  for (auto iface :
-       {capnp::Schema::from<idl::Admin>(), capnp::Schema::from<idl::IdGen>(),
-        capnp::Schema::from<idl::Cache>(), capnp::Schema::from<idl::Lock>(),
-        capnp::Schema::from<idl::RateLimit>(), capnp::Schema::from<test::TestService>()}) {
-    for (auto method : iface.getMethods()) {
-      out.push_back(method.getParamType());
-      out.push_back(method.getResultType());
-    }
-  }
-  for (auto s :
-       {capnp::Schema::from<idl::RpcHeader>(), capnp::Schema::from<idl::Event>(),
-        capnp::Schema::from<idl::ServiceState>(), capnp::Schema::from<idl::CacheEvent>(),
-        capnp::Schema::from<idl::CacheLogRecord>(), capnp::Schema::from<idl::IdGenLogRecord>(),
-        capnp::Schema::from<idl::IdGenSnapshot>(), capnp::Schema::from<idl::LockLogRecord>(),
-        capnp::Schema::from<idl::LockSnapshot>(), capnp::Schema::from<idl::LockEvent>(),
-        capnp::Schema::from<idl::RateLimitLogRecord>(),
-        capnp::Schema::from<idl::RateLimitSnapshot>(), capnp::Schema::from<idl::Denied>(),
-        capnp::Schema::from<test::Shapes>(), capnp::Schema::from<test::Leaf>()})
-    out.push_back(s);
-  return out;
-}
-
 // A random well-formed value for every field, `depth` levels of structs and lists at most.
 class Filler {
  public:
@@ -397,7 +373,7 @@ TEST_CASE("compiled plans give the dynamic reads' verdicts on mutated messages",
   Rng rng(20261205);
   size_t tried = 0, opened = 0, refused = 0, mismatches = 0;
   std::string firstMismatch;
-  auto schemas = wireStructs();
+  const auto& schemas = crafted::wireStructs();
   for (auto schema : schemas) {
     for (unsigned base = 0; base < 12; ++base) {
       capnp::MallocMessageBuilder m;
