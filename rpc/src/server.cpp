@@ -329,8 +329,11 @@ struct Server::Impl {
                        std::to_string(self.options_.maxRequestBytes) + " bytes",
                    c.oversize, retainKey);
     // The header's texts view the frame (or the header's copy of it). The hook
-    // takes the frame below; its bytes stay where they are (libzmq keeps only
-    // frames under 34 bytes inside the message object, and a header is larger).
+    // takes the frame below, and its bytes stay where they are: libzmq keeps
+    // only frames of up to 33 bytes inside the message object, and a request
+    // that gets this far with a text is at least 48 (segment table and root
+    // pointer 16, a served interface id's two data words 16, a text's pointer
+    // and bytes 16).
     std::string_view traceId = header.traceId;
     size_t bodyOffset = headerFrame.bodyOffset();
     kj::Own<CallHook> hook =
