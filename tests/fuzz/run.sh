@@ -3,12 +3,12 @@
 # each for at most SECONDS seconds and RUNS inputs. New inputs go to a scratch
 # corpus, crashes to <build>/fuzz-artifacts/ (add one to tests/fuzz/corpus/<harness>/
 # and it is replayed by ctest from then on).
-#   tests/fuzz/run.sh build-asan                             # CI: 45 s and 300k runs each
+#   tests/fuzz/run.sh build-asan                             # CI: 35 s and 300k runs each
 #   SECONDS_EACH=3600 RUNS=-1 tests/fuzz/run.sh build-asan   # a longer campaign
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=${1:?usage: tests/fuzz/run.sh <build-dir>}
-seconds=${SECONDS_EACH:-45}
+seconds=${SECONDS_EACH:-35}
 runs=${RUNS:-300000}
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
