@@ -14,7 +14,6 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <vector>
 #include <zmq.hpp>
 
 namespace zmesh::rpc {
