@@ -49,6 +49,7 @@
 #include "zmesh/idl/lock.capnp.h"
 #include "zmesh/idl/ratelimit.capnp.h"
 #include "zmesh/rpc/client.h"
+#include "zmesh/rpc/metrics_wire.h"
 #include "zmesh/rpc/server.h"
 
 using namespace zmesh;
@@ -410,9 +411,9 @@ int printStats(zmq::context_t& context, const std::string& endpoint) {
              code = 1;
              return;
            }
-           for (auto counter : reply.results<idl::Admin::StatsResults>().getCounters())
-             std::printf("%s=%lld ", counter.getName().cStr(),
-                         static_cast<long long>(counter.getValue()));
+           for (auto& [name, value] :
+                rpc::flatten(rpc::readFamilies(reply.results<idl::Admin::StatsResults>())))
+             std::printf("%s=%g ", name.c_str(), value);
            std::printf("\n");
            code = 0;
          });

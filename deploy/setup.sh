@@ -29,6 +29,8 @@ packages=(
   libjemalloc-dev                   # the services' allocator
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev  # gateway: Beast, Boost.JSON, Boost.URL
   catch2 python3 curl               # tests
+  chromium-headless-shell           # tests: the dashboard (GET /ui) in a real browser
+  prometheus                        # tests: promtool, Prometheus' own check of /metrics
 )
 # The OpenAPI validator the tests run needs node + npm; a newer node already on
 # PATH (from elsewhere than apt) is kept as it is.
@@ -65,6 +67,16 @@ redocly_version=2.77.0
 if [ ! -x .tools/redocly/node_modules/.bin/redocly ]; then
   echo "setup.sh: installing @redocly/cli@$redocly_version into .tools/redocly"
   npm install --prefix .tools/redocly "@redocly/cli@$redocly_version" \
+    --save-exact --no-audit --no-fund --no-update-notifier --loglevel=error >/dev/null
+fi
+
+# The browser test's driver (tests/browser), pinned, into .tools/; it drives
+# the chromium-headless-shell above (no browser download: no network in tests).
+puppeteer_version=24.43.1  # 24.x: the last major that runs on bookworm's Node 18 (25 needs 22)
+if [ ! -f .tools/puppeteer/node_modules/puppeteer-core/package.json ] ||
+   ! grep -q "\"version\": \"$puppeteer_version\"" .tools/puppeteer/node_modules/puppeteer-core/package.json; then
+  echo "setup.sh: installing puppeteer-core@$puppeteer_version into .tools/puppeteer"
+  npm install --prefix .tools/puppeteer "puppeteer-core@$puppeteer_version" \
     --save-exact --no-audit --no-fund --no-update-notifier --loglevel=error >/dev/null
 fi
 

@@ -21,6 +21,7 @@
 #include "zmesh/idl/ratelimit.capnp.h"
 #include "zmesh/rpc/barrier.h"
 #include "zmesh/rpc/events.h"
+#include "zmesh/rpc/metrics_wire.h"
 
 namespace zmesh {
 namespace {
@@ -72,14 +73,11 @@ AdminClient::Health AdminClient::health() const {
   return {r.getOk(), r.getDetail().cStr()};
 }
 
-std::vector<std::pair<std::string, int64_t>> AdminClient::stats() const {
+std::vector<rpc::MetricFamily> AdminClient::stats() const {
   static const uint16_t m = ordinal<idl::Admin>("stats");
   auto reply =
       invoke<idl::Admin, idl::Admin::StatsParams>(channel_, m, settings_, true, [](auto) {});
-  std::vector<std::pair<std::string, int64_t>> out;
-  for (auto c : reply.results<idl::Admin::StatsResults>().getCounters())
-    out.emplace_back(c.getName().cStr(), c.getValue());
-  return out;
+  return rpc::readFamilies(reply.results<idl::Admin::StatsResults>());
 }
 
 AdminClient::Info AdminClient::info() const {

@@ -15,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -55,6 +56,7 @@ struct Readiness {
 struct ServiceSamples {
   std::vector<ServiceSample> services;
   std::vector<ClientSample> clients;
+  std::optional<ServiceSample> self;  // the gateway's own Admin.stats (selfAdminEndpoint)
 };
 
 class Worker {
@@ -102,6 +104,8 @@ class Gateway {
   // Configured services other than the gateway itself, broker first.
   const std::vector<ServiceTarget>& services() const { return services_; }
   const ServiceTarget* service(const std::string& name) const;
+  // The gateway's own Admin endpoint as a target ("gateway"); null without one.
+  const ServiceTarget* self() const { return self_ ? &*self_ : nullptr; }
   std::vector<std::unique_ptr<Worker>>& workers() { return workers_; }
   bool stopping() const { return stopping_.load(); }
   SharedResult<Readiness>& readiness() { return *readiness_; }
@@ -127,6 +131,7 @@ class Gateway {
   Metrics metrics_;
   std::unique_ptr<EventHub> events_;
   std::vector<ServiceTarget> services_;
+  std::optional<ServiceTarget> self_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::thread> threads_;
   std::unique_ptr<boost::asio::ip::tcp::acceptor> acceptor_;

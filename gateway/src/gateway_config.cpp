@@ -5,6 +5,7 @@
 #include <cctype>
 #include <charconv>
 #include <cstdlib>
+#include <stdexcept>
 
 namespace zmesh::gateway {
 
@@ -27,6 +28,58 @@ void parseListen(const std::string& text, GatewayConfig& config, const std::stri
     bad("expected a port from 0 to 65535 after ':'");
   config.listenAddress = host;
   config.listenPort = static_cast<uint16_t>(port);
+}
+
+std::string parseCorsOrigin(std::string_view origin) {
+  auto bad = [](const std::string& why) { throw std::invalid_argument(why); };
+  if (origin == "*")
+    bad("\"*\" is not allowed: list each origin (any page a user opens could use the gateway)");
+  if (origin == "null") bad("the \"null\" origin (files, sandboxes) is not allowed");
+  std::string out;
+  for (char ch : origin) out += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  auto sep = out.find("://");
+  if (sep == std::string::npos) bad("expected scheme://host[:port] such as http://localhost:3000");
+  auto scheme = std::string_view(out).substr(0, sep);
+  if (scheme != "http" && scheme != "https") bad("the scheme must be http or https");
+  auto rest = std::string_view(out).substr(sep + 3);
+  if (rest.find_first_of("/?#@") != std::string_view::npos)
+    bad("an origin has no path, query, fragment or user: scheme://host[:port] only");
+  std::string_view host = rest, port;
+  if (!rest.empty() && rest.front() == '[') {  // [::1]:8080
+    auto close = rest.find(']');
+    if (close == std::string_view::npos) bad("an IPv6 host needs its closing ']'");
+    host = rest.substr(0, close + 1);
+    auto after = rest.substr(close + 1);
+    if (!after.empty()) {
+      if (after.front() != ':') bad("expected ':port' after the IPv6 host");
+      port = after.substr(1);
+      if (port.empty()) bad("the port after ':' is missing");
+    }
+    auto inner = host.substr(1, host.size() - 2);
+    if (inner.empty() || inner.find_first_not_of("0123456789abcdef:.") != std::string_view::npos)
+      bad("not an IPv6 address between '[' and ']'");
+  } else {
+    auto colon = rest.rfind(':');
+    if (colon != std::string_view::npos) {
+      host = rest.substr(0, colon);
+      port = rest.substr(colon + 1);
+      if (port.empty()) bad("the port after ':' is missing");
+    }
+    if (host.empty() || host.front() == '.' || host.front() == '-' ||
+        host.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789.-") != std::string_view::npos)
+      bad("the host must be a name or address of [a-z0-9.-] (or [IPv6])");
+  }
+  if (!port.empty()) {
+    unsigned value = 0;
+    auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+    if (ec != std::errc() || end != port.data() + port.size() || value == 0 || value > 65535)
+      bad("the port must be a number from 1 to 65535");
+    if ((scheme == "http" && value == 80) || (scheme == "https" && value == 443))
+      bad("leave out the scheme's default port " + std::string(port) +
+          ": browsers send the origin without it");
+    if (port.front() == '0') bad("the port has a leading zero");
+  }
+  return out;
 }
 
 GatewayConfig gatewayConfigFrom(const rpc::MeshConfig& mesh) {
@@ -69,7 +122,9 @@ GatewayConfig gatewayConfigFrom(const rpc::MeshConfig& mesh) {
                    "ratelimit_batch",
                    "ratelimit_fail_open",
                    "ratelimit_max_keys",
-                   "ratelimit_queue"});
+                   "ratelimit_queue",
+                   "cors_origins",
+                   "cors_max_age"});
   if (s.has("listen")) parseListen(s.string("listen", ""), c, mesh.source() + ": gateway.listen");
   c.threads = static_cast<int>(s.integer("threads", c.threads, 1, 64));
   c.requestTimeout = s.duration("request_timeout", c.requestTimeout);
@@ -127,6 +182,21 @@ GatewayConfig gatewayConfigFrom(const rpc::MeshConfig& mesh) {
   c.ratelimitFailOpen = s.boolean("ratelimit_fail_open", c.ratelimitFailOpen);
   c.ratelimitMaxKeys = s.integer("ratelimit_max_keys", c.ratelimitMaxKeys, 1, 100'000'000);
   c.ratelimitQueue = s.integer("ratelimit_queue", c.ratelimitQueue, 1, 1'000'000);
+
+  for (auto& origin : s.strings("cors_origins")) {
+    try {
+      auto normalized = parseCorsOrigin(origin);
+      if (std::find(c.corsOrigins.begin(), c.corsOrigins.end(), normalized) != c.corsOrigins.end())
+        s.fail("cors_origins", "\"" + origin + "\" is listed twice");
+      c.corsOrigins.push_back(std::move(normalized));
+    } catch (const std::invalid_argument& e) {
+      s.fail("cors_origins", "\"" + origin + "\": " + e.what());
+    }
+  }
+  if (s.has("cors_max_age") && c.corsOrigins.empty())
+    s.fail("cors_max_age", "has no effect without cors_origins");
+  // Browsers cap it lower themselves (Firefox 24h, Chromium 2h).
+  c.corsMaxAge = s.duration("cors_max_age", c.corsMaxAge, 0ms, 24h);
 
   auto tokens = s.child("tokens");
   for (auto& name : tokens.keys()) {

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstddef>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "auth.h"
@@ -59,7 +60,21 @@ struct GatewayConfig {
   bool ratelimitFailOpen = false;   // the rate limiter unreachable: admit (else 503)
   size_t ratelimitMaxKeys = 10000;  // keys a worker tracks; beyond, each request asks
   size_t ratelimitQueue = 256;      // requests of one key waiting for its lease; beyond: 503
+  // CORS: the web origins whose pages may read the gateway's answers
+  // ("http://localhost:3000": scheme://host[:port], as browsers send Origin).
+  // Empty: off (no CORS header is ever sent). No "*": with auth off it would
+  // let any page a user opens drive the mesh through a gateway on localhost.
+  std::vector<std::string> corsOrigins;
+  std::chrono::milliseconds corsMaxAge = 10min;  // how long a browser keeps a preflight's answer
+  // Where this process answers Admin (set by main, not read from [gateway]):
+  // /v1/mesh shows the gateway's own Admin.stats from it. Empty: from Metrics.
+  std::string selfAdminEndpoint;
 };
+
+// Checks one cors_origins entry and returns it lowercased; a path, "*",
+// "null" or the scheme's default port (browsers never send it) is refused
+// with std::invalid_argument saying why.
+std::string parseCorsOrigin(std::string_view origin);
 
 // Reads [gateway] (and [gateway.tokens.<name>]); throws rpc::ConfigError naming the key.
 GatewayConfig gatewayConfigFrom(const rpc::MeshConfig& mesh);

@@ -38,6 +38,7 @@ int main(int argc, char** argv) {
     if (threads) options.threads = *threads;
 
     auto host = rpc::hostOptionsFrom(config, "gateway", flags, defaultEndpoint("gateway"));
+    if (!host.server.endpoints.empty()) options.selfAdminEndpoint = host.server.endpoints.front();
     host.settings.emplace_back("listen",
                                options.listenAddress + ":" + std::to_string(options.listenPort));
     host.settings.emplace_back("threads", std::to_string(options.threads));
@@ -46,9 +47,8 @@ int main(int argc, char** argv) {
     Mesh mesh(std::move(config));
     gateway::Gateway gateway(std::move(options), mesh, service.context());
     service.onStop([&gateway] { gateway.stop(); });
-    service.server().stats().add([&gateway](std::vector<rpc::CounterValue>& out) {
-      for (auto& [name, value] : gateway.metrics().adminCounters()) out.push_back({name, value});
-    });
+    service.server().stats().add(
+        [&gateway](rpc::MetricsOut& out) { gateway.metrics().collect(out); });
     gateway.start();
     spdlog::info("HTTP on {}:{} with {} worker thread(s)", gateway.config().listenAddress,
                  gateway.port(), gateway.config().threads);

@@ -1,8 +1,13 @@
 #include "metrics.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <initializer_list>
+#include <iterator>
+#include <limits>
+#include <map>
+#include <set>
 #include <system_error>
 
 namespace zmesh::gateway {
@@ -37,11 +42,11 @@ void family(std::string& out, std::string_view name, std::string_view type, std:
 }
 
 // One `name{k="v",…} value` line; values escaped here so no caller can forget.
-void sample(std::string& out, std::string_view name,
-            std::initializer_list<std::pair<std::string_view, std::string_view>> labels,
-            std::string_view value) {
+template <class Labels>
+void sampleLine(std::string& out, std::string_view name, const Labels& labels,
+                std::string_view value) {
   out += name;
-  if (labels.size() > 0) {
+  if (std::begin(labels) != std::end(labels)) {
     out += '{';
     bool first = true;
     for (const auto& [key, labelValue] : labels) {
@@ -57,6 +62,12 @@ void sample(std::string& out, std::string_view name,
   out += ' ';
   out += value;
   out += '\n';
+}
+
+void sample(std::string& out, std::string_view name,
+            std::initializer_list<std::pair<std::string_view, std::string_view>> labels,
+            std::string_view value) {
+  sampleLine(out, name, labels, value);
 }
 
 }  // namespace
@@ -131,25 +142,6 @@ void Metrics::observe(std::string_view method, std::string_view route, int statu
   h.sum += seconds;
 }
 
-std::vector<std::pair<std::string, int64_t>> Metrics::adminCounters() const {
-  std::lock_guard lock(mutex_);
-  int64_t requests = 0, serverErrors = 0;
-  for (const auto& [labels, n] : requests_) {
-    requests += static_cast<int64_t>(n);
-    if (std::get<2>(labels) >= 500) serverErrors += static_cast<int64_t>(n);
-  }
-  return {{"http.requests", requests},
-          {"http.5xx", serverErrors},
-          {"http.in_flight", inFlight_},
-          {"sse.streams", sseStreams_},
-          {"sse.dropped", static_cast<int64_t>(sseDropped_)},
-          {"events.received", static_cast<int64_t>(eventsReceived_)},
-          {"events.gaps", static_cast<int64_t>(eventGaps_)},
-          {"http.connections", connections_},
-          {"http.connections_refused",
-           static_cast<int64_t>(limits_[static_cast<size_t>(Limit::kConnectionsRefused)])}};
-}
-
 void Metrics::requestStarted() {
   std::lock_guard lock(mutex_);
   ++inFlight_;
@@ -197,140 +189,308 @@ void Metrics::eventsReceived(uint64_t n, uint64_t gaps) {
   eventGaps_ += gaps;
 }
 
+namespace {
+
+using rpc::MetricFamily;
+using rpc::MetricKind;
+using rpc::MetricSample;
+
+constexpr std::array<std::pair<std::string_view, std::string_view>, Metrics::kLimits> kLimitText = {
+    {
+        {"gateway.connections_refused",
+         "Connections over max_connections, answered 503 and closed."},
+        {"gateway.header_timeouts",
+         "Connections closed because a request header took longer than header_timeout."},
+        {"gateway.accept_errors",
+         "Failed accepts (EMFILE, ENFILE, ...), each retried after a back-off."},
+        {"gateway.sse_refused", "Event streams over max_sse_streams, answered 503."},
+        {"gateway.sse_replay_truncated",
+         "Last-Event-ID resumes cut at sse_replay_max_bytes (the stream opens with a gap)."},
+        {"gateway.ops_cache_hits",
+         "/metrics and /readyz answers taken from a result under ops_cache_max_age old."},
+        {"gateway.ops_cache_refreshes", "Times /metrics or /readyz asked every service again."},
+        {"gateway.worker_errors",
+         "Exceptions a handler let escape, stopped at its worker thread (which goes on)."},
+        {"gateway.ratelimit_admitted",
+         "Requests the per-token rate limit (ratelimit_rule) let through."},
+        {"gateway.ratelimit_denied", "Requests over the per-token rate limit, answered 429."},
+        {"gateway.ratelimit_failed_closed",
+         "Requests answered 503 because the rate limiter could not be asked "
+         "(ratelimit_fail_open off)."},
+        {"gateway.ratelimit_queue_full",
+         "Requests answered 503 because ratelimit_queue of their caller's requests were "
+         "already waiting for the rate limiter."},
+        {"gateway.ratelimit_leases", "RateLimit.lease calls made for the per-token rate limit."},
+        {"gateway.ratelimit_lease_failures",
+         "RateLimit.lease calls that failed or went unanswered."},
+        {"gateway.metric_conflicts",
+         "Service metric families left out of /metrics, per refresh: their name was taken with "
+         "another kind or other labels, or they are not valid Prometheus."},
+    }};
+
+std::string_view typeName(MetricKind kind) {
+  switch (kind) {
+    case MetricKind::kCounter:
+      return "counter";
+    case MetricKind::kGauge:
+      return "gauge";
+    case MetricKind::kHistogram:
+      return "histogram";
+  }
+  return "untyped";
+}
+
+// HELP text escapes only backslash and newline.
+std::string escapeHelp(std::string_view help) {
+  std::string out;
+  out.reserve(help.size());
+  for (char c : help) {
+    if (c == '\\')
+      out += "\\\\";
+    else if (c == '\n')
+      out += "\\n";
+    else
+      out += c;
+  }
+  return out;
+}
+
+// The samples of one family (whose lines `name` starts), with service="…"
+// first when `service` is given. Samples that do not fit their family, or
+// repeat a label set `seen` already has, are skipped.
+void renderSamples(std::string& out, const std::string& name, const MetricFamily& f,
+                   const std::string* service, std::set<std::vector<std::string>>& seen) {
+  std::vector<std::pair<std::string_view, std::string_view>> labels;
+  for (const MetricSample& s : f.samples) {
+    if (s.labelValues.size() != f.labelNames.size()) continue;
+    if (f.kind == MetricKind::kHistogram && s.buckets.size() != f.bounds.size()) continue;
+    if (!seen.insert(s.labelValues).second) continue;
+    labels.clear();
+    if (service) labels.emplace_back("service", *service);
+    for (size_t i = 0; i < f.labelNames.size(); ++i)
+      labels.emplace_back(f.labelNames[i], s.labelValues[i]);
+    if (f.kind != MetricKind::kHistogram) {
+      sampleLine(out, name, labels, formatDouble(s.value));
+      continue;
+    }
+    const std::string bucket = name + "_bucket";
+    labels.emplace_back("le", "");
+    for (size_t i = 0; i < f.bounds.size(); ++i) {
+      const std::string le = formatDouble(f.bounds[i]);
+      labels.back().second = le;
+      sampleLine(out, bucket, labels, std::to_string(s.buckets[i]));
+    }
+    labels.back().second = "+Inf";
+    sampleLine(out, bucket, labels, formatDouble(s.value));
+    labels.pop_back();
+    sampleLine(out, name + "_sum", labels, formatDouble(s.sum));
+    sampleLine(out, name + "_count", labels, formatDouble(s.value));
+  }
+}
+
+void renderFamily(std::string& out, const std::string& name, const MetricFamily& f) {
+  family(out, name, typeName(f.kind), escapeHelp(f.help));
+  std::set<std::vector<std::string>> seen;
+  renderSamples(out, name, f, nullptr, seen);
+}
+
+bool validLabelName(std::string_view name) {
+  if (name.empty() || name.starts_with("__")) return false;
+  if (name.front() >= '0' && name.front() <= '9') return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+  });
+}
+
+// Whether the family can be rendered as valid Prometheus beside a service label.
+bool validFamily(const MetricFamily& f) {
+  if (f.name.empty()) return false;
+  std::set<std::string_view> seen;
+  for (const std::string& label : f.labelNames)
+    if (!validLabelName(label) || label == "service" || label == "le" || label == "quantile" ||
+        !seen.insert(label).second)
+      return false;
+  if (f.kind == MetricKind::kHistogram) {
+    for (size_t i = 0; i < f.bounds.size(); ++i)
+      if (!std::isfinite(f.bounds[i]) || (i > 0 && !(f.bounds[i - 1] < f.bounds[i]))) return false;
+  }
+  return true;
+}
+
+// The series names a family writes: a histogram's _bucket, _sum and _count too.
+std::vector<std::string> seriesNames(const std::string& name, MetricKind kind) {
+  if (kind != MetricKind::kHistogram) return {name};
+  return {name, name + "_bucket", name + "_sum", name + "_count"};
+}
+
+// The services' families grouped by Prometheus name, first declaration first.
+struct Merged {
+  std::string name;           // Prometheus name
+  const MetricFamily* first;  // kind, help and label names
+  std::vector<std::pair<const std::string*, const MetricFamily*>> parts;  // (service, family)
+};
+struct Merge {
+  std::vector<Merged> families;
+  size_t conflicts = 0;
+};
+
+Merge merge(const std::vector<ServiceSample>& services) {
+  // A service sampled twice: its later sample, in the place of its first.
+  std::vector<const ServiceSample*> latest;
+  std::map<std::string_view, size_t> index;
+  for (const ServiceSample& s : services) {
+    auto [it, fresh] = index.emplace(s.service, latest.size());
+    if (fresh)
+      latest.push_back(&s);
+    else
+      latest[it->second] = &s;
+  }
+  Merge m;
+  std::map<std::string, size_t, std::less<>> bySeries;  // every series name → its family
+  for (const ServiceSample* s : latest) {
+    for (const MetricFamily& f : s->families) {
+      if (!validFamily(f)) {
+        ++m.conflicts;
+        continue;
+      }
+      std::string name = sanitizeMetricName(rpc::prometheusName(f));
+      // The gateway's own names are its own.
+      if (name.starts_with("zmesh_gateway_") || name == "zmesh_service_up") {
+        ++m.conflicts;
+        continue;
+      }
+      if (auto it = bySeries.find(name);
+          it != bySeries.end() && m.families[it->second].name == name) {
+        Merged& merged = m.families[it->second];
+        if (merged.first->kind == f.kind && merged.first->labelNames == f.labelNames)
+          merged.parts.emplace_back(&s->service, &f);
+        else
+          ++m.conflicts;
+        continue;
+      }
+      auto names = seriesNames(name, f.kind);
+      if (std::any_of(names.begin(), names.end(),
+                      [&](const std::string& n) { return bySeries.count(n) > 0; })) {
+        ++m.conflicts;  // e.g. a gauge x_count beside a histogram x
+        continue;
+      }
+      for (auto& n : names) bySeries.emplace(n, m.families.size());
+      m.families.push_back({std::move(name), &f, {{&s->service, &f}}});
+    }
+  }
+  return m;
+}
+
+}  // namespace
+
+void Metrics::collect(rpc::MetricsOut& out) const {
+  std::lock_guard lock(mutex_);
+  auto requests = out.family("gateway.requests", MetricKind::kCounter, "HTTP requests answered.",
+                             {"method", "route", "status"});
+  for (const auto& [labels, n] : requests_) {
+    const auto& [method, route, status] = labels;
+    requests.sample({method, route, std::to_string(status)}, static_cast<double>(n));
+  }
+  auto latency = out.family("gateway.request_duration_seconds", MetricKind::kHistogram,
+                            "Time to answer HTTP requests, by route.", {"route"},
+                            std::vector<double>(kBuckets.begin(), kBuckets.end()));
+  for (const auto& [route, h] : latency_) {
+    std::array<uint64_t, kBuckets.size()> cumulative{};
+    uint64_t sum = 0;
+    for (size_t i = 0; i < kBuckets.size(); ++i) cumulative[i] = sum += h.buckets[i];
+    latency.histogram({route}, cumulative.data(), h.count, h.sum);
+  }
+  out.gauge("gateway.requests_in_flight", "HTTP requests being answered.",
+            static_cast<double>(inFlight_));
+  out.gauge("gateway.sse_streams", "Open server-sent event streams.",
+            static_cast<double>(sseStreams_));
+  out.counter("gateway.sse_dropped", "Event streams cut off because the client read too slowly.",
+              static_cast<double>(sseDropped_));
+  out.counter("gateway.events_received", "Events received from the mesh.",
+              static_cast<double>(eventsReceived_));
+  out.counter("gateway.event_gaps",
+              "Gaps (lost events) detected in the events received from the mesh.",
+              static_cast<double>(eventGaps_));
+  out.gauge("gateway.connections", "Open HTTP connections.", static_cast<double>(connections_));
+  for (size_t i = 0; i < kLimits; ++i)
+    out.counter(kLimitText[i].first, kLimitText[i].second, static_cast<double>(limits_[i]));
+  out.gauge("gateway.idempotency_entries",
+            "Idempotency-Key answers kept (and requests running with a key).",
+            static_cast<double>(idempotency_.entries));
+  out.gauge("gateway.idempotency_bytes",
+            "Bytes the idempotency store holds (bounded by idempotency_max_bytes).",
+            static_cast<double>(idempotency_.bytes));
+  out.counter("gateway.idempotency_evictions",
+              "Idempotency entries evicted before their window ended: the store was full.",
+              static_cast<double>(idempotency_.evictions));
+  out.counter("gateway.idempotency_quota_evictions",
+              "Idempotency entries evicted because their principal was over "
+              "idempotency_principal_max_bytes.",
+              static_cast<double>(idempotency_.quotaEvictions));
+}
+
+std::vector<MetricFamily> Metrics::families() const {
+  rpc::MetricsOut out(std::numeric_limits<size_t>::max());
+  collect(out);
+  return out.take();
+}
+
+std::vector<MetricFamily> Metrics::clientFamilies(const std::vector<ClientSample>& clients) {
+  // Samples of one service may come in several pieces (one per worker): they
+  // add up. Names that sanitize alike add up too, so no series is repeated.
+  std::map<std::string, std::map<std::string, uint64_t>> sums;  // name → service → n
+  for (const ClientSample& client : clients)
+    for (const auto& [name, n] : client.counters)
+      sums[sanitizeMetricName("rpc_" + name)][client.service] += n;
+  std::vector<MetricFamily> out;
+  for (const auto& [name, byService] : sums) {
+    MetricFamily f;
+    f.name = "gateway." + name;
+    f.kind = MetricKind::kCounter;
+    f.help = "The gateway's RPC client counter toward each service.";
+    f.labelNames = {"service"};
+    for (const auto& [service, n] : byService) {
+      MetricSample s;
+      s.labelValues = {service};
+      s.value = static_cast<double>(n);
+      f.samples.push_back(std::move(s));
+    }
+    out.push_back(std::move(f));
+  }
+  return out;
+}
+
 std::string Metrics::render(const std::vector<ServiceSample>& services,
                             const std::vector<ClientSample>& clients) const {
   std::string out;
-  {
-    std::lock_guard lock(mutex_);
-
-    family(out, "zmesh_gateway_requests_total", "counter", "HTTP requests answered.");
-    for (const auto& [labels, n] : requests_) {
-      const auto& [method, route, status] = labels;
-      sample(out, "zmesh_gateway_requests_total",
-             {{"method", method}, {"route", route}, {"status", std::to_string(status)}},
-             std::to_string(n));
-    }
-
-    family(out, "zmesh_gateway_request_duration_seconds", "histogram",
-           "Time to answer HTTP requests, by route.");
-    for (const auto& [route, h] : latency_) {
-      uint64_t cumulative = 0;
-      for (size_t i = 0; i < kBuckets.size(); ++i) {
-        cumulative += h.buckets[i];
-        sample(out, "zmesh_gateway_request_duration_seconds_bucket",
-               {{"route", route}, {"le", formatDouble(kBuckets[i])}}, std::to_string(cumulative));
-      }
-      sample(out, "zmesh_gateway_request_duration_seconds_bucket",
-             {{"route", route}, {"le", "+Inf"}}, std::to_string(h.count));
-      sample(out, "zmesh_gateway_request_duration_seconds_sum", {{"route", route}},
-             formatDouble(h.sum));
-      sample(out, "zmesh_gateway_request_duration_seconds_count", {{"route", route}},
-             std::to_string(h.count));
-    }
-
-    family(out, "zmesh_gateway_requests_in_flight", "gauge", "HTTP requests being answered.");
-    sample(out, "zmesh_gateway_requests_in_flight", {}, std::to_string(inFlight_));
-    family(out, "zmesh_gateway_sse_streams", "gauge", "Open server-sent event streams.");
-    sample(out, "zmesh_gateway_sse_streams", {}, std::to_string(sseStreams_));
-    family(out, "zmesh_gateway_sse_dropped_total", "counter",
-           "Event streams cut off because the client read too slowly.");
-    sample(out, "zmesh_gateway_sse_dropped_total", {}, std::to_string(sseDropped_));
-    family(out, "zmesh_gateway_events_received_total", "counter", "Events received from the mesh.");
-    sample(out, "zmesh_gateway_events_received_total", {}, std::to_string(eventsReceived_));
-    family(out, "zmesh_gateway_event_gaps_total", "counter",
-           "Gaps (lost events) detected in the events received from the mesh.");
-    sample(out, "zmesh_gateway_event_gaps_total", {}, std::to_string(eventGaps_));
-
-    family(out, "zmesh_gateway_connections", "gauge", "Open HTTP connections.");
-    sample(out, "zmesh_gateway_connections", {}, std::to_string(connections_));
-    static constexpr std::array<std::pair<std::string_view, std::string_view>, kLimits> kLimitText =
-        {{
-            {"zmesh_gateway_connections_refused_total",
-             "Connections over max_connections, answered 503 and closed."},
-            {"zmesh_gateway_header_timeouts_total",
-             "Connections closed because a request header took longer than header_timeout."},
-            {"zmesh_gateway_accept_errors_total",
-             "Failed accepts (EMFILE, ENFILE, ...), each retried after a back-off."},
-            {"zmesh_gateway_sse_refused_total",
-             "Event streams over max_sse_streams, answered 503."},
-            {"zmesh_gateway_sse_replay_truncated_total",
-             "Last-Event-ID resumes cut at sse_replay_max_bytes (the stream opens with a gap)."},
-            {"zmesh_gateway_ops_cache_hits_total",
-             "/metrics and /readyz answers taken from a result under ops_cache_max_age old."},
-            {"zmesh_gateway_ops_cache_refreshes_total",
-             "Times /metrics or /readyz asked every service again."},
-            {"zmesh_gateway_worker_errors_total",
-             "Exceptions a handler let escape, stopped at its worker thread (which goes on)."},
-            {"zmesh_gateway_ratelimit_admitted_total",
-             "Requests the per-token rate limit (ratelimit_rule) let through."},
-            {"zmesh_gateway_ratelimit_denied_total",
-             "Requests over the per-token rate limit, answered 429."},
-            {"zmesh_gateway_ratelimit_failed_closed_total",
-             "Requests answered 503 because the rate limiter could not be asked "
-             "(ratelimit_fail_open off)."},
-            {"zmesh_gateway_ratelimit_queue_full_total",
-             "Requests answered 503 because ratelimit_queue of their caller's requests were "
-             "already waiting for the rate limiter."},
-            {"zmesh_gateway_ratelimit_leases_total",
-             "RateLimit.lease calls made for the per-token rate limit."},
-            {"zmesh_gateway_ratelimit_lease_failures_total",
-             "RateLimit.lease calls that failed or went unanswered."},
-        }};
-    for (size_t i = 0; i < kLimits; ++i) {
-      family(out, kLimitText[i].first, "counter", kLimitText[i].second);
-      sample(out, kLimitText[i].first, {}, std::to_string(limits_[i]));
-    }
-    family(out, "zmesh_gateway_idempotency_entries", "gauge",
-           "Idempotency-Key answers kept (and requests running with a key).");
-    sample(out, "zmesh_gateway_idempotency_entries", {}, std::to_string(idempotency_.entries));
-    family(out, "zmesh_gateway_idempotency_bytes", "gauge",
-           "Bytes the idempotency store holds (bounded by idempotency_max_bytes).");
-    sample(out, "zmesh_gateway_idempotency_bytes", {}, std::to_string(idempotency_.bytes));
-    family(out, "zmesh_gateway_idempotency_evictions_total", "counter",
-           "Idempotency entries evicted before their window ended: the store was full.");
-    sample(out, "zmesh_gateway_idempotency_evictions_total", {},
-           std::to_string(idempotency_.evictions));
-    family(out, "zmesh_gateway_idempotency_quota_evictions_total", "counter",
-           "Idempotency entries evicted because their principal was over "
-           "idempotency_principal_max_bytes.");
-    sample(out, "zmesh_gateway_idempotency_quota_evictions_total", {},
-           std::to_string(idempotency_.quotaEvictions));
-  }
-
-  // Samples of one service may come in several pieces (one per worker): they
-  // add up. Names that sanitize alike add up too, so no series is repeated.
-  std::map<std::string, std::map<std::string, uint64_t>> rpc;  // family name -> service -> n
-  for (const ClientSample& client : clients) {
-    for (const auto& [name, n] : client.counters) {
-      rpc[sanitizeMetricName("zmesh_gateway_rpc_" + name + "_total")][client.service] += n;
-    }
-  }
-  for (const auto& [name, byService] : rpc) {
-    family(out, name, "counter", "The gateway's RPC client counter toward each service.");
-    for (const auto& [service, n] : byService) {
-      sample(out, name, {{"service", service}}, std::to_string(n));
-    }
-  }
+  for (const MetricFamily& f : families()) renderFamily(out, rpc::prometheusName(f), f);
+  for (const MetricFamily& f : clientFamilies(clients))
+    renderFamily(out, sanitizeMetricName(rpc::prometheusName(f)), f);
 
   // A service sampled twice: the later sample is the fresher one, and wins.
   std::map<std::string, bool> up;
-  std::map<std::pair<std::string, std::string>, int64_t> counters;  // (service, name)
-  for (const ServiceSample& s : services) {
-    up[s.service] = s.up;
-    for (const auto& [name, n] : s.counters) counters[{s.service, name}] = n;
-  }
+  for (const ServiceSample& s : services) up[s.service] = s.up;
   family(out, "zmesh_service_up", "gauge",
-         "Whether the service answered its health check with ok (1) or not (0).");
-  for (const auto& [service, isUp] : up) {
+         "Whether the service answered Admin.stats (1) or not (0) at the last scrape.");
+  for (const auto& [service, isUp] : up)
     sample(out, "zmesh_service_up", {{"service", service}}, isUp ? "1" : "0");
-  }
-  // untyped: Admin.stats mixes counters and gauges under one shape.
-  family(out, "zmesh_service_counter", "untyped", "Statistics the service reports (Admin.stats).");
-  for (const auto& [labels, n] : counters) {
-    sample(out, "zmesh_service_counter", {{"service", labels.first}, {"name", labels.second}},
-           std::to_string(n));
+  out += renderServices(services);
+  return out;
+}
+
+std::string Metrics::renderServices(const std::vector<ServiceSample>& services) {
+  std::string out;
+  for (const Merged& merged : merge(services).families) {
+    family(out, merged.name, typeName(merged.first->kind), escapeHelp(merged.first->help));
+    std::map<std::string_view, std::set<std::vector<std::string>>> seen;  // by service
+    for (const auto& [service, f] : merged.parts)
+      renderSamples(out, merged.name, *f, service, seen[*service]);
   }
   return out;
+}
+
+size_t Metrics::conflicts(const std::vector<ServiceSample>& services) {
+  return merge(services).conflicts;
 }
 
 }  // namespace zmesh::gateway

@@ -13,6 +13,8 @@
 #include <utility>
 #include <vector>
 
+#include "zmesh/rpc/metrics.h"
+
 namespace zmesh::gateway {
 
 // Label values are escaped as the format requires (\\, \", \n).
@@ -23,8 +25,9 @@ std::string sanitizeMetricName(std::string_view name);
 // What a scrape learned about one service.
 struct ServiceSample {
   std::string service;
-  bool up = false;                                        // answered Admin.health with ok
-  std::vector<std::pair<std::string, int64_t>> counters;  // Admin.stats, e.g. "rpc.calls"
+  bool up = false;                          // answered Admin.stats
+  std::string error;                        // why not, when !up ("UNAVAILABLE: …")
+  std::vector<rpc::MetricFamily> families;  // Admin.stats, as the service declared them
 };
 
 // The gateway's RPC client counters toward one service, summed over workers.
@@ -60,8 +63,12 @@ class Metrics {
     kRatelimitQueueFull,      // ratelimit_queue_full: over ratelimit_queue waiting, 503
     kRatelimitLeases,         // ratelimit_leases: RateLimit.lease calls made
     kRatelimitLeaseFailures,  // ratelimit_lease_failures: of those, failed or unanswered
+    // metric_conflicts: a service's family left out of /metrics (another
+    // service or the gateway declared its name differently, or it is not
+    // valid Prometheus), counted once per refresh of the services' stats.
+    kMetricConflicts,
   };
-  static constexpr size_t kLimits = 14;
+  static constexpr size_t kLimits = 15;
 
   // HTTP methods become labels from a closed set: the methods of RFC 9110 and
   // PATCH by name, anything else (an invented method) "OTHER".
@@ -85,6 +92,15 @@ class Metrics {
   void connectionClosed();
   void setIdempotency(const IdempotencySample& sample);
 
+  // The gateway's own statistics, typed, named "gateway.<what>" (so their
+  // Prometheus names are the zmesh_gateway_* below): for its Admin.stats
+  // (where MetricsOut caps the series) and for /v1/mesh.
+  void collect(rpc::MetricsOut& out) const;
+  std::vector<rpc::MetricFamily> families() const;  // collect(), uncapped
+  // The gateway's RPC client counters as "gateway.rpc_<counter>" counters
+  // with a "service" label, summed over workers.
+  static std::vector<rpc::MetricFamily> clientFamilies(const std::vector<ClientSample>& clients);
+
   // Families:
   //   zmesh_gateway_requests_total{method,route,status}            counter
   //   zmesh_gateway_request_duration_seconds{route} _bucket/_sum/_count histogram
@@ -97,14 +113,23 @@ class Metrics {
   //   zmesh_gateway_idempotency_evictions_total, _quota_evictions_total
   //   zmesh_gateway_rpc_<counter>_total{service}                    from ClientSample
   //   zmesh_service_up{service}                                     gauge
-  //   zmesh_service_counter{service,name}                           from Admin.stats
+  //   then every service's families (renderServices()).
   // Each family has # HELP and # TYPE lines once.
   std::string render(const std::vector<ServiceSample>& services,
                      const std::vector<ClientSample>& clients) const;
 
-  // The same numbers as Admin.stats counters ("http.requests", "http.5xx",
-  // "http.in_flight", "sse.streams", "sse.dropped", "events.received", "events.gaps").
-  std::vector<std::pair<std::string, int64_t>> adminCounters() const;
+  // The services' families in the text format: one # HELP and # TYPE per
+  // Prometheus name (rpc::prometheusName), then every service's samples of it
+  // with service="<name>" as the first label. A name declared again with
+  // another kind or other label names keeps its first declaration; the later
+  // one's samples are left out (conflicts()), as is a family that cannot be
+  // valid Prometheus (a label named service, le on a histogram, bounds not
+  // ascending) and one that would take a name of the gateway's own. A sample
+  // whose label values or buckets do not match its family is left out, and so
+  // is a label set already given. A service sampled twice: the later sample wins.
+  static std::string renderServices(const std::vector<ServiceSample>& services);
+  // How many families renderServices() leaves out of these samples.
+  static size_t conflicts(const std::vector<ServiceSample>& services);
 
  private:
   struct Histogram {

@@ -60,6 +60,7 @@ Router::Match Router::match(http::verb method, const std::vector<std::string>& s
     }
     if (!ok) continue;
     if (routes_[i].method != method) {
+      if (!out.pathRoute) out.pathRoute = &routes_[i];
       if (std::find(out.allowed.begin(), out.allowed.end(), routes_[i].method) == out.allowed.end())
         out.allowed.push_back(routes_[i].method);
       continue;
@@ -72,7 +73,10 @@ Router::Match Router::match(http::verb method, const std::vector<std::string>& s
       if (isCapture(pattern[s]))
         out.params.emplace_back(pattern[s].substr(1, pattern[s].size() - 2), segments[s]);
   }
-  if (out.route) out.allowed.clear();
+  if (out.route) {
+    out.allowed.clear();
+    out.pathRoute = nullptr;
+  }
   return out;
 }
 

@@ -43,7 +43,8 @@ class Router {
   struct Match {
     const Route* route = nullptr;                             // set on a match
     std::vector<std::pair<std::string, std::string>> params;  // captures, decoded
-    std::vector<http::verb> allowed;  // path matched but not the method: 405 with these
+    std::vector<http::verb> allowed;   // path matched but not the method: 405 with these
+    const Route* pathRoute = nullptr;  // then: the first route whose path matched
   };
   // `segments`: the request path's decoded segments ("/v1/ids/a%2Fb" → v1, ids, a/b).
   Match match(http::verb method, const std::vector<std::string>& segments) const;

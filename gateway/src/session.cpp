@@ -1,5 +1,6 @@
 #include "session.h"
 
+#include <algorithm>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/read_size.hpp>
 #include <boost/beast/core/string.hpp>
@@ -55,6 +56,23 @@ constexpr int kSseSendBuffer = 64 * 1024;
 constexpr size_t kFirstRead = 64 * 1024;
 // How long an ending stream may take to deliver its final event.
 constexpr std::chrono::seconds kFinalEventGrace{5};
+
+// What a page may send (preflight) and read (every answer) across origins.
+constexpr std::string_view kCorsAllowHeaders =
+    "Authorization, Content-Type, Idempotency-Key, Last-Event-ID, X-Request-Id";
+constexpr std::string_view kCorsExposeHeaders =
+    "RateLimit, RateLimit-Policy, Retry-After, X-Request-Id, Idempotent-Replayed, "
+    "WWW-Authenticate, Allow";
+
+// Every answer of a gateway with cors_origins varies with Origin (caches must
+// not hand one origin's answer to another); an allowed origin is named.
+void setCorsHeaders(http::fields& fields, const GatewayConfig& config, const std::string& origin) {
+  if (config.corsOrigins.empty()) return;
+  fields.set(http::field::vary, "Origin");
+  if (origin.empty()) return;
+  fields.set(http::field::access_control_allow_origin, origin);
+  fields.set(http::field::access_control_expose_headers, kCorsExposeHeaders);
+}
 
 std::string sseFrame(std::string_view event, std::string_view id, std::string_view data) {
   std::string out;
@@ -250,6 +268,7 @@ void Session::reject(http::status status, std::string_view code, std::string_vie
   keepAlive_ = false;
   method_ = "UNKNOWN";
   requestId_.clear();
+  corsOrigin_.clear();
   if (parser_ && parser_->is_header_done()) {
     method_ = std::string(parser_->get().method_string());
     auto id = parser_->get()[kRequestIdHeader];
@@ -267,6 +286,13 @@ void Session::dispatch(Request request) {
 
   auto idHeader = request[kRequestIdHeader];
   requestId_ = isToken(idHeader, kMaxRequestIdBytes) ? std::string(idHeader) : newRequestId();
+  corsOrigin_.clear();
+  if (!config.corsOrigins.empty())
+    if (auto it = request.find(http::field::origin); it != request.end()) {
+      auto& allowed = config.corsOrigins;
+      if (std::find(allowed.begin(), allowed.end(), it->value()) != allowed.end())
+        corsOrigin_ = std::string(it->value());
+    }
   auto failHttp = [&](http::status status, std::string_view code, std::string_view message) {
     send(errorResponse(status, code, message, requestId_, config.retryAfter));
   };
@@ -282,6 +308,15 @@ void Session::dispatch(Request request) {
 
   auto match = gateway_.router().match(request.method(), segments_);
   if (!match.route) {
+    // A preflight from an allowed origin, before auth (browsers send it
+    // without credentials). From any other origin it is an OPTIONS like any
+    // other: 405 with Allow (or 404), no CORS header, so the browser refuses.
+    if (request.method() == http::verb::options && !corsOrigin_.empty() &&
+        request.find(http::field::access_control_request_method) != request.end() &&
+        match.pathRoute) {
+      routeName_ = match.pathRoute->pattern;
+      return preflight(match.allowed);
+    }
     if (!match.allowed.empty()) {
       auto response = errorResponse(http::status::method_not_allowed, "METHOD_NOT_ALLOWED",
                                     std::string(request.method_string()) + " is not allowed on " +
@@ -354,6 +389,15 @@ void Session::dispatch(Request request) {
                 });
 }
 
+void Session::preflight(const std::vector<http::verb>& methods) {
+  auto response = emptyResponse(http::status::no_content);
+  response.set(http::field::access_control_allow_methods, allowHeader(methods));
+  response.set(http::field::access_control_allow_headers, kCorsAllowHeaders);
+  auto maxAge = std::chrono::duration_cast<std::chrono::seconds>(gateway_.config().corsMaxAge);
+  response.set(http::field::access_control_max_age, std::to_string(maxAge.count()));
+  send(std::move(response));
+}
+
 void Session::serve(Request request, const Route& route,
                     std::vector<std::pair<std::string, std::string>> params,
                     std::vector<std::pair<std::string, std::string>> query,
@@ -421,6 +465,7 @@ void Session::send(Response response) {
   finishRequest(status);
   if (closed_) return;
   if (gateway_.stopping()) keepAlive_ = false;
+  setCorsHeaders(response, gateway_.config(), corsOrigin_);
   response.set(kRequestIdHeader, requestId_);
   response.keep_alive(keepAlive_);
   response.prepare_payload();
@@ -514,6 +559,7 @@ void Session::startEventStream(std::vector<std::string> topics,
   streamHeader_->set(http::field::content_type, "text/event-stream");
   streamHeader_->set(http::field::cache_control, "no-cache");
   streamHeader_->set(kRequestIdHeader, requestId_);
+  setCorsHeaders(*streamHeader_, config, corsOrigin_);
   streamHeader_->chunked(true);
   streamSerializer_ = std::make_unique<http::response_serializer<http::empty_body>>(*streamHeader_);
 

@@ -51,6 +51,9 @@ class Session : public std::enable_shared_from_this<Session> {
   // Accounting of one request (metrics, the in-flight count stop() waits for).
   void beginRequest();
   void finishRequest(int status);
+  // A CORS preflight (OPTIONS with Access-Control-Request-Method from an
+  // allowed origin) for a path whose routes allow `methods`: 204.
+  void preflight(const std::vector<http::verb>& methods);
   // An answer to a request that never reached a route (bad HTTP): sent, then closed.
   void reject(http::status status, std::string_view code, std::string_view message);
   void write(Response response);
@@ -90,6 +93,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string method_;
   std::string_view routeName_ = "unmatched";  // a Route's pattern: the router outlives us
   std::string requestId_;
+  std::string corsOrigin_;  // its Origin, when cors_origins lists it: answered with CORS headers
   std::vector<std::string> segments_;  // of the path, decoded; kept for its capacity
   Clock::time_point started_;
   std::optional<std::pair<std::string, std::string>> idempotency_;  // (scope, key) to complete

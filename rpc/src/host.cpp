@@ -9,8 +9,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 
 #include "zmesh/idl/admin.capnp.h"
+#include "zmesh/rpc/metrics_wire.h"
 
 namespace zmesh::rpc {
 namespace {
@@ -33,12 +35,7 @@ class AdminService final : public idl::Admin::Server {
   }
 
   kj::Promise<void> stats(StatsContext context) override {
-    auto values = server_.stats().collect();
-    auto list = context.getResults().initCounters(values.size());
-    for (size_t i = 0; i < values.size(); ++i) {
-      list[i].setName(values[i].name);
-      list[i].setValue(values[i].value);
-    }
+    writeFamilies(server_.stats().collect(), context.getResults());
     return kj::READY_NOW;
   }
 
@@ -166,10 +163,18 @@ ServiceHost::ServiceHost(HostOptions options) : options_(std::move(options)) {
     }
     if (stop) server_->requestStop();
   });
-  if (publisher_)
-    server_->stats().add([this](std::vector<CounterValue>& out) {
-      out.push_back({"events.published", static_cast<int64_t>(publisher_->published())});
-    });
+  // A supervisor says how often it restarted this service (zmeshctl up).
+  double restarts = 0;
+  if (const char* env = std::getenv("ZMESH_RESTARTS")) restarts = std::strtod(env, nullptr);
+  double startTime =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  server_->stats().add([this, restarts, startTime](MetricsOut& out) {
+    out.gauge("process.start_time_seconds", "Unix time the process started, in seconds", startTime);
+    out.gauge("process.restarts", "Restarts of this service by its supervisor", restarts);
+    if (publisher_)
+      out.counter("events.published", "Events published to the broker",
+                  static_cast<double>(publisher_->published()));
+  });
 }
 
 ServiceHost::~ServiceHost() {

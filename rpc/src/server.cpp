@@ -4,9 +4,11 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <climits>
 #include <cstring>
 #include <deque>
+#include <iterator>
 #include <map>
 #include <optional>
 #include <set>
@@ -131,6 +133,46 @@ std::string retryKey(std::string_view peer, uint64_t requestId) {
   return key;
 }
 
+// Per served method: calls by status code, and their durations from request to
+// reply (or drop). Flat arrays made at serve(), written on the loop thread only
+// and read there by Admin.stats: a call allocates and locks nothing for them.
+constexpr double kDurationBounds[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+                                      0.005,   0.01,   0.025,   0.05,   0.1,   0.25,
+                                      0.5,     1,      2.5,     5,      10};
+constexpr size_t kBounds = std::size(kDurationBounds);
+constexpr int64_t kBoundsNs[kBounds] = {
+    50'000,      100'000,       250'000,       500'000,       1'000'000,     2'500'000,
+    5'000'000,   10'000'000,    25'000'000,    50'000'000,    100'000'000,   250'000'000,
+    500'000'000, 1'000'000'000, 2'500'000'000, 5'000'000'000, 10'000'000'000};
+// Room for every StatusCode and some to come; a code past them, or one this
+// build has no name for, counts as "unknown".
+constexpr size_t kCodes = 32;
+
+struct MethodStats {
+  std::string name;  // "IdGen.next", or "_unknown"
+  uint64_t calls[kCodes + 1] = {};
+  uint64_t buckets[kBounds + 1] = {};  // not cumulative; the last is +Inf
+  uint64_t sumNs = 0;
+
+  void record(StatusCode code, int64_t ns) {
+    auto c = static_cast<size_t>(code);
+    ++calls[c < kCodes ? c : kCodes];
+    if (ns < 0) ns = 0;
+    size_t b = 0;
+    while (b < kBounds && ns > kBoundsNs[b]) ++b;
+    ++buckets[b];
+    sumNs += static_cast<uint64_t>(ns);
+  }
+};
+
+std::string lowerCodeName(size_t code) {
+  auto status = static_cast<StatusCode>(code);
+  if (code >= kCodes || !isKnown(status)) return "unknown";
+  std::string name(statusName(status));
+  for (char& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return name;
+}
+
 class LogErrors final : public kj::TaskSet::ErrorHandler {
  public:
   void taskFailed(kj::Exception&& e) override {
@@ -146,7 +188,12 @@ struct Server::Impl {
         router(context, zmq::socket_type::router),
         waitScope(loop),
         timer(monotonicNow()),
-        tasks(errors) {}
+        tasks(errors) {
+    methodStats.push_back({});
+    methodStats.back().name = "_unknown";
+  }
+
+  static constexpr uint32_t kUnknownMethod = 0;  // index in methodStats
 
   // Whom a reply goes to, and under what terms.
   struct Caller {
@@ -155,16 +202,22 @@ struct Server::Impl {
     bool retryable;
     TimePoint deadline;
     std::string_view traceId;
+    uint32_t method;    // index in methodStats
+    TimePoint started;  // when the request was read
   };
 
   // A call whose method has not answered yet.
   struct Call {
-    Caller caller() const { return {peer, requestId, retryable, deadline, traceId}; }
+    Caller caller() const {
+      return {peer, requestId, retryable, deadline, traceId, method, started};
+    }
     std::string peer;
     uint64_t requestId = 0;
     bool retryable = false;
     TimePoint deadline = kj::origin<TimePoint>();  // the caller's budget: a later reply is useless
     std::string traceId;
+    uint32_t method = kUnknownMethod;
+    TimePoint started = kj::origin<TimePoint>();
     kj::Own<CallHook> hook;
     // The method's work; destroying it cancels the method (deadline, stop).
     kj::Promise<void> work = nullptr;
@@ -206,12 +259,14 @@ struct Server::Impl {
     capnp::StructSchema params;
     const CheckPlan* check;  // params' checkFields plan, compiled at serve()
     bool readOnly;           // $readOnly in the schema
+    uint32_t stats;          // index in methodStats
   };
   struct Served {
     kj::Own<capnp::Capability::Server> server;
     std::vector<Method> methods;
   };
   std::map<uint64_t, Served> servers;
+  std::vector<MethodStats> methodStats;  // [kUnknownMethod], then each served method
   std::unordered_map<uint64_t, Call> calls;
   kj::Own<CallHook> spareHook;  // the last call's, ready for the next
   // One ordered set instead of a kj timer per call: cheaper, and swept once a turn.
@@ -276,9 +331,13 @@ struct Server::Impl {
     }
     const wire::Header& header = headerFrame.get();
     uint64_t requestId = header.requestId;
+    TimePoint started = monotonicNow();  // the one clock read of a request, and one at reply
+    const Method* method = find(header.interfaceId, header.methodId);
+    uint32_t stats = method ? method->stats : kUnknownMethod;
 
     if (self.stopping_) {
       ++c.refusedStopping;
+      record(stats, StatusCode::UNAVAILABLE, started);
       deliver(peer,
               wire::encodeReply(requestId, StatusCode::UNAVAILABLE,
                                 self.options_.name + " is stopping"),
@@ -295,11 +354,11 @@ struct Server::Impl {
     auto early = [&](StatusCode code, std::string message, uint64_t& counter,
                      const std::string* retainKey = nullptr) {
       ++counter;
+      record(stats, code, started);
       auto r = wire::encodeReply(requestId, code, message);
       if (retainKey) retain(*retainKey, r);
       deliver(peer, kj::mv(r), deadline);
     };
-    const Method* method = find(header.interfaceId, header.methodId);
     if (method == nullptr)
       return early(StatusCode::UNIMPLEMENTED, unimplemented(header.interfaceId, header.methodId),
                    c.unimplemented);
@@ -365,7 +424,7 @@ struct Server::Impl {
       auto it = placed ? retained.find(key) : retained.end();
       if (it != retained.end() && !it->second.answered) retained.erase(it);
     });
-    Caller caller{peer, requestId, retryable, deadline, traceId};
+    Caller caller{peer, requestId, retryable, deadline, traceId, stats, started};
 
     capnp::Capability::Server* target = method->server;
     auto result = kj::evalNow([&] {
@@ -401,6 +460,8 @@ struct Server::Impl {
     call.retryable = retryable;
     call.deadline = deadline;
     call.traceId = caller.traceId;
+    call.method = stats;
+    call.started = started;
     call.hook = kj::addRef(*hook);
     call.work = result.attach(kj::addRef(*hook))
                     .then([this, id]() { complete(id, {}); },
@@ -458,6 +519,36 @@ struct Server::Impl {
 
   // ---- replying ----
 
+  // A call's outcome, timed from `started` to now.
+  void record(uint32_t method, StatusCode code, TimePoint started) {
+    methodStats[method].record(code, (monotonicNow() - started) / kj::NANOSECONDS);
+  }
+
+  // rpc.server.calls and rpc.server.duration_seconds, for the methods called.
+  void collectMethods(MetricsOut& out) const {
+    auto calls =
+        out.family("rpc.server.calls", MetricKind::kCounter,
+                   "Calls answered or dropped, by method and status code", {"method", "code"});
+    std::vector<double> bounds(std::begin(kDurationBounds), std::end(kDurationBounds));
+    auto durations = out.family(
+        "rpc.server.duration_seconds", MetricKind::kHistogram,
+        "Seconds from a request read to its reply sent or dropped, by method", {"method"}, bounds);
+    for (const MethodStats& m : methodStats) {
+      uint64_t count = 0;
+      for (size_t code = 0; code <= kCodes; ++code) {
+        if (m.calls[code] == 0) continue;
+        count += m.calls[code];
+        calls.sample({m.name, lowerCodeName(code)}, static_cast<double>(m.calls[code]));
+      }
+      if (count == 0) continue;
+      uint64_t cumulative[kBounds];
+      uint64_t running = 0;
+      for (size_t b = 0; b < kBounds; ++b) cumulative[b] = running += m.buckets[b];
+      durations.histogram({m.name}, cumulative, running + m.buckets[kBounds],
+                          static_cast<double>(m.sumNs) * 1e-9);
+    }
+  }
+
   // A deferred call's method finished (or the call is abandoned at stop).
   void complete(uint64_t id, Status status) {
     auto it = calls.find(id);
@@ -479,6 +570,7 @@ struct Server::Impl {
     } else if (!status.ok()) {
       ++c.failed;
     }
+    record(caller.method, status.code, caller.started);
     auto r = wire::encodeReply(caller.requestId, status.code, status.message,
                                status.ok() ? hook.results() : nullptr);
     if (caller.retryable) retain(retryKey(caller.peer, caller.requestId), r);
@@ -506,6 +598,7 @@ struct Server::Impl {
       auto it = calls.find(id);
       if (it == calls.end() || it->second.answered) continue;
       ++self.counters_.deadlineDropped;
+      record(it->second.method, StatusCode::DEADLINE_EXCEEDED, it->second.started);
       forget(id);
     }
   }
@@ -742,39 +835,50 @@ Server::Server(zmq::context_t& context, ServerOptions options)
   impl_->paramOptions = readerOptionsFor(options_.maxRequestBytes);
   impl_->wakeFd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (impl_->wakeFd < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
-  stats_.add([this](std::vector<CounterValue>& out) {
+  stats_.add([this](MetricsOut& out) {
     const auto& c = counters_;
-    auto add = [&](const char* name, uint64_t v) {
-      out.push_back({std::string("rpc.") + name, static_cast<int64_t>(v)});
+    auto counter = [&](const char* name, const char* help, uint64_t v) {
+      out.counter(std::string("rpc.") + name, help, static_cast<double>(v));
     };
-    add("requests", c.requests);
-    add("replies", c.replies);
-    add("malformed", c.malformed);
-    add("invalid_params", c.invalidParams);
-    add("oversize", c.oversize);
-    add("unimplemented", c.unimplemented);
-    add("busy", c.busy);
-    add("budget_clamped", c.budgetClamped);
-    add("barrier_caught", c.barrierCaught);
-    add("failed", c.failed);
-    add("internal_errors", c.internalErrors);
-    add("deadline_dropped", c.deadlineDropped);
-    add("duplicate_replayed", c.duplicateReplayed);
-    add("duplicate_in_flight", c.duplicateInFlight);
-    add("retained_evicted", c.retainedEvicted);
-    add("retained_entries", impl_->retained.size());  // answered, and in flight
-    add("retained_bytes", impl_->retainedBytes);
-    add("replies_queued", c.repliesQueued);
-    add("replies_dropped_deadline", c.repliesDroppedDeadline);
-    add("replies_dropped_queue_full", c.repliesDroppedQueueFull);
-    add("replies_unroutable", c.repliesUnroutable);
-    add("refused_stopping", c.refusedStopping);
-    add("wakeups", c.wakeups);
-    add("in_flight", impl_->inFlight());  // methods that have not answered yet
-    add("peer_queues", impl_->peers.size());
+    auto gauge = [&](const char* name, const char* help, uint64_t v) {
+      out.gauge(std::string("rpc.") + name, help, static_cast<double>(v));
+    };
+    counter("requests", "Requests received", c.requests);
+    counter("replies", "Replies from methods (not counting early refusals)", c.replies);
+    counter("malformed", "Requests dropped: bad framing or header", c.malformed);
+    counter("invalid_params", "Requests answered INVALID_ARGUMENT before dispatch",
+            c.invalidParams);
+    counter("oversize", "Requests answered PAYLOAD_TOO_LARGE", c.oversize);
+    counter("unimplemented", "Requests for an unknown interface or method", c.unimplemented);
+    counter("busy", "Calls answered UNAVAILABLE: too many in flight", c.busy);
+    counter("budget_clamped", "Requests whose time budget was cut to the maximum", c.budgetClamped);
+    counter("barrier_caught", "Exceptions stopped at the loop's barrier", c.barrierCaught);
+    counter("failed", "Non-OK replies from methods (not INTERNAL)", c.failed);
+    counter("internal_errors", "Replies with status INTERNAL", c.internalErrors);
+    counter("deadline_dropped", "Calls dropped: the budget ran out while the method ran",
+            c.deadlineDropped);
+    counter("duplicate_replayed", "Resends answered with the kept reply", c.duplicateReplayed);
+    counter("duplicate_in_flight", "Resends of a call still running", c.duplicateInFlight);
+    counter("retained_evicted", "Kept replies forgotten before their window ended (bounds)",
+            c.retainedEvicted);
+    gauge("retained_entries", "Retryable calls kept now, answered or in flight",
+          impl_->retained.size());
+    gauge("retained_bytes", "Bytes the kept replies take now", impl_->retainedBytes);
+    counter("replies_queued", "Replies that met a full pipe and waited in a peer queue",
+            c.repliesQueued);
+    counter("replies_dropped_deadline", "Queued replies dropped at their deadline",
+            c.repliesDroppedDeadline);
+    counter("replies_dropped_queue_full", "Replies dropped: the peer's queue was full",
+            c.repliesDroppedQueueFull);
+    counter("replies_unroutable", "Replies to a peer that is gone", c.repliesUnroutable);
+    counter("refused_stopping", "Requests refused while stopping", c.refusedStopping);
+    counter("wakeups", "Loop iterations", c.wakeups);
+    gauge("in_flight", "Calls whose method has not answered yet", impl_->inFlight());
+    gauge("peer_queues", "Peers with replies waiting for room", impl_->peers.size());
     size_t queued = 0;
     for (auto& [peer, q] : impl_->peers) queued += q.bytes;
-    add("peer_queue_bytes", queued);
+    gauge("peer_queue_bytes", "Bytes of replies waiting in peer queues", queued);
+    impl_->collectMethods(out);
   });
 }
 
@@ -788,17 +892,22 @@ Server::~Server() {
 }
 
 void Server::serve(capnp::InterfaceSchema schema, kj::Own<capnp::Capability::Server> impl) {
+  if (impl_->servers.count(schema.getProto().getId()))
+    throw std::logic_error("interface served twice");
   Impl::Served served;
+  std::string interfaceName = schema.getShortDisplayName().cStr();
   for (auto method : schema.getMethods()) {
     bool readOnly = false;
     for (auto a : method.getProto().getAnnotations())
       readOnly |= a.getId() == kReadOnlyAnnotationId;
     auto params = method.getParamType();
-    served.methods.push_back({impl.get(), params, &checkPlanFor(params), readOnly});
+    auto stats = static_cast<uint32_t>(impl_->methodStats.size());
+    impl_->methodStats.push_back({});
+    impl_->methodStats.back().name = interfaceName + "." + method.getProto().getName().cStr();
+    served.methods.push_back({impl.get(), params, &checkPlanFor(params), readOnly, stats});
   }
   served.server = kj::mv(impl);
-  auto [it, inserted] = impl_->servers.emplace(schema.getProto().getId(), kj::mv(served));
-  if (!inserted) throw std::logic_error("interface served twice");
+  impl_->servers.emplace(schema.getProto().getId(), kj::mv(served));
 }
 
 void Server::bind() {

@@ -31,17 +31,22 @@ Broker::Broker(zmq::context_t& context, rpc::Server& server, BrokerOptions optio
   }
   server.watchSocket(xsub_, [this] { forwardEvents(); });
   server.watchSocket(xpub_, [this] { forwardSubscriptions(); });
-  server.stats().add([this](std::vector<rpc::CounterValue>& out) {
-    uint64_t total = 0;
+  server.stats().add([this](rpc::MetricsOut& out) {
+    // kMaxCountedServices prefixes at most (then "other"), under MetricsOut's cap.
+    auto messages = out.family("broker.messages", rpc::MetricKind::kCounter,
+                               "Events forwarded, by topic prefix", {"topic_prefix"});
+    auto bytes = out.family("broker.bytes", rpc::MetricKind::kCounter,
+                            "Event bytes forwarded, by topic prefix", {"topic_prefix"});
     for (auto& [service, counts] : perService_) {
-      out.push_back({"broker.messages." + service, static_cast<int64_t>(counts.first)});
-      out.push_back({"broker.bytes." + service, static_cast<int64_t>(counts.second)});
-      total += counts.first;
+      messages.sample({service}, static_cast<double>(counts.first));
+      bytes.sample({service}, static_cast<double>(counts.second));
     }
-    out.push_back({"broker.messages", static_cast<int64_t>(total)});
-    out.push_back({"broker.subscriptions", static_cast<int64_t>(subscriptions_)});
-    out.push_back({"broker.unsubscriptions", static_cast<int64_t>(unsubscriptions_)});
-    out.push_back({"broker.malformed", static_cast<int64_t>(malformed_)});
+    out.counter("broker.subscriptions", "Subscriptions forwarded to publishers",
+                static_cast<double>(subscriptions_));
+    out.counter("broker.unsubscriptions", "Unsubscriptions forwarded to publishers",
+                static_cast<double>(unsubscriptions_));
+    out.counter("broker.malformed", "Messages dropped: not an event",
+                static_cast<double>(malformed_));
   });
 }
 

@@ -117,43 +117,54 @@ CacheService::CacheService(rpc::Server& server, rpc::Publisher* publisher, stora
       throttles_{EventThrottle(options_.eventsPerSecond), EventThrottle(options_.eventsPerSecond),
                  EventThrottle(options_.eventsPerSecond)} {
   recover();
-  server_.stats().add([this](std::vector<rpc::CounterValue>& out) {
-    auto add = [&](std::string name, uint64_t v) {
-      out.push_back({std::move(name), static_cast<int64_t>(v)});
+  server_.stats().add([this](rpc::MetricsOut& out) {
+    auto counter = [&](const char* name, const char* help, uint64_t v) {
+      out.counter(name, help, static_cast<double>(v));
+    };
+    auto gauge = [&](const char* name, const char* help, uint64_t v) {
+      out.gauge(name, help, static_cast<double>(v));
     };
     auto s = store_.stats();
-    add("cache.keys", s.keys);
-    add("cache.keys_with_ttl", s.keysWithTtl);
-    add("cache.memory_used", s.memoryUsed);
-    add("cache.memory_limit", options_.store.maxMemory);
-    add("cache.index_bytes", s.indexBytes);
-    add("cache.hits", s.hits);
-    add("cache.misses", s.misses);
-    add("cache.evictions", s.evictions);
-    add("cache.expired", s.expired);
-    add("cache.refused_full", s.refusedFull);
-    add("cache.lfu_decays", s.lfuDecays);
-    add("cache.rehash_steps", s.rehashSteps);
-    add("cache.persistence_lag", fence_.lag());
-    add("cache.durable_waits", fence_.waits());
-    add("cache.waiting_for_durable", fence_.waiting());  // replies and events held back now
-    add("cache.refused_backpressure", counters_.refusedBackPressure);
-    add("cache.expire_runs", counters_.expireRuns);
-    add("cache.expire_steps", counters_.expireSteps);
-    add("cache.expired_actively", counters_.expiredActively);
-    add("cache.expire_run_max_us", counters_.expireMaxMicros);
+    gauge("cache.keys", "Keys held now", s.keys);
+    gauge("cache.keys_with_ttl", "Keys with an expiry now", s.keysWithTtl);
+    gauge("cache.memory_used", "Bytes the entries and their index take now", s.memoryUsed);
+    gauge("cache.memory_limit", "max_memory, in bytes", options_.store.maxMemory);
+    gauge("cache.index_bytes", "Bytes the index takes now", s.indexBytes);
+    counter("cache.hits", "Reads that found their key", s.hits);
+    counter("cache.misses", "Reads that did not find their key", s.misses);
+    counter("cache.evictions", "Keys evicted for memory", s.evictions);
+    counter("cache.expired", "Keys removed because their TTL ran out", s.expired);
+    counter("cache.refused_full", "Writes refused INSUFFICIENT_STORAGE (noeviction)",
+            s.refusedFull);
+    counter("cache.lfu_decays", "LFU frequency decay passes", s.lfuDecays);
+    counter("cache.rehash_steps", "Incremental rehash steps", s.rehashSteps);
+    gauge("cache.persistence_lag", "Records logged, not yet as durable as the policy says",
+          fence_.lag());
+    counter("cache.durable_waits", "Replies that waited for durability", fence_.waits());
+    gauge("cache.waiting_for_durable", "Replies and events held back for durability now",
+          fence_.waiting());
+    counter("cache.refused_backpressure", "Writes refused: the journal fell behind",
+            counters_.refusedBackPressure);
+    counter("cache.expire_runs", "Active expiry runs", counters_.expireRuns);
+    counter("cache.expire_steps", "Keys looked at by active expiry", counters_.expireSteps);
+    counter("cache.expired_actively", "Keys removed by active expiry", counters_.expiredActively);
+    out.gauge("cache.expire_run_max_seconds", "Longest active expiry run, in seconds",
+              static_cast<double>(counters_.expireMaxMicros) / 1e6);
     uint64_t published = 0, folded = 0;
     for (auto& t : throttles_) {
       published += t.published();
       folded += t.foldedTotal();
     }
-    add("cache.events_published", published);
-    add("cache.events_folded", folded);
-    add("cache.snapshots", counters_.snapshots);
-    add("cache.snapshot_slices", counters_.snapshotSlices);
-    add("cache.snapshot_pauses", counters_.snapshotPauses);
+    counter("cache.events_published", "Key events published", published);
+    counter("cache.events_folded", "Key events folded into a later one by the throttle", folded);
+    counter("cache.snapshots", "Snapshots written", counters_.snapshots);
+    counter("cache.snapshot_slices", "Snapshot slices written", counters_.snapshotSlices);
+    counter("cache.snapshot_pauses", "Snapshot pauses for a full journal queue",
+            counters_.snapshotPauses);
     if (journal_)
-      for (auto [name, value] : journal_->counters()) add(name, value);
+      for (const auto& m : journal_->counters())
+        m.gauge ? out.gauge(m.name, m.help, static_cast<double>(m.value))
+                : out.counter(m.name, m.help, static_cast<double>(m.value));
   });
   armTick();
 }

@@ -57,25 +57,37 @@ IdGenService::IdGenService(rpc::Server& server, rpc::Publisher* publisher, stora
       book_(withLoopClock(options_.book, server.timer())),
       flake_(options_.snowflake) {
   recover();
-  server_.stats().add([this](std::vector<rpc::CounterValue>& out) {
+  server_.stats().add([this](rpc::MetricsOut& out) {
     auto b = book_.stats();
     auto f = flake_.stats();
-    auto add = [&](const char* name, int64_t v) { out.push_back({name, v}); };
-    add("idgen.namespaces", b.namespaces);
-    add("idgen.ids_issued", b.idsIssued);
-    add("idgen.waiting", b.waitingTickets);
-    add("idgen.waited", b.ticketsWaited);
-    add("idgen.reservations", b.reservationsIssued);
-    add("idgen.reservations_in_flight", b.reservationsInFlight);
-    add("idgen.blocks_published", blocksPublished_);
-    add("snowflake.ids_issued", f.idsIssued);
-    add("snowflake.waiting", f.waitingTickets);
-    add("snowflake.deferred", f.ticketsDeferred);
-    add("snowflake.clock_behind_failures", f.clockBehindFailures);
-    add("snowflake.epoch_ms_left", flake_.msLeft(clock_()));
-    add("snowflake.durable_bound_ms", f.durableBoundMs.value_or(0));
+    auto counter = [&](const char* name, const char* help, uint64_t v) {
+      out.counter(name, help, static_cast<double>(v));
+    };
+    auto gauge = [&](const char* name, const char* help, double v) { out.gauge(name, help, v); };
+    gauge("idgen.namespaces", "Sequence namespaces known", static_cast<double>(b.namespaces));
+    counter("idgen.ids_issued", "Sequence ids handed out", b.idsIssued);
+    gauge("idgen.waiting", "Sequence requests waiting now", static_cast<double>(b.waitingTickets));
+    counter("idgen.waited", "Sequence requests that had to wait", b.ticketsWaited);
+    counter("idgen.reservations", "Id blocks reserved", b.reservationsIssued);
+    gauge("idgen.reservations_in_flight", "Reservations not yet durable",
+          static_cast<double>(b.reservationsInFlight));
+    counter("idgen.blocks_published", "idgen.block events published", blocksPublished_);
+    counter("snowflake.ids_issued", "Snowflake ids handed out", f.idsIssued);
+    gauge("snowflake.waiting", "Snowflake requests waiting for the next millisecond now",
+          static_cast<double>(f.waitingTickets));
+    counter("snowflake.deferred", "Snowflake requests that waited for a later millisecond",
+            f.ticketsDeferred);
+    counter("snowflake.clock_behind_failures", "Snowflake requests refused: the clock went back",
+            f.clockBehindFailures);
+    gauge("snowflake.epoch_left_seconds", "Seconds left in the Snowflake epoch",
+          static_cast<double>(flake_.msLeft(clock_())) / 1000);
+    gauge("snowflake.durable_bound_seconds",
+          "Highest Unix time recorded durably, in seconds (0: none)",
+          static_cast<double>(f.durableBoundMs.value_or(0)) / 1000);
     if (journal_)
-      for (auto [name, value] : journal_->counters()) add(name, static_cast<int64_t>(value));
+      for (const auto& m : journal_->counters())
+        m.gauge ? out.gauge(m.name, m.help, static_cast<double>(m.value))
+                : out.counter(m.name, m.help, static_cast<double>(m.value));
   });
   persistBound();
   tick();

@@ -41,40 +41,46 @@ LockService::LockService(rpc::Server& server, rpc::Publisher* publisher, storage
       clocks_(std::move(clocks)),
       table_(options_.table) {
   recover();
-  server_.stats().add([this](std::vector<rpc::CounterValue>& out) {
-    auto add = [&](std::string name, uint64_t v) {
-      out.push_back({std::move(name), static_cast<int64_t>(v)});
+  server_.stats().add([this](rpc::MetricsOut& out) {
+    auto counter = [&](const char* name, const char* help, uint64_t v) {
+      out.counter(name, help, static_cast<double>(v));
+    };
+    auto gauge = [&](const char* name, const char* help, uint64_t v) {
+      out.gauge(name, help, static_cast<double>(v));
     };
     auto s = table_.stats();
-    add("lock.locks", s.locks);
-    add("lock.holders", s.holders);
-    add("lock.waiters", s.waiters);
-    add("lock.sessions", s.sessions);
-    add("lock.retained_names", s.retained);
-    add("lock.grants", s.grants);
-    add("lock.grants_immediate", s.grantsImmediate);
-    add("lock.grants_after_wait", s.grantsAfterWait);
-    add("lock.reacquired", s.reacquired);
-    add("lock.releases", s.releases);
-    add("lock.expiries", s.expiries);
-    add("lock.lost", s.lost);
-    add("lock.renewals", s.renewals);
-    add("lock.wait_timeouts", s.waitTimeouts);
-    add("lock.waiters_superseded", s.waitersSuperseded);
-    add("lock.waiters_dropped", s.waitersDropped);
-    add("lock.conflicts", s.conflicts);
-    add("lock.refused_full", s.refusedFull);
-    add("lock.session_timeouts", s.sessionTimeouts);
-    add("lock.names_forgotten", s.forgotten);
-    add("lock.token_stalls", s.tokenStalls);
-    add("lock.next_token", table_.nextToken());
-    add("lock.token_limit", table_.tokenLimit());
-    add("lock.events_published", published_);
-    add("lock.durable_waits", fence_.waits());
-    add("lock.waiting_for_durable", fence_.waiting());
-    add("lock.pending_acquires", calls_.size());
+    gauge("lock.locks", "Locks held now", s.locks);
+    gauge("lock.holders", "Holders now (a shared lock has several)", s.holders);
+    gauge("lock.waiters", "Waiters queued now", s.waiters);
+    gauge("lock.sessions", "Sessions open now", s.sessions);
+    gauge("lock.retained_names", "Free names kept for their fencing token", s.retained);
+    counter("lock.grants", "Locks granted", s.grants);
+    counter("lock.grants_immediate", "Locks granted at once", s.grantsImmediate);
+    counter("lock.grants_after_wait", "Locks granted to a waiter", s.grantsAfterWait);
+    counter("lock.reacquired", "Acquires by the current holder", s.reacquired);
+    counter("lock.releases", "Locks released", s.releases);
+    counter("lock.expiries", "Leases that ran out", s.expiries);
+    counter("lock.lost", "Locks lost by their holder", s.lost);
+    counter("lock.renewals", "Leases renewed", s.renewals);
+    counter("lock.wait_timeouts", "Waits that ran out", s.waitTimeouts);
+    counter("lock.waiters_superseded", "Waiters replaced by a newer wait of theirs",
+            s.waitersSuperseded);
+    counter("lock.waiters_dropped", "Waiters dropped", s.waitersDropped);
+    counter("lock.conflicts", "Acquires refused: held by another", s.conflicts);
+    counter("lock.refused_full", "Acquires refused: the table is full", s.refusedFull);
+    counter("lock.session_timeouts", "Sessions ended by their timeout", s.sessionTimeouts);
+    counter("lock.names_forgotten", "Free names forgotten", s.forgotten);
+    counter("lock.token_stalls", "Grants that waited for the token bound", s.tokenStalls);
+    gauge("lock.next_token", "The next fencing token", table_.nextToken());
+    gauge("lock.token_limit", "Fencing tokens recorded durably up to", table_.tokenLimit());
+    counter("lock.events_published", "Lock events published", published_);
+    counter("lock.durable_waits", "Replies that waited for durability", fence_.waits());
+    gauge("lock.waiting_for_durable", "Replies held back for durability now", fence_.waiting());
+    gauge("lock.pending_acquires", "Acquires waiting now", calls_.size());
     if (journal_)
-      for (auto [name, value] : journal_->counters()) add(name, value);
+      for (const auto& m : journal_->counters())
+        m.gauge ? out.gauge(m.name, m.help, static_cast<double>(m.value))
+                : out.counter(m.name, m.help, static_cast<double>(m.value));
   });
   reserveTokens();
   armWake();

@@ -132,37 +132,53 @@ RateLimitService::RateLimitService(rpc::Server& server, rpc::Publisher* publishe
       coalescer_(options_.settings.deniedInterval, options_.settings.deniedMaxKeys) {
   recover();  // run-time overrides first: the rules index them
   limiter_.setRules(std::move(rules));
-  server_.stats().add([this](std::vector<rpc::CounterValue>& out) {
-    auto add = [&](std::string name, uint64_t v) {
-      out.push_back({std::move(name), static_cast<int64_t>(v)});
+  server_.stats().add([this](rpc::MetricsOut& out) {
+    auto counter = [&](const char* name, const char* help, uint64_t v) {
+      out.counter(name, help, static_cast<double>(v));
+    };
+    auto gauge = [&](const char* name, const char* help, uint64_t v) {
+      out.gauge(name, help, static_cast<double>(v));
     };
     auto s = limiter_.stats();
-    add("ratelimit.keys", s.keys);
-    add("ratelimit.keys_dropped", s.keysDropped);
-    add("ratelimit.keys_refused", s.keysRefused);
-    add("ratelimit.keys_untracked", s.keysUntracked);
-    add("ratelimit.sliding_log_bytes", s.heapBytes);
-    add("ratelimit.runtime_overrides", s.runtimeOverrides);
-    add("ratelimit.rules", limiter_.rules().size());
-    add("ratelimit.reloads", reloads_);
-    add("ratelimit.reload_failures", reloadFailures_);
-    add("ratelimit.leases", leases_);
-    add("ratelimit.leased", leasedTokens_);
+    gauge("ratelimit.keys", "Keys tracked now", s.keys);
+    counter("ratelimit.keys_dropped", "Keys dropped when their state ran out", s.keysDropped);
+    counter("ratelimit.keys_refused", "Requests refused: the key table was full", s.keysRefused);
+    counter("ratelimit.keys_untracked", "Requests decided without tracking their key",
+            s.keysUntracked);
+    gauge("ratelimit.sliding_log_bytes", "Bytes the sliding logs take now", s.heapBytes);
+    gauge("ratelimit.runtime_overrides", "Limits overridden at run time now", s.runtimeOverrides);
+    gauge("ratelimit.rules", "Rules loaded", limiter_.rules().size());
+    counter("ratelimit.reloads", "Rule reloads that took effect", reloads_);
+    counter("ratelimit.reload_failures", "Rule reloads refused", reloadFailures_);
+    counter("ratelimit.leases", "Token leases granted", leases_);
+    counter("ratelimit.leased", "Tokens leased", leasedTokens_);
     auto c = coalescer_.stats();
-    add("ratelimit.denied_events", c.published);
-    add("ratelimit.denied_coalesced", c.coalesced);
-    add("ratelimit.denied_events_dropped", c.dropped);
-    add("ratelimit.denied_pending_keys", c.pending);
+    counter("ratelimit.denied_events", "ratelimit.denied events published", c.published);
+    counter("ratelimit.denied_coalesced", "Denials folded into a pending event", c.coalesced);
+    counter("ratelimit.denied_events_dropped", "Denial events dropped", c.dropped);
+    gauge("ratelimit.denied_pending_keys", "Keys with a denial event pending", c.pending);
+    // Rules come from the config (a closed set); MetricsOut caps them anyway.
+    auto decisions = out.family("ratelimit.rule.decisions", rpc::MetricKind::kCounter,
+                                "Decisions by rule", {"rule"});
+    auto allowed = out.family("ratelimit.rule.allowed", rpc::MetricKind::kCounter,
+                              "Requests allowed by rule", {"rule"});
+    auto denied = out.family("ratelimit.rule.denied", rpc::MetricKind::kCounter,
+                             "Requests denied by rule", {"rule"});
+    auto shadow = out.family("ratelimit.rule.shadow_denied", rpc::MetricKind::kCounter,
+                             "Requests a shadow rule would have denied", {"rule"});
+    auto keys = out.family("ratelimit.rule.keys", rpc::MetricKind::kGauge,
+                           "Keys tracked now by rule", {"rule"});
     for (auto& [name, r] : limiter_.ruleStats()) {
-      std::string prefix = "ratelimit.rule." + name + ".";
-      add(prefix + "decisions", r.decisions);
-      add(prefix + "allowed", r.allowed);
-      add(prefix + "denied", r.denied);
-      add(prefix + "shadow_denied", r.shadowDenied);
-      add(prefix + "keys", r.keys);
+      decisions.sample({name}, static_cast<double>(r.decisions));
+      allowed.sample({name}, static_cast<double>(r.allowed));
+      denied.sample({name}, static_cast<double>(r.denied));
+      shadow.sample({name}, static_cast<double>(r.shadowDenied));
+      keys.sample({name}, static_cast<double>(r.keys));
     }
     if (journal_)
-      for (auto [name, value] : journal_->counters()) add(name, value);
+      for (const auto& m : journal_->counters())
+        m.gauge ? out.gauge(m.name, m.help, static_cast<double>(m.value))
+                : out.counter(m.name, m.help, static_cast<double>(m.value));
   });
   tick();
 }

@@ -543,17 +543,19 @@ void Journal::close() {
 
 FsyncPolicy Journal::policy() const { return impl_->opts.policy; }
 
-std::vector<std::pair<const char*, uint64_t>> Journal::counters() const {
+std::vector<Journal::Counter> Journal::counters() const {
   auto j = stats();
-  return {{"journal.appends", j.appends},
-          {"journal.syncs", j.syncs},
-          {"journal.batches", j.batches},
-          {"journal.max_batch", j.maxBatch},
-          {"journal.rewrites", j.rewrites},
-          {"journal.queued_records", j.queuedRecords},
-          {"journal.queued_bytes", j.queuedBytes},
-          {"journal.log_bytes", logBytes()},
-          {"journal.snapshot_queued_bytes", j.snapshotQueuedBytes}};
+  return {
+      {"journal.appends", "Records written to the log", false, j.appends},
+      {"journal.syncs", "Fsyncs of appended records", false, j.syncs},
+      {"journal.batches", "Writes to the log, one per group of queued records", false, j.batches},
+      {"journal.max_batch", "Most records written in one batch", true, j.maxBatch},
+      {"journal.rewrites", "Snapshots completed", false, j.rewrites},
+      {"journal.queued_records", "Records waiting for the journal's thread", true, j.queuedRecords},
+      {"journal.queued_bytes", "Bytes waiting for the journal's thread", true, j.queuedBytes},
+      {"journal.log_bytes", "Bytes in the current log generation", true, logBytes()},
+      {"journal.snapshot_queued_bytes", "Snapshot bytes waiting to be written", true,
+       j.snapshotQueuedBytes}};
 }
 
 JournalStats Journal::stats() const {

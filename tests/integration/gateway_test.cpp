@@ -304,8 +304,11 @@ TEST_CASE("gateway: healthz, readyz, metrics and openapi", "[gateway]") {
   CHECK_THAT(metrics.body, Contains("zmesh_gateway_request_duration_seconds_bucket"));
   CHECK_THAT(metrics.body, Contains("zmesh_gateway_requests_in_flight"));
   CHECK_THAT(metrics.body, Contains("zmesh_service_up{service=\"idgen\"} 1"));
-  CHECK_THAT(metrics.body,
-             Contains("zmesh_service_counter{service=\"idgen\",name=\"rpc.requests\"}"));
+  CHECK_THAT(metrics.body, Contains("# TYPE zmesh_rpc_server_calls_total counter\n"));
+  CHECK_THAT(metrics.body, Contains("zmesh_rpc_server_calls_total{service=\"idgen\",method=\"IdGen."
+                                    "next\",code=\"ok\"} 1\n"));
+  CHECK_THAT(metrics.body, Contains("zmesh_rpc_requests_total{service=\"idgen\"}"));
+  CHECK_THAT(metrics.body, !Contains("zmesh_service_counter"));
   CHECK_THAT(metrics.body, Contains("zmesh_gateway_rpc_calls_total{service=\"idgen\"}"));
 
   auto doc = http.get("/openapi.json");

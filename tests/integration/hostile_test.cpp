@@ -100,8 +100,8 @@ TEST_CASE("the 16-byte frame and its kin, sent to every service, leave each one 
   // idgen answered the bad params by name, and counted them (the frames may
   // still be on their way: a slow build takes a moment).
   auto invalid = [&] {
-    for (auto& [name, value] : client.admin("idgen").stats())
-      if (name == "rpc.invalid_params") return value;
+    for (auto& [name, value] : rpc::flatten(client.admin("idgen").stats()))
+      if (name == "rpc.invalid_params") return static_cast<int64_t>(value);
     return int64_t{-1};
   };
   auto deadline = std::chrono::steady_clock::now() + 10s;

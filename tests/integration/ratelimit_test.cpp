@@ -131,7 +131,7 @@ struct Client {
 
   std::map<std::string, int64_t> stats() const {
     std::map<std::string, int64_t> out;
-    for (auto& [name, value] : admin.stats()) out[name] = value;
+    for (auto& [name, value] : rpc::flatten(admin.stats())) out[name] = static_cast<int64_t>(value);
     return out;
   }
 };
@@ -299,10 +299,10 @@ TEST_CASE("ratelimit: decisions, descriptors, shadow mode, impossible costs, bad
   CHECK_THAT(message, Contains("contains a NUL byte"));
 
   auto stats = c.stats();
-  CHECK(stats["ratelimit.rule.tr.decisions"] == 3);
-  CHECK(stats["ratelimit.rule.tr.denied"] == 1);
-  CHECK(stats["ratelimit.rule.shadow.shadow_denied"] == 1);
-  CHECK(stats["ratelimit.rule.shadow.denied"] == 0);
+  CHECK(stats["ratelimit.rule.decisions{rule=tr}"] == 3);
+  CHECK(stats["ratelimit.rule.denied{rule=tr}"] == 1);
+  CHECK(stats["ratelimit.rule.shadow_denied{rule=shadow}"] == 1);
+  CHECK(stats["ratelimit.rule.denied{rule=shadow}"] == 0);
   CHECK(stats["ratelimit.keys"] >= 3);
 }
 
@@ -580,7 +580,7 @@ descriptors = ["key"]
   auto stats = c.stats();
   CHECK(stats["ratelimit.leases"] >= day.admitted / static_cast<int>(kBatch));
   CHECK(static_cast<int>(day.leases) <= day.admitted / static_cast<int>(kBatch) + 3 * kStages);
-  CHECK(stats["ratelimit.rule.day.decisions"] == static_cast<int64_t>(day.leases));
+  CHECK(stats["ratelimit.rule.decisions{rule=day}"] == static_cast<int64_t>(day.leases));
 
   // Many windows: at most limit per window plus what each stage carried over.
   auto start = Clock::now();

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <condition_variable>
 #include <cstring>
 #include <fstream>
 #include <functional>
@@ -112,7 +113,8 @@ std::map<std::string, int64_t> stats(const rpc::Channel& channel) {
   CallSettings settings;
   settings.timeout = 3s;
   std::map<std::string, int64_t> out;
-  for (auto& [name, value] : AdminClient(channel, settings).stats()) out[name] = value;
+  for (auto& [name, value] : rpc::flatten(AdminClient(channel, settings).stats()))
+    out[name] = static_cast<int64_t>(value);
   return out;
 }
 
@@ -1283,4 +1285,118 @@ TEST_CASE("an endpoint that cannot be connected to fails its calls, and no other
     CHECK(bad.callSync(kTest, method("echo"), echoParams("x"), timeout(5s)).status.code ==
           StatusCode::UNAVAILABLE);
   }
+}
+
+// ---- per-method statistics ----
+
+namespace {
+
+std::map<std::string, double> flatStats(const rpc::Channel& channel) {
+  CallSettings settings;
+  settings.timeout = 3s;
+  return rpc::flatten(AdminClient(channel, settings).stats());
+}
+
+size_t seriesOf(const rpc::Channel& channel, const std::string& family) {
+  CallSettings settings;
+  settings.timeout = 3s;
+  for (auto& f : AdminClient(channel, settings).stats())
+    if (f.name == family) return f.samples.size();
+  return 0;
+}
+
+}  // namespace
+
+TEST_CASE("rpc.server.calls counts each method by status code and times it", "[rpc][stats]") {
+  TestServer server;
+  zmq::context_t context;
+  rpc::ClientThread client(context);
+  auto channel = client.channel(server.endpoint);
+  constexpr int kOk = 25, kFailed = 7, kUnknown = 9;
+  for (int i = 0; i < kOk; ++i) REQUIRE(echo(channel, "x").status.ok());
+  for (int i = 0; i < kFailed; ++i) {
+    auto r = channel.callSync(kTest, method("fail"), params<TestService::FailParams>([](auto p) {
+                                p.setCode(static_cast<uint16_t>(StatusCode::NOT_FOUND));
+                                p.setMessage("gone");
+                              }),
+                              {});
+    REQUIRE(r.status.code == StatusCode::NOT_FOUND);
+  }
+  for (int i = 0; i < kUnknown; ++i) {
+    // Invented methods of a served interface and invented interfaces alike.
+    auto r = i % 2 ? channel.callSync(kTest, static_cast<uint16_t>(100 + i), zmq::message_t(), {})
+                   : channel.callSync(0xabcdef00 + i, 0, zmq::message_t(), {});
+    REQUIRE(r.status.code == StatusCode::UNIMPLEMENTED);
+  }
+  auto s = flatStats(channel);
+  CHECK(s["rpc.server.calls{method=TestService.echo,code=ok}"] == kOk);
+  CHECK(s["rpc.server.calls{method=TestService.fail,code=not_found}"] == kFailed);
+  CHECK(s.count("rpc.server.calls{method=TestService.fail,code=ok}") == 0);
+  CHECK(s["rpc.server.calls{method=_unknown,code=unimplemented}"] == kUnknown);
+  CHECK(s["rpc.server.duration_seconds_count{method=TestService.echo}"] == kOk);
+  CHECK(s["rpc.server.duration_seconds_count{method=TestService.fail}"] == kFailed);
+  CHECK(s["rpc.server.duration_seconds_count{method=_unknown}"] == kUnknown);
+  CHECK(s["rpc.server.duration_seconds_sum{method=TestService.echo}"] > 0);
+  CHECK(s["rpc.server.duration_seconds_sum{method=TestService.echo}"] < kOk * 1.0);
+  // Admin is served too; this collection counts the one before it.
+  CHECK(s["rpc.server.calls{method=Admin.stats,code=ok}"] == 0);
+  CHECK(flatStats(channel)["rpc.server.calls{method=Admin.stats,code=ok}"] == 1);
+
+  SECTION("a call dropped at its deadline is counted when dropped") {
+    auto r = channel.callSync(kTest, method("sleep"), sleepParams(3000), timeout(200ms));
+    CHECK(r.status.code == StatusCode::DEADLINE_EXCEEDED);
+    REQUIRE(eventually([&] {
+      return flatStats(
+                 channel)["rpc.server.calls{method=TestService.sleep,code=deadline_exceeded}"] == 1;
+    }));
+    auto after = flatStats(channel);
+    CHECK(after["rpc.server.duration_seconds_count{method=TestService.sleep}"] == 1);
+    CHECK(after["rpc.server.duration_seconds_sum{method=TestService.sleep}"] >= 0.19);
+  }
+  SECTION("a deferred reply is timed at the reply") {
+    auto r = channel.callSync(kTest, method("sleep"), sleepParams(120), timeout(3s));
+    REQUIRE(r.status.ok());
+    auto after = flatStats(channel);
+    CHECK(after["rpc.server.calls{method=TestService.sleep,code=ok}"] == 1);
+    CHECK(after["rpc.server.duration_seconds_sum{method=TestService.sleep}"] >= 0.11);
+  }
+}
+
+TEST_CASE("invented method ids leave rpc.server.calls with a bounded set of series",
+          "[rpc][stats]") {
+  TestServer server;
+  zmq::context_t context;
+  rpc::ClientThread client(context);
+  auto channel = client.channel(server.endpoint);
+  REQUIRE(echo(channel, "x").status.ok());
+  std::mt19937_64 random(42);
+  constexpr int kCalls = 10000;
+  constexpr int kWindow = 500;  // well under the high-water marks
+  int unimplemented = 0;
+  for (int sent = 0; sent < kCalls; sent += kWindow) {
+    std::atomic<int> answered{0}, refused{0};
+    std::mutex mutex;
+    std::condition_variable done;
+    for (int i = 0; i < kWindow; ++i) {
+      uint64_t interfaceId = i % 2 ? kTest : random();
+      auto methodId = static_cast<uint16_t>(20 + random() % 60000);
+      channel.callAsync(interfaceId, methodId, zmq::message_t(), timeout(30s),
+                        [&](rpc::Reply reply) {
+                          if (reply.status.code == StatusCode::UNIMPLEMENTED) ++refused;
+                          std::lock_guard lock(mutex);
+                          if (++answered == kWindow) done.notify_all();
+                        });
+    }
+    std::unique_lock lock(mutex);
+    REQUIRE(done.wait_for(lock, 30s, [&] { return answered == kWindow; }));
+    unimplemented += refused;
+  }
+  CHECK(unimplemented == kCalls);
+  auto s = flatStats(channel);
+  CHECK(s["rpc.server.calls{method=_unknown,code=unimplemented}"] == kCalls);
+  CHECK(s["rpc.server.duration_seconds_count{method=_unknown}"] == kCalls);
+  // echo, _unknown, and Admin.stats: nothing per invented id.
+  CHECK(seriesOf(channel, "rpc.server.calls") <= 4);
+  CHECK(seriesOf(channel, "rpc.server.duration_seconds") <= 4);
+  CHECK(s.count("metrics.series_folded") == 0);
 }

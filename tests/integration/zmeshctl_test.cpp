@@ -350,6 +350,35 @@ TEST_CASE("zmeshctl up, call, status, restart of a killed service, events, down"
                              std::to_string(mesh.httpPort)) != std::string::npos);
   }
 
+  SECTION("stats prints each series with its kind, and histograms with quantiles") {
+    REQUIRE(mesh.ctl({"call", "idgen", "next", "orders", "5"}).exitCode == 0);
+    auto stats = mesh.ctl({"stats", "idgen"});
+    INFO(stats.output);
+    CHECK(stats.exitCode == 0);
+    auto calls = statusLine(stats.output, "rpc.server.calls{method=IdGen.next,code=ok}");
+    REQUIRE(calls.size() == 3);
+    CHECK(calls[1] == "counter");
+    CHECK(calls[2] == "1");
+    auto duration = statusLine(stats.output, "rpc.server.duration_seconds{method=IdGen.next}");
+    REQUIRE(duration.size() == 6);
+    CHECK(duration[1] == "histogram");
+    CHECK(duration[2] == "count=1");
+    CHECK(duration[3].starts_with("sum="));
+    CHECK(duration[4].starts_with("p50="));
+    CHECK(duration[5].starts_with("p99="));
+    auto namespaces = statusLine(stats.output, "idgen.namespaces");
+    REQUIRE(namespaces.size() == 3);
+    CHECK(namespaces[1] == "gauge");
+    CHECK(namespaces[2] == "1");
+    auto restarts = statusLine(stats.output, "process.restarts");
+    REQUIRE(restarts.size() == 3);
+    CHECK(restarts[2] == "0");
+    CHECK(statusLine(stats.output, "process.start_time_seconds").size() == 3);
+
+    auto unknown = mesh.ctl({"stats", "nosuchservice"});
+    CHECK(unknown.exitCode != 0);
+  }
+
   SECTION("a service killed with SIGKILL is restarted by the supervisor") {
     auto first = mesh.ctl({"call", "idgen", "next", "orders", "10"});
     REQUIRE(first.exitCode == 0);
@@ -380,6 +409,14 @@ TEST_CASE("zmeshctl up, call, status, restart of a killed service, events, down"
     CHECK(idgen[2] == std::to_string(now.pid));
     CHECK(idgen[4] == "1");
     CHECK(idgen[5] == "ok");
+
+    // The supervisor told the new process how often it restarted it.
+    auto stats = mesh.ctl({"stats", "idgen"});
+    INFO(stats.output);
+    auto restarts = statusLine(stats.output, "process.restarts");
+    REQUIRE(restarts.size() == 3);
+    CHECK(restarts[1] == "gauge");
+    CHECK(restarts[2] == "1");
 
     // The sequence continues above what the killed process issued (1..10).
     auto after = mesh.ctl({"call", "idgen", "next", "orders", "1"});

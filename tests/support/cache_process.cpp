@@ -54,7 +54,7 @@ CacheConnection::CacheConnection(const std::string& endpoint, std::chrono::milli
 
 std::map<std::string, int64_t> CacheConnection::stats() const {
   std::map<std::string, int64_t> out;
-  for (auto& [name, value] : admin.stats()) out[name] = value;
+  for (auto& [name, value] : rpc::flatten(admin.stats())) out[name] = static_cast<int64_t>(value);
   return out;
 }
 

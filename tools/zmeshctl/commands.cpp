@@ -8,8 +8,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <cctype>
 #include <charconv>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -640,6 +643,96 @@ int cmdEvents(const std::string& configPath, const std::vector<std::string>& pre
   else
     done.wait(lock, finished);
   return count > 0 && seen < count ? 1 : 0;
+}
+
+double histogramQuantile(double q, const std::vector<double>& bounds,
+                         const std::vector<uint64_t>& cumulative, double count) {
+  if (count <= 0 || bounds.empty() || cumulative.size() != bounds.size()) return std::nan("");
+  q = std::clamp(q, 0.0, 1.0);
+  double rank = q * count;
+  for (size_t i = 0; i < bounds.size(); ++i) {
+    auto upTo = static_cast<double>(cumulative[i]);
+    if (upTo < rank || upTo == 0) continue;
+    double below = i ? static_cast<double>(cumulative[i - 1]) : 0;
+    double start = i ? bounds[i - 1] : std::min(0.0, bounds[0]);
+    if (upTo == below) return bounds[i];
+    return start + (bounds[i] - start) * (rank - below) / (upTo - below);
+  }
+  return bounds.back();  // in the +Inf bucket
+}
+
+namespace {
+
+std::string formatNumber(double v) {
+  char buf[64];
+  if (std::isfinite(v) && v == std::floor(v) && std::fabs(v) < 1e15)
+    std::snprintf(buf, sizeof(buf), "%.0f", v);
+  else if (std::isfinite(v) && std::fabs(v) >= 1e4 && std::fabs(v) < 1e15)
+    std::snprintf(buf, sizeof(buf), "%.3f", v);  // a unix time, say: every digit
+  else
+    std::snprintf(buf, sizeof(buf), "%.6g", v);
+  return buf;
+}
+
+const char* kindName(rpc::MetricKind kind) {
+  switch (kind) {
+    case rpc::MetricKind::kCounter:
+      return "counter";
+    case rpc::MetricKind::kGauge:
+      return "gauge";
+    case rpc::MetricKind::kHistogram:
+      return "histogram";
+  }
+  return "?";
+}
+
+}  // namespace
+
+std::string formatStats(const std::vector<rpc::MetricFamily>& families) {
+  std::vector<std::array<std::string, 3>> lines;
+  for (const auto& f : families)
+    for (const auto& s : f.samples) {
+      std::string name = f.name;
+      if (!f.labelNames.empty()) {
+        name += '{';
+        for (size_t i = 0; i < f.labelNames.size(); ++i)
+          name += (i ? "," : "") + f.labelNames[i] + "=" +
+                  (i < s.labelValues.size() ? s.labelValues[i] : "");
+        name += '}';
+      }
+      std::string value;
+      if (f.kind == rpc::MetricKind::kHistogram) {
+        value = "count=" + formatNumber(s.value) + " sum=" + formatNumber(s.sum);
+        for (double q : {0.5, 0.99}) {
+          double v = histogramQuantile(q, f.bounds, s.buckets, s.value);
+          value += (q == 0.5 ? " p50=" : " p99=") + (std::isnan(v) ? "-" : formatNumber(v));
+        }
+      } else {
+        value = formatNumber(s.value);
+      }
+      lines.push_back({std::move(name), kindName(f.kind), std::move(value)});
+    }
+  size_t width = 0;
+  for (auto& l : lines) width = std::max(width, l[0].size());
+  std::string out;
+  for (auto& l : lines) {
+    out += l[0];
+    out.append(width + 2 - l[0].size(), ' ');
+    out += l[1];
+    out.append(11 - l[1].size(), ' ');
+    out += l[2];
+    out += '\n';
+  }
+  return out;
+}
+
+int cmdStats(const std::string& configPath, const std::string& service,
+             std::chrono::milliseconds timeout) {
+  Mesh mesh(configPath);
+  CallSettings settings;
+  settings.timeout = timeout;
+  std::fputs(formatStats(mesh.admin(service, settings).stats()).c_str(), stdout);
+  return 0;
 }
 
 }  // namespace zmesh::ctl

@@ -116,6 +116,13 @@ int main(int argc, char** argv) {
   call->add_flag("--json", json, "print the results as one JSON object");
   call->add_option("--timeout", timeoutMs, "ms")->capture_default_str();
 
+  auto* stats = app.add_subcommand(
+      "stats", "a service's statistics: one line per series, with its kind (Admin.stats)");
+  std::string statsService;
+  int64_t statsTimeoutMs = 5000;
+  stats->add_option("service", statsService, "idgen, broker, …")->required();
+  stats->add_option("--timeout", statsTimeoutMs, "ms")->capture_default_str();
+
   auto* events = app.add_subcommand("events", "tail events: zmeshctl events idgen. lock.");
   std::vector<std::string> prefixes;
   int64_t count = 0, eventsTimeoutMs = 0;
@@ -146,6 +153,8 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("call"))
       return ctl::cmdCall(config, service, method, args, fieldOptions, params, json,
                           std::chrono::milliseconds(timeoutMs));
+    if (app.got_subcommand("stats"))
+      return ctl::cmdStats(config, statsService, std::chrono::milliseconds(statsTimeoutMs));
     if (app.got_subcommand("events"))
       return ctl::cmdEvents(config, prefixes, json, count,
                             std::chrono::milliseconds(eventsTimeoutMs));

@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -224,6 +225,14 @@ class Supervisor {
     std::vector<char*> args;
     for (auto& a : c.spec.argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
+    // The environment, and how often this service was restarted (its
+    // process.restarts gauge): made before fork, as the child may not allocate.
+    std::string restarts = "ZMESH_RESTARTS=" + std::to_string(c.restarts);
+    std::vector<char*> env;
+    for (char** e = environ; *e != nullptr; ++e)
+      if (std::strncmp(*e, "ZMESH_RESTARTS=", 15) != 0) env.push_back(*e);
+    env.push_back(restarts.data());
+    env.push_back(nullptr);
     const char* dir = options_.baseDir.c_str();
     pid_t parent = ::getpid();
     pid_t pid = ::fork();
@@ -256,7 +265,7 @@ class Supervisor {
         (void)!::write(2, what, sizeof(what) - 1);
         ::_exit(126);
       }
-      ::execv(args[0], args.data());
+      ::execve(args[0], args.data(), env.data());
       static const char what[] = "zmeshctl: cannot execute the service's binary\n";
       (void)!::write(2, what, sizeof(what) - 1);
       ::_exit(127);

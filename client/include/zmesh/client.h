@@ -29,6 +29,7 @@
 #include "zmesh/idl/ratelimit.capnp.h"
 #include "zmesh/rpc/client.h"
 #include "zmesh/rpc/config.h"
+#include "zmesh/rpc/metrics.h"
 #include "zmesh/rpc/status.h"
 
 namespace zmesh {
@@ -53,7 +54,8 @@ class AdminClient {
     std::string detail;
   };
   Health health() const;
-  std::vector<std::pair<std::string, int64_t>> stats() const;
+  // Every statistic of the process, typed; rpc::flatten() gives the flat view.
+  std::vector<rpc::MetricFamily> stats() const;
   struct Info {
     std::string service, version;
     int32_t pid;

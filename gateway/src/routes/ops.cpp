@@ -1,6 +1,7 @@
-// Operations routes: /healthz, /readyz, /metrics, /openapi.json (API.md).
+// Operations routes: /healthz, /readyz, /metrics, /v1/mesh, /openapi.json (API.md).
 #include <boost/asio/post.hpp>
 #include <boost/json.hpp>
+#include <cmath>
 #include <mutex>
 #include <utility>
 
@@ -10,6 +11,8 @@
 #include "openapi_json.h"
 #include "routes/routes.h"
 #include "zmesh/idl/admin.capnp.h"
+#include "zmesh/rpc/clock.h"
+#include "zmesh/rpc/metrics_wire.h"
 
 namespace zmesh::gateway {
 
@@ -25,10 +28,11 @@ void healthz(const std::shared_ptr<Exchange>& ex) {
   ex->replyJson(http::status::ok, {{"status", "ok"}});
 }
 
-// Calls Admin.<method> on every built service at once and hands the replies,
-// in service order, to `done` when the last one is in.
+// Calls Admin.<method> on every built service at once (and on the gateway's
+// own Admin endpoint first, with `self`) and hands the replies, in that
+// order, to `done` when the last one is in.
 void askEveryService(
-    const std::shared_ptr<Exchange>& ex, uint16_t methodId,
+    const std::shared_ptr<Exchange>& ex, uint16_t methodId, bool self,
     std::function<void(std::vector<std::pair<const ServiceTarget*, rpc::Reply>>&)> done) {
   auto& gateway = ex->worker().gateway();
   struct Pending {
@@ -36,6 +40,7 @@ void askEveryService(
     size_t remaining = 0;
   };
   auto pending = std::make_shared<Pending>();
+  if (self && gateway.self()) pending->replies.emplace_back(gateway.self(), std::nullopt);
   for (auto& service : gateway.services())
     if (service.built) pending->replies.emplace_back(&service, std::nullopt);
   pending->remaining = pending->replies.size();
@@ -93,7 +98,7 @@ void readyz(const std::shared_ptr<Exchange>& ex) {
                            "application/json", std::move(body)));
   };
   shared(ex, gateway.readiness(), answer, [ex, &gateway] {
-    askEveryService(ex, kHealth, [&gateway](auto& replies) {
+    askEveryService(ex, kHealth, false, [&gateway](auto& replies) {
       Readiness readiness;
       boost::json::array services;
       for (auto& [service, reply] : replies) {
@@ -177,51 +182,172 @@ void gatherClientCounters(Gateway& gateway, boost::asio::io_context& origin,
   }
 }
 
-void metrics(const std::shared_ptr<Exchange>& ex) {
+// Asks every service for its Admin.stats and every worker for its client
+// counters, and puts the result into gateway.samples() (for /metrics and /v1/mesh).
+void fetchSamples(const std::shared_ptr<Exchange>& ex, Gateway& gateway) {
   static const uint16_t kStats = adminMethod("stats");
+  askEveryService(ex, kStats, true, [ex, &gateway](auto& replies) {
+    auto services = std::make_shared<std::vector<ServiceSample>>();
+    auto self = std::make_shared<std::optional<ServiceSample>>();
+    for (auto& [service, reply] : replies) {
+      ServiceSample sample;
+      sample.service = service->name;
+      sample.up = reply.status.ok();
+      if (!sample.up) {
+        sample.error =
+            std::string(rpc::statusName(reply.status.code)) + ": " + reply.status.message;
+      } else {
+        // A malformed reply must not lose the whole refresh (the askers would wait it out).
+        try {
+          sample.families = rpc::readFamilies(reply.template results<Admin::StatsResults>());
+        } catch (const kj::Exception& e) {
+          sample.up = false;
+          sample.error =
+              "INTERNAL: malformed Admin.stats reply: " + std::string(e.getDescription());
+        }
+      }
+      if (service == gateway.self())
+        self->emplace(std::move(sample));
+      else
+        services->push_back(std::move(sample));
+    }
+    // /metrics shows the gateway process's families other than its own
+    // (zmesh_gateway_*, rendered from Metrics): process.*, rpc.*.
+    if (*self && (*self)->up) {
+      ServiceSample process{"gateway", true, "", {}};
+      for (auto& f : (*self)->families)
+        if (!f.name.starts_with("gateway.")) process.families.push_back(f);
+      services->insert(services->begin(), std::move(process));
+    }
+    // Counted once per refresh, not per scrape: a rate above 0 means a conflict now.
+    gateway.metrics().count(Metrics::Limit::kMetricConflicts, Metrics::conflicts(*services));
+    // Handlers posted to the other workers carry only weak references: a
+    // scrape must never leave another worker owning this worker's objects
+    // (at stop, the workers' queues are destroyed one after the other).
+    // The result is put once: with the workers' counters, or without them
+    // after the readiness timeout.
+    auto done = std::make_shared<bool>(false);
+    auto keeper = std::make_shared<Timer>(ex->worker().io());
+    keeper->expires_after(gateway.config().readinessTimeout);
+    keeper->async_wait([keeper, done, services, self, &gateway](boost::system::error_code ec) {
+      if (ec || std::exchange(*done, true)) return;
+      gateway.samples().put({*services, {}, *self});
+    });
+    std::weak_ptr<Timer> weakKeeper = keeper;
+    std::weak_ptr<bool> weakDone = done;
+    gatherClientCounters(
+        gateway, ex->worker().io(),
+        [weakKeeper, weakDone, &gateway, services, self](std::vector<ClientSample> clients) {
+          auto done = weakDone.lock();
+          if (!done || std::exchange(*done, true)) return;
+          if (auto keeper = weakKeeper.lock()) keeper->cancel();
+          gateway.samples().put({*services, std::move(clients), *self});
+        });
+  });
+}
+
+void refreshIdempotency(Gateway& gateway) {
+  auto idempotency = gateway.idempotency().stats();
+  gateway.metrics().setIdempotency(
+      {idempotency.entries, idempotency.bytes, idempotency.evictions, idempotency.quotaEvictions});
+}
+
+void metrics(const std::shared_ptr<Exchange>& ex) {
   auto& gateway = ex->worker().gateway();
   // The gateway's own numbers are always current; the services' are shared.
   auto answer = [&gateway](const std::shared_ptr<Exchange>& ex, const ServiceSamples& samples) {
-    auto idempotency = gateway.idempotency().stats();
-    gateway.metrics().setIdempotency({idempotency.entries, idempotency.bytes, idempotency.evictions,
-                                      idempotency.quotaEvictions});
+    refreshIdempotency(gateway);
     ex->reply(textResponse(http::status::ok, "text/plain; version=0.0.4; charset=utf-8",
                            gateway.metrics().render(samples.services, samples.clients)));
   };
-  shared(ex, gateway.samples(), answer, [ex, &gateway] {
-    askEveryService(ex, kStats, [ex, &gateway](auto& replies) {
-      auto services = std::make_shared<std::vector<ServiceSample>>();
-      for (auto& [service, reply] : replies) {
-        ServiceSample sample{service->name, reply.status.ok(), {}};
-        if (reply.status.ok())
-          for (auto counter : reply.template results<Admin::StatsResults>().getCounters())
-            sample.counters.emplace_back(counter.getName().cStr(), counter.getValue());
-        services->push_back(std::move(sample));
+  shared(ex, gateway.samples(), answer, [ex, &gateway] { fetchSamples(ex, gateway); });
+}
+
+// ---- GET /v1/mesh: every process's typed statistics, as JSON for a dashboard ----
+
+// A count as a JSON integer (12, not 1.2E1), anything else as a double; JSON
+// has no NaN or infinity: null.
+boost::json::value jsonNumber(double v) {
+  if (!std::isfinite(v)) return nullptr;
+  if (v == std::trunc(v) && std::fabs(v) < 9.0e15) return static_cast<int64_t>(v);
+  return v;
+}
+
+boost::json::object familyJson(const rpc::MetricFamily& f) {
+  static constexpr std::string_view kKinds[] = {"counter", "gauge", "histogram"};
+  const bool histogram = f.kind == rpc::MetricKind::kHistogram;
+  boost::json::object out;
+  out["name"] = f.name;
+  out["prometheus"] = sanitizeMetricName(rpc::prometheusName(f));
+  out["kind"] = kKinds[static_cast<size_t>(f.kind)];
+  out["help"] = f.help;
+  boost::json::array labels;
+  for (auto& name : f.labelNames) labels.emplace_back(name);
+  out["labels"] = std::move(labels);
+  if (histogram) {
+    boost::json::array bounds;
+    for (double b : f.bounds) bounds.push_back(jsonNumber(b));
+    out["bounds"] = std::move(bounds);
+  }
+  boost::json::array samples;
+  for (auto& s : f.samples) {
+    boost::json::object sample;
+    boost::json::array values;
+    for (auto& v : s.labelValues) values.emplace_back(v);
+    sample["labels"] = std::move(values);
+    sample["value"] = jsonNumber(s.value);
+    if (histogram) {
+      boost::json::array buckets;
+      for (uint64_t b : s.buckets) buckets.emplace_back(b);
+      sample["buckets"] = std::move(buckets);
+      sample["sum"] = jsonNumber(s.sum);
+    }
+    samples.push_back(std::move(sample));
+  }
+  out["samples"] = std::move(samples);
+  return out;
+}
+
+boost::json::array familiesJson(const std::vector<rpc::MetricFamily>& families) {
+  boost::json::array out;
+  for (auto& f : families) out.push_back(familyJson(f));
+  return out;
+}
+
+void mesh(const std::shared_ptr<Exchange>& ex) {
+  auto& gateway = ex->worker().gateway();
+  auto answer = [&gateway](const std::shared_ptr<Exchange>& ex, const ServiceSamples& samples) {
+    refreshIdempotency(gateway);
+    boost::json::array services;
+    // The gateway's Admin.stats as it answered them (its own families capped
+    // there, as every process's are), or without it, its Metrics directly.
+    auto own =
+        samples.self && samples.self->up ? samples.self->families : gateway.metrics().families();
+    for (auto& f : Metrics::clientFamilies(samples.clients)) own.push_back(std::move(f));
+    services.push_back({{"name", "gateway"}, {"state", "up"}, {"metrics", familiesJson(own)}});
+    for (auto& target : gateway.services()) {
+      boost::json::object entry;
+      entry["name"] = target.name;
+      // The later sample of a service wins, as in /metrics.
+      const ServiceSample* sample = nullptr;
+      for (auto& s : samples.services)
+        if (s.service == target.name) sample = &s;
+      if (sample && sample->up) {
+        entry["state"] = "up";
+        entry["metrics"] = familiesJson(sample->families);
+      } else {
+        entry["state"] = "down";
+        entry["error"] = !target.built ? "NOT_BUILT: configured, but this build has no such service"
+                         : sample      ? sample->error
+                                       : "UNAVAILABLE: not asked yet";
+        entry["metrics"] = boost::json::array();
       }
-      // Handlers posted to the other workers carry only weak references: a
-      // scrape must never leave another worker owning this worker's objects
-      // (at stop, the workers' queues are destroyed one after the other).
-      // The result is put once: with the workers' counters, or without them
-      // after the readiness timeout.
-      auto done = std::make_shared<bool>(false);
-      auto keeper = std::make_shared<Timer>(ex->worker().io());
-      keeper->expires_after(gateway.config().readinessTimeout);
-      keeper->async_wait([keeper, done, services, &gateway](boost::system::error_code ec) {
-        if (ec || std::exchange(*done, true)) return;
-        gateway.samples().put({*services, {}});
-      });
-      std::weak_ptr<Timer> weakKeeper = keeper;
-      std::weak_ptr<bool> weakDone = done;
-      gatherClientCounters(
-          gateway, ex->worker().io(),
-          [weakKeeper, weakDone, &gateway, services](std::vector<ClientSample> clients) {
-            auto done = weakDone.lock();
-            if (!done || std::exchange(*done, true)) return;
-            if (auto keeper = weakKeeper.lock()) keeper->cancel();
-            gateway.samples().put({*services, std::move(clients)});
-          });
-    });
-  });
+      services.push_back(std::move(entry));
+    }
+    ex->replyJson(http::status::ok,
+                  {{"time_ms", rpc::unixMillis()}, {"services", std::move(services)}});
+  };
+  shared(ex, gateway.samples(), answer, [ex, &gateway] { fetchSamples(ex, gateway); });
 }
 
 void openapi(const std::shared_ptr<Exchange>& ex) {
@@ -234,6 +360,7 @@ void addOpsRoutes(Router& router) {
   router.add({http::verb::get, "/healthz", std::nullopt, "", false, healthz});
   router.add({http::verb::get, "/readyz", std::nullopt, "", false, readyz});
   router.add({http::verb::get, "/metrics", std::nullopt, "", false, metrics});
+  router.add({http::verb::get, "/v1/mesh", Scope::kAdmin, "", false, mesh});
   router.add({http::verb::get, "/openapi.json", std::nullopt, "", false, openapi});
 }
 

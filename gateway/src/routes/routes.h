@@ -11,7 +11,8 @@ void addRateLimitRoutes(Router& router);  // /v1/ratelimit
 void addLockRoutes(Router& router);       // /v1/locks
 void addCacheRoutes(Router& router);      // /v1/cache
 void addEventRoutes(Router& router);      // /v1/events (Server-Sent Events)
-void addOpsRoutes(Router& router);        // /healthz, /readyz, /metrics, /openapi.json
+void addOpsRoutes(Router& router);        // /healthz, /readyz, /metrics, /v1/mesh, /openapi.json
+void addUiRoutes(Router& router);         // /ui (the dashboard, gateway/ui/)
 
 inline void addAllRoutes(Router& router) {
   addIdGenRoutes(router);
@@ -20,6 +21,7 @@ inline void addAllRoutes(Router& router) {
   addCacheRoutes(router);
   addEventRoutes(router);
   addOpsRoutes(router);
+  addUiRoutes(router);
 }
 
 }  // namespace zmesh::gateway

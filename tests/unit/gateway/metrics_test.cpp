@@ -11,8 +11,46 @@
 #include <vector>
 
 using namespace zmesh::gateway;
+using zmesh::rpc::MetricFamily;
+using zmesh::rpc::MetricKind;
+using zmesh::rpc::MetricSample;
 
 namespace {
+
+MetricSample sample(std::vector<std::string> labelValues, double value) {
+  MetricSample s;
+  s.labelValues = std::move(labelValues);
+  s.value = value;
+  return s;
+}
+
+MetricSample histogramSample(std::vector<std::string> labelValues, std::vector<uint64_t> cumulative,
+                             double count, double sum) {
+  MetricSample s = sample(std::move(labelValues), count);
+  s.buckets = std::move(cumulative);
+  s.sum = sum;
+  return s;
+}
+
+MetricFamily family(std::string name, MetricKind kind, std::vector<std::string> labelNames,
+                    std::vector<MetricSample> samples, std::vector<double> bounds = {}) {
+  MetricFamily f;
+  f.help = "Help of " + name + ".";
+  f.name = std::move(name);
+  f.kind = kind;
+  f.labelNames = std::move(labelNames);
+  f.samples = std::move(samples);
+  f.bounds = std::move(bounds);
+  return f;
+}
+
+MetricFamily gauge(std::string name, double value) {
+  return family(std::move(name), MetricKind::kGauge, {}, {sample({}, value)});
+}
+
+MetricFamily counter(std::string name, double value) {
+  return family(std::move(name), MetricKind::kCounter, {}, {sample({}, value)});
+}
 
 std::vector<std::string> lines(const std::string& text) {
   std::vector<std::string> out;
@@ -119,6 +157,11 @@ const char* const kLimitsZero =
     "went unanswered.\n"
     "# TYPE zmesh_gateway_ratelimit_lease_failures_total counter\n"
     "zmesh_gateway_ratelimit_lease_failures_total 0\n"
+    "# HELP zmesh_gateway_metric_conflicts_total Service metric families left out of /metrics, "
+    "per refresh: their name was taken with another kind or other labels, or they are not valid "
+    "Prometheus.\n"
+    "# TYPE zmesh_gateway_metric_conflicts_total counter\n"
+    "zmesh_gateway_metric_conflicts_total 0\n"
     "# HELP zmesh_gateway_idempotency_entries Idempotency-Key answers kept (and requests running "
     "with a key).\n"
     "# TYPE zmesh_gateway_idempotency_entries gauge\n"
@@ -186,11 +229,9 @@ TEST_CASE("Metrics: an empty scrape", "[metrics]") {
                     "by route.\n"
                     "# TYPE zmesh_gateway_request_duration_seconds histogram\n") +
             kGaugesZero + kLimitsZero +
-            "# HELP zmesh_service_up Whether the service answered its health check with ok (1) "
-            "or not (0).\n"
-            "# TYPE zmesh_service_up gauge\n"
-            "# HELP zmesh_service_counter Statistics the service reports (Admin.stats).\n"
-            "# TYPE zmesh_service_counter untyped\n");
+            "# HELP zmesh_service_up Whether the service answered Admin.stats (1) or not (0) at "
+            "the last scrape.\n"
+            "# TYPE zmesh_service_up gauge\n");
 }
 
 TEST_CASE("Metrics: exact text of a small scenario", "[metrics]") {
@@ -216,8 +257,8 @@ TEST_CASE("Metrics: exact text of a small scenario", "[metrics]") {
       {"idgen", {{"calls", 1}}},  // another worker's share
   };
   const std::vector<ServiceSample> services = {
-      {"idgen", true, {{"rpc.calls", 12}, {"ids.served", -1}}},
-      {"broker", false, {}},
+      {"idgen", true, "", {gauge("ids.served", -1), counter("rpc.calls", 12)}},
+      {"broker", false, "UNAVAILABLE: down", {}},
   };
 
   const std::string expected =
@@ -285,14 +326,16 @@ zmesh_gateway_rpc_calls_total{service="idgen"} 8
 # HELP zmesh_gateway_rpc_deadline_exceeded_total The gateway's RPC client counter toward each service.
 # TYPE zmesh_gateway_rpc_deadline_exceeded_total counter
 zmesh_gateway_rpc_deadline_exceeded_total{service="idgen"} 1
-# HELP zmesh_service_up Whether the service answered its health check with ok (1) or not (0).
+# HELP zmesh_service_up Whether the service answered Admin.stats (1) or not (0) at the last scrape.
 # TYPE zmesh_service_up gauge
 zmesh_service_up{service="broker"} 0
 zmesh_service_up{service="idgen"} 1
-# HELP zmesh_service_counter Statistics the service reports (Admin.stats).
-# TYPE zmesh_service_counter untyped
-zmesh_service_counter{service="idgen",name="ids.served"} -1
-zmesh_service_counter{service="idgen",name="rpc.calls"} 12
+# HELP zmesh_ids_served Help of ids.served.
+# TYPE zmesh_ids_served gauge
+zmesh_ids_served{service="idgen"} -1
+# HELP zmesh_rpc_calls_total Help of rpc.calls.
+# TYPE zmesh_rpc_calls_total counter
+zmesh_rpc_calls_total{service="idgen"} 12
 )";
   const std::string text = metrics.render(services, clients);
   CHECK(text == expected);
@@ -323,7 +366,7 @@ zmesh_service_counter{service="idgen",name="rpc.calls"} 12
         CHECK(declared.contains(name));
       }
     }
-    CHECK(declared.size() == 30);
+    CHECK(declared.size() == 32);
   }
   SECTION("rendering is deterministic, whatever the order things happened in") {
     CHECK(metrics.render(services, clients) == text);
@@ -346,8 +389,8 @@ zmesh_service_counter{service="idgen",name="rpc.calls"} 12
         {"idgen", {{"deadline_exceeded", 1}, {"calls", 7}}},
     };
     const std::vector<ServiceSample> services2 = {
-        {"broker", false, {}},
-        {"idgen", true, {{"ids.served", -1}, {"rpc.calls", 12}}},
+        {"broker", false, "UNAVAILABLE: down", {}},
+        {"idgen", true, "", {gauge("ids.served", -1), counter("rpc.calls", 12)}},
     };
     CHECK(reordered.render(services2, clients2) == text);
   }
@@ -435,7 +478,11 @@ TEST_CASE("Metrics: gauges and counters", "[metrics]") {
 TEST_CASE("Metrics: label values are escaped in the exposition", "[metrics]") {
   Metrics metrics;
   metrics.observe("GET", "/a\"b\\c\nd", 200, 1);
-  const std::vector<ServiceSample> services = {{"svc\"1", true, {{"odd\\name\n", 5}}}};
+  const std::vector<ServiceSample> services = {
+      {"svc\"1",
+       true,
+       "",
+       {family("odd", MetricKind::kCounter, {"k"}, {sample({"odd\\name\n"}, 5)})}}};
   const std::vector<ClientSample> clients = {{"svc\n2", {{"calls", 1}}}};
   const std::string text = metrics.render(services, clients);
   CHECK(valueOf(text,
@@ -443,8 +490,7 @@ TEST_CASE("Metrics: label values are escaped in the exposition", "[metrics]") {
                 "status=\"200\"}") == "1");
   CHECK(valueOf(text, bucket("/a\\\"b\\\\c\\nd", "1")) == "1");
   CHECK(valueOf(text, "zmesh_service_up{service=\"svc\\\"1\"}") == "1");
-  CHECK(valueOf(text, "zmesh_service_counter{service=\"svc\\\"1\",name=\"odd\\\\name\\n\"}") ==
-        "5");
+  CHECK(valueOf(text, "zmesh_odd_total{service=\"svc\\\"1\",k=\"odd\\\\name\\n\"}") == "5");
   CHECK(valueOf(text, "zmesh_gateway_rpc_calls_total{service=\"svc\\n2\"}") == "1");
   // No raw newline inside any sample: every line is a comment or a whole sample.
   for (const std::string& line : lines(text)) {
@@ -463,29 +509,31 @@ TEST_CASE("Metrics: samples from the services", "[metrics]") {
     CHECK(valueOf(text, "zmesh_gateway_rpc_5xx_total{service=\"idgen\"}") == "1");
     CHECK(valueOf(text, "zmesh_gateway_rpc_a_b_total{service=\"idgen\"}") == "4");
   }
-  SECTION("a service sampled twice: the later sample wins") {
+  SECTION("a service sampled twice: the later sample wins whole") {
     const std::vector<ServiceSample> services = {
-        {"idgen", true, {{"a", 1}, {"b", 2}}},
-        {"idgen", false, {{"a", 10}}},
+        {"idgen", true, "", {gauge("a", 1), gauge("b", 2)}},
+        {"idgen", true, "", {gauge("a", 10)}},
     };
     const std::string text = metrics.render(services, {});
-    CHECK(valueOf(text, "zmesh_service_up{service=\"idgen\"}") == "0");
-    CHECK(valueOf(text, "zmesh_service_counter{service=\"idgen\",name=\"a\"}") == "10");
-    CHECK(valueOf(text, "zmesh_service_counter{service=\"idgen\",name=\"b\"}") == "2");
+    CHECK(valueOf(text, "zmesh_service_up{service=\"idgen\"}") == "1");
+    CHECK(valueOf(text, "zmesh_a{service=\"idgen\"}") == "10");
+    CHECK(text.find("zmesh_b") == std::string::npos);
   }
   SECTION("extreme values") {
-    const std::vector<ServiceSample> services = {{"s",
-                                                  true,
-                                                  {{"max", std::numeric_limits<int64_t>::max()},
-                                                   {"min", std::numeric_limits<int64_t>::min()}}}};
-    const std::vector<ClientSample> clients = {
-        {"s", {{"calls", std::numeric_limits<uint64_t>::max()}}}};
+    const std::vector<ServiceSample> services = {
+        {"s",
+         true,
+         "",
+         {gauge("max", 9007199254740992.0), gauge("min", -1e300),
+          gauge("nan", std::numeric_limits<double>::quiet_NaN()),
+          gauge("inf", std::numeric_limits<double>::infinity())}}};
+    const std::vector<ClientSample> clients = {{"s", {{"calls", 9007199254740992ULL}}}};
     const std::string text = metrics.render(services, clients);
-    CHECK(valueOf(text, "zmesh_service_counter{service=\"s\",name=\"max\"}") ==
-          "9223372036854775807");
-    CHECK(valueOf(text, "zmesh_service_counter{service=\"s\",name=\"min\"}") ==
-          "-9223372036854775808");
-    CHECK(valueOf(text, "zmesh_gateway_rpc_calls_total{service=\"s\"}") == "18446744073709551615");
+    CHECK(valueOf(text, "zmesh_max{service=\"s\"}") == "9007199254740992");
+    CHECK(valueOf(text, "zmesh_min{service=\"s\"}") == "-1e+300");
+    CHECK(valueOf(text, "zmesh_nan{service=\"s\"}") == "NaN");
+    CHECK(valueOf(text, "zmesh_inf{service=\"s\"}") == "+Inf");
+    CHECK(valueOf(text, "zmesh_gateway_rpc_calls_total{service=\"s\"}") == "9007199254740992");
   }
 }
 
@@ -519,15 +567,33 @@ TEST_CASE("Metrics: the same numbers as Admin.stats counters", "[metrics]") {
   m.sseOpened();
   m.sseClosed(true);
   m.eventsReceived(5, 1);
-  auto counters = m.adminCounters();
-  std::map<std::string, int64_t> byName(counters.begin(), counters.end());
-  CHECK(byName.at("http.requests") == 3);
-  CHECK(byName.at("http.5xx") == 2);
-  CHECK(byName.at("http.in_flight") == 1);
-  CHECK(byName.at("sse.streams") == 1);
-  CHECK(byName.at("sse.dropped") == 1);
-  CHECK(byName.at("events.received") == 5);
-  CHECK(byName.at("events.gaps") == 1);
+  const auto byName = zmesh::rpc::flatten(m.families());
+  CHECK(byName.at("gateway.requests{method=GET,route=/a,status=200}") == 1);
+  CHECK(byName.at("gateway.requests{method=POST,route=/b,status=503}") == 1);
+  CHECK(byName.at("gateway.request_duration_seconds_count{route=/b}") == 2);
+  CHECK(byName.at("gateway.requests_in_flight") == 1);
+  CHECK(byName.at("gateway.sse_streams") == 1);
+  CHECK(byName.at("gateway.sse_dropped") == 1);
+  CHECK(byName.at("gateway.events_received") == 5);
+  CHECK(byName.at("gateway.event_gaps") == 1);
+  // What /metrics shows of the gateway is exactly these families.
+  std::string rendered;
+  for (const auto& f : m.families()) rendered += zmesh::rpc::prometheusName(f) + "\n";
+  for (const std::string& line : lines(m.render({}, {})))
+    if (line.starts_with("# TYPE ")) {
+      const std::string name = line.substr(7, line.find(' ', 7) - 7);
+      if (name != "zmesh_service_up") CHECK_THAT(rendered, Catch::Matchers::Contains(name + "\n"));
+    }
+
+  SECTION("Admin.stats caps a family's series: the rest fold into _other") {
+    for (int i = 0; i < 10; ++i) m.observe("GET", "/r" + std::to_string(i), 200, 0.001);
+    zmesh::rpc::MetricsOut out(4);
+    m.collect(out);
+    const auto capped = zmesh::rpc::flatten(out.take());
+    CHECK(capped.at("gateway.requests{method=_other,route=_other,status=_other}") == 10);
+    CHECK(capped.at("gateway.request_duration_seconds_count{route=_other}") == 9);
+    CHECK(capped.at("metrics.series_folded") > 0);
+  }
 }
 
 TEST_CASE("Metrics: method labels come from a closed set", "[metrics]") {
@@ -601,8 +667,168 @@ TEST_CASE("Metrics: the limits' counters and gauges", "[metrics]") {
   CHECK(value("zmesh_gateway_idempotency_bytes") == "9");
   CHECK(value("zmesh_gateway_idempotency_evictions_total") == "10");
   CHECK(value("zmesh_gateway_idempotency_quota_evictions_total") == "11");
-  auto counters = metrics.adminCounters();
-  std::map<std::string, int64_t> byName(counters.begin(), counters.end());
-  CHECK(byName.at("http.connections") == 1);
-  CHECK(byName.at("http.connections_refused") == 1);
+  metrics.count(Metrics::Limit::kMetricConflicts, 19);
+  CHECK(value("zmesh_gateway_metric_conflicts_total") == "19");
+  const auto byName = zmesh::rpc::flatten(metrics.families());
+  CHECK(byName.at("gateway.connections") == 1);
+  CHECK(byName.at("gateway.connections_refused") == 1);
+  CHECK(byName.at("gateway.idempotency_bytes") == 9);
+}
+
+// ---- The services' typed families ----
+
+TEST_CASE("Metrics: service families render with HELP and TYPE once and service first",
+          "[metrics]") {
+  const std::vector<ServiceSample> services = {
+      {"idgen",
+       true,
+       "",
+       {family("rpc.server.calls", MetricKind::kCounter, {"method", "code"},
+               {sample({"IdGen.next", "ok"}, 12), sample({"IdGen.next", "invalid_argument"}, 1)}),
+        family("process.start_time_seconds", MetricKind::kGauge, {}, {sample({}, 1764938400.5)}),
+        family("rpc.server.duration_seconds", MetricKind::kHistogram, {"method"},
+               {histogramSample({"IdGen.next"}, {10, 12}, 13, 0.25)}, {0.001, 0.01})}},
+      {"lock", false, "UNAVAILABLE: no answer", {}},
+      {"cache",
+       true,
+       "",
+       {family("rpc.server.calls", MetricKind::kCounter, {"method", "code"},
+               {sample({"Cache.get", "ok"}, 3)}),
+        family("process.start_time_seconds", MetricKind::kGauge, {}, {sample({}, 7)})}},
+  };
+  const std::string expected =
+      R"(# HELP zmesh_rpc_server_calls_total Help of rpc.server.calls.
+# TYPE zmesh_rpc_server_calls_total counter
+zmesh_rpc_server_calls_total{service="idgen",method="IdGen.next",code="ok"} 12
+zmesh_rpc_server_calls_total{service="idgen",method="IdGen.next",code="invalid_argument"} 1
+zmesh_rpc_server_calls_total{service="cache",method="Cache.get",code="ok"} 3
+# HELP zmesh_process_start_time_seconds Help of process.start_time_seconds.
+# TYPE zmesh_process_start_time_seconds gauge
+zmesh_process_start_time_seconds{service="idgen"} 1764938400.5
+zmesh_process_start_time_seconds{service="cache"} 7
+# HELP zmesh_rpc_server_duration_seconds Help of rpc.server.duration_seconds.
+# TYPE zmesh_rpc_server_duration_seconds histogram
+zmesh_rpc_server_duration_seconds_bucket{service="idgen",method="IdGen.next",le="0.001"} 10
+zmesh_rpc_server_duration_seconds_bucket{service="idgen",method="IdGen.next",le="0.01"} 12
+zmesh_rpc_server_duration_seconds_bucket{service="idgen",method="IdGen.next",le="+Inf"} 13
+zmesh_rpc_server_duration_seconds_sum{service="idgen",method="IdGen.next"} 0.25
+zmesh_rpc_server_duration_seconds_count{service="idgen",method="IdGen.next"} 13
+)";
+  CHECK(Metrics::renderServices(services) == expected);
+  CHECK(Metrics::conflicts(services) == 0);
+  const std::string text = Metrics().render(services, {});
+  CHECK_THAT(text, Catch::Matchers::EndsWith(expected));
+  CHECK(valueOf(text, "zmesh_service_up{service=\"lock\"}") == "0");
+  CHECK(text.find("zmesh_service_counter") == std::string::npos);
+}
+
+TEST_CASE("Metrics: a name declared twice differently keeps the first", "[metrics]") {
+  auto calls = [](std::vector<std::string> labels, MetricKind kind = MetricKind::kCounter) {
+    std::vector<std::string> values(labels.size(), "x");
+    return family("rpc.calls", kind, std::move(labels), {sample(values, 1)});
+  };
+  SECTION("another kind") {
+    // A gauge "rpc.calls.total" has the counter's Prometheus name zmesh_rpc_calls_total.
+    const std::vector<ServiceSample> services = {
+        {"a", true, "", {calls({"method"})}},
+        {"b",
+         true,
+         "",
+         {family("rpc.calls.total", MetricKind::kGauge, {"method"}, {sample({"y"}, 2)})}}};
+    const auto text = Metrics::renderServices(services);
+    CHECK(valueOf(text, "zmesh_rpc_calls_total{service=\"a\",method=\"x\"}") == "1");
+    CHECK(text.find("service=\"b\"") == std::string::npos);
+    CHECK(text.find("# TYPE zmesh_rpc_calls_total counter") != std::string::npos);
+    CHECK(Metrics::conflicts(services) == 1);
+  }
+  SECTION("other label names, or the same in another order") {
+    const std::vector<ServiceSample> services = {{"a", true, "", {calls({"method", "code"})}},
+                                                 {"b", true, "", {calls({"method"})}},
+                                                 {"c", true, "", {calls({"code", "method"})}},
+                                                 {"d", true, "", {calls({"method", "code"})}}};
+    const auto text = Metrics::renderServices(services);
+    CHECK(valueOf(text, "zmesh_rpc_calls_total{service=\"a\",method=\"x\",code=\"x\"}") == "1");
+    CHECK(valueOf(text, "zmesh_rpc_calls_total{service=\"d\",method=\"x\",code=\"x\"}") == "1");
+    CHECK(text.find("service=\"b\"") == std::string::npos);
+    CHECK(text.find("service=\"c\"") == std::string::npos);
+    CHECK(Metrics::conflicts(services) == 2);
+  }
+  SECTION("a histogram's series names") {
+    const std::vector<ServiceSample> services = {
+        {"a",
+         true,
+         "",
+         {family("latency", MetricKind::kHistogram, {}, {histogramSample({}, {1}, 1, 0.5)}, {1})}},
+        {"b", true, "", {gauge("latency.count", 5), gauge("latency.sum.x", 6)}}};
+    const auto text = Metrics::renderServices(services);
+    CHECK(valueOf(text, "zmesh_latency_count{service=\"a\"}") == "1");
+    CHECK(valueOf(text, "zmesh_latency_sum_x{service=\"b\"}") == "6");
+    CHECK(Metrics::conflicts(services) == 1);  // zmesh_latency_count
+  }
+  SECTION("the gateway's own names") {
+    const std::vector<ServiceSample> services = {
+        {"a", true, "", {counter("gateway.requests", 1), gauge("service.up", 1)}}};
+    CHECK(Metrics::renderServices(services).empty());
+    CHECK(Metrics::conflicts(services) == 2);
+    const auto text = Metrics().render(services, {});
+    CHECK(text.find("zmesh_gateway_requests_total{service") == std::string::npos);
+    CHECK(valueOf(text, "zmesh_service_up{service=\"a\"}") == "1");
+  }
+}
+
+TEST_CASE("Metrics: families and samples that cannot be valid are left out", "[metrics]") {
+  const std::vector<ServiceSample> services = {
+      {"s",
+       true,
+       "",
+       {
+           family("a", MetricKind::kGauge, {"service"}, {sample({"x"}, 1)}),
+           family("b", MetricKind::kGauge, {"le"}, {sample({"x"}, 1)}),
+           family("c", MetricKind::kGauge, {"bad-name"}, {sample({"x"}, 1)}),
+           family("d", MetricKind::kGauge, {"__reserved"}, {sample({"x"}, 1)}),
+           family("e", MetricKind::kGauge, {"k", "k"}, {sample({"x", "y"}, 1)}),
+           family("f", MetricKind::kHistogram, {}, {histogramSample({}, {1, 1}, 1, 1)}, {2, 1}),
+           family("g", MetricKind::kHistogram, {}, {histogramSample({}, {1}, 1, 1)},
+                  {std::numeric_limits<double>::infinity()}),
+           family("", MetricKind::kGauge, {}, {sample({}, 1)}),
+           // Valid families, with samples that do not fit them:
+           family("h", MetricKind::kGauge, {"k"},
+                  {sample({}, 1), sample({"x", "y"}, 2), sample({"x"}, 3), sample({"x"}, 4)}),
+           family("i", MetricKind::kHistogram, {}, {histogramSample({}, {1, 2, 3}, 3, 1)}, {1, 2}),
+           family("bad name-é", MetricKind::kGauge, {}, {sample({}, 5)}),
+       }},
+  };
+  const auto text = Metrics::renderServices(services);
+  CHECK(Metrics::conflicts(services) == 8);
+  CHECK(text ==
+        "# HELP zmesh_h Help of h.\n"
+        "# TYPE zmesh_h gauge\n"
+        "zmesh_h{service=\"s\",k=\"x\"} 3\n"
+        "# HELP zmesh_i Help of i.\n"
+        "# TYPE zmesh_i histogram\n"
+        "# HELP zmesh_bad_name___ Help of bad name-\xc3\xa9.\n"
+        "# TYPE zmesh_bad_name___ gauge\n"
+        "zmesh_bad_name___{service=\"s\"} 5\n");
+}
+
+TEST_CASE("Metrics: service label values and help are escaped", "[metrics]") {
+  MetricFamily f = family("x", MetricKind::kCounter, {"k"}, {sample({"a\"b\\c\nd"}, 1)});
+  f.help = "line one\nback\\slash \"quoted\"";
+  const std::vector<ServiceSample> services = {{"s\"1", true, "", {f}}};
+  CHECK(Metrics::renderServices(services) ==
+        "# HELP zmesh_x_total line one\\nback\\\\slash \"quoted\"\n"
+        "# TYPE zmesh_x_total counter\n"
+        "zmesh_x_total{service=\"s\\\"1\",k=\"a\\\"b\\\\c\\nd\"} 1\n");
+}
+
+TEST_CASE("Metrics: the gateway's RPC client counters as typed families", "[metrics]") {
+  const auto families = Metrics::clientFamilies(
+      {{"idgen", {{"calls", 7}, {"send.failed", 1}}}, {"idgen", {{"calls", 1}}}, {"lock", {}}});
+  REQUIRE(families.size() == 2);
+  CHECK(families[0].name == "gateway.rpc_calls");
+  CHECK(zmesh::rpc::prometheusName(families[0]) == "zmesh_gateway_rpc_calls_total");
+  CHECK(families[0].labelNames == std::vector<std::string>{"service"});
+  REQUIRE(families[0].samples.size() == 1);
+  CHECK(families[0].samples[0].value == 8);
+  CHECK(families[1].name == "gateway.rpc_send_failed");
 }

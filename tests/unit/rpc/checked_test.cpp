@@ -58,7 +58,7 @@ TEST_CASE("a well-formed message passes checkFields, empty or full", "[checked]"
   CHECK(verdict<idl::IdGen::NextParams>(crafted::bytesOf(rpc::toFrame(next))) == "");
 
   capnp::MallocMessageBuilder stats;
-  auto counters = stats.initRoot<idl::Admin::StatsResults>().initCounters(3);
+  auto counters = stats.initRoot<idl::Admin::StatsResults>().initFamilies(3);
   for (unsigned i = 0; i < 3; ++i) counters[i].setName("c" + std::to_string(i));
   CHECK(verdict<idl::Admin::StatsResults>(crafted::bytesOf(rpc::toFrame(stats))) == "");
 
@@ -98,10 +98,10 @@ TEST_CASE("damage the bounds check sees is refused when the message is opened", 
 
 TEST_CASE("a bad element deep in a list of structs is named with its index", "[checked]") {
   capnp::MallocMessageBuilder m;
-  auto counters = m.initRoot<idl::Admin::StatsResults>().initCounters(3);
+  auto counters = m.initRoot<idl::Admin::StatsResults>().initFamilies(3);
   for (unsigned i = 0; i < 3; ++i) counters[i].setName("counter");
   auto bytes = crafted::bytesOf(rpc::toFrame(m));
-  // Counter 1's name, found through the layout: the root's list pointer, the
+  // Family 1's name, found through the layout: the root's list pointer, the
   // list's tag word, then (data + pointers) words per element.
   uint64_t rootPtr, listPtr;
   std::memcpy(&rootPtr, bytes.data() + 8, 8);
@@ -116,14 +116,14 @@ TEST_CASE("a bad element deep in a list of structs is named with its index", "[c
   uint64_t structPtr = 0xfffffffc;  // an empty struct (offset -1) where Text belongs
   std::memcpy(bytes.data() + 8 * nameOf1, &structPtr, 8);
   CHECK_THAT(verdict<idl::Admin::StatsResults>(bytes),
-             Catch::StartsWith("params.counters[1].name: "));
+             Catch::StartsWith("params.families[1].name: "));
 }
 
 TEST_CASE("a list where a list of structs belongs, and nesting past the limit", "[checked]") {
   capnp::MallocMessageBuilder m;
-  m.initRoot<idl::Admin::StatsResults>().initCounters(1)[0].setName("x");
+  m.initRoot<idl::Admin::StatsResults>().initFamilies(1)[0].setName("x");
   CHECK_THAT(verdict<idl::Admin::StatsResults>(crafted::damaged(m, 0, Damage::kStructPointer)),
-             Catch::StartsWith("params.counters: "));
+             Catch::StartsWith("params.families: "));
   // 100 levels of lists: within bounds, past the nesting limit of 64.
   auto deep = crafted::deepNesting(100);
   CHECK_THROWS_AS(rpc::FrameMessage(deep.data(), deep.size(), kOptions), rpc::FrameError);

@@ -25,7 +25,7 @@
 #include <vector>
 #include <zmq.hpp>
 
-#include "zmesh/rpc/counters.h"
+#include "zmesh/rpc/metrics.h"
 #include "zmesh/rpc/status.h"
 
 namespace zmesh::rpc {
@@ -114,6 +114,10 @@ class Server {
 
   kj::Timer& timer();
   const ServerCounters& counters() const { return counters_; }
+  // Every part of the process adds its statistics here. The server's own:
+  // "rpc.*" counters and gauges, and per served method (DESIGN.md §2's
+  // "<Interface>.<method>", or "_unknown") "rpc.server.calls" {method, code}
+  // and "rpc.server.duration_seconds" {method}, from request to reply or drop.
   StatsRegistry& stats() { return stats_; }
   const ServerOptions& options() const { return options_; }
   size_t inFlight() const;  // calls whose method has not answered yet

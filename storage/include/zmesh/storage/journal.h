@@ -162,9 +162,15 @@ class Journal {
 
   FsyncPolicy policy() const;
   JournalStats stats() const;  // any thread
-  // stats() and logBytes() as named counters ("journal.appends", …), as a
-  // service's Admin.stats shows them.
-  std::vector<std::pair<const char*, uint64_t>> counters() const;
+  // stats() and logBytes() as named statistics ("journal.appends", …), as a
+  // service's Admin.stats shows them: a counter only goes up, a gauge is a level.
+  struct Counter {
+    const char* name;
+    const char* help;
+    bool gauge;
+    uint64_t value;
+  };
+  std::vector<Counter> counters() const;
 
  private:
   struct Impl;

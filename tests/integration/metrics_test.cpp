@@ -1,0 +1,443 @@
+// /metrics, /v1/mesh and CORS over real processes (broker, idgen, gateway on
+// free loopback ports): the services' typed families pass `promtool check
+// metrics`, count exactly and stay bounded under invented names.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <boost/json.hpp>
+#include <catch2/catch.hpp>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "http_client.h"
+#include "json_answer.h"
+#include "process.h"
+#include "wire.h"
+#include "zmesh/idl/idgen.capnp.h"
+#include "zmesh/rpc/clock.h"
+#include "zmesh/rpc/frame.h"
+
+using namespace zmesh::testing;
+using Catch::Matchers::Contains;
+namespace json = boost::json;
+
+namespace {
+
+// broker + idgen + gateway; the services' stats are never cached (each
+// /metrics asks again), so a count is exact the moment it is read.
+struct MetricsMesh {
+  TempDir dir;
+  std::string path = dir.path() + "/mesh.toml";
+  std::string idgenEndpoint = tcpEndpoint(freePort());
+  std::string brokerAdmin = tcpEndpoint(freePort());
+  std::string gatewayAdmin = tcpEndpoint(freePort());
+  int port = freePort();
+  std::optional<Process> broker, idgen, gateway;
+
+  explicit MetricsMesh(const std::string& gatewayExtra = "") {
+    std::ofstream out(path);
+    out << "[broker]\nxsub = \"" << tcpEndpoint(freePort()) << "\"\nxpub = \""
+        << tcpEndpoint(freePort()) << "\"\nadmin = \"" << brokerAdmin << "\"\n\n"
+        << "[idgen]\nendpoint = \"" << idgenEndpoint << "\"\ndata_dir = \"" << dir.path()
+        << "/idgen\"\nblock_size = 1000\n\n"
+        << "[gateway]\nlisten = \"127.0.0.1:" << port << "\"\nendpoint = \"" << gatewayAdmin
+        << "\"\nthreads = 1\nops_cache_max_age = \"0ms\"\n"
+        << gatewayExtra << "\n";
+    out.close();
+    broker.emplace(std::vector<std::string>{bin("zmesh-broker"), "--config", path},
+                   dir.path() + "/broker.log");
+    requireHealthy(*broker, brokerAdmin);
+    idgen.emplace(std::vector<std::string>{bin("zmesh-idgen"), "--config", path},
+                  dir.path() + "/idgen.log");
+    requireHealthy(*idgen, idgenEndpoint);
+    gateway.emplace(std::vector<std::string>{bin("zmesh-gateway"), "--config", path},
+                    dir.path() + "/gateway.log");
+    requireHealthy(*gateway, gatewayAdmin);
+  }
+};
+
+std::vector<std::string> lines(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) out.push_back(line);
+  return out;
+}
+
+// The value of one sample line ("" when absent).
+std::string metricValue(const std::string& text, const std::string& series) {
+  for (const std::string& line : lines(text))
+    if (line.rfind(series + " ", 0) == 0) return line.substr(series.size() + 1);
+  return "";
+}
+
+std::string scrape(int port) {
+  HttpClient http(port);
+  auto r = http.get("/metrics");
+  REQUIRE(r.status == 200);
+  return r.body;
+}
+
+// `promtool check metrics` on `text`: its exit status and what it printed.
+std::pair<int, std::string> promtoolCheck(const std::string& text, const TempDir& dir) {
+  const std::string promtool = ZMESH_PROMTOOL;
+  if (promtool.empty())
+    FAIL(
+        "promtool not found at configure time: install the Debian package prometheus "
+        "(deploy/setup.sh does) and configure again");
+  const std::string file = dir.path() + "/metrics.txt";
+  std::ofstream(file) << text;
+  const std::string command = "'" + promtool + "' check metrics < '" + file + "' 2>&1";
+  FILE* pipe = ::popen(command.c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  std::string output;
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, pipe)) > 0;) output.append(buf, n);
+  int status = ::pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+}
+
+// Calls to methods IdGen does not have (ids from `first` on), sent raw on a
+// DEALER of the test's own; returns when every one is answered.
+void callInventedMethods(const std::string& endpoint, uint16_t first, int count) {
+  zmq::context_t context;
+  zmq::socket_t dealer(context, zmq::socket_type::dealer);
+  dealer.set(zmq::sockopt::linger, 0);
+  dealer.connect(endpoint);
+  capnp::MallocMessageBuilder message;
+  message.initRoot<zmesh::idl::IdGen::NextParams>();
+  auto params = zmesh::rpc::toFrame(message);
+  for (int i = 0; i < count; ++i) {
+    zmesh::rpc::wire::RequestHeader h;
+    h.requestId = static_cast<uint64_t>(i) + 1;
+    h.interfaceId = capnp::typeId<zmesh::idl::IdGen>();
+    h.methodId = static_cast<uint16_t>(first + i);
+    h.budgetMs = 5000;
+    dealer.send(zmesh::rpc::wire::encodeRequest(h, params), zmq::send_flags::none);
+  }
+  dealer.set(zmq::sockopt::rcvtimeo, 10000);
+  for (int i = 0; i < count; ++i) {
+    zmq::message_t reply;
+    REQUIRE(dealer.recv(reply, zmq::recv_flags::none));
+  }
+}
+
+// The header block of an answer that may never end (an event stream), read
+// from a raw connection: everything up to the blank line, within 5 s.
+std::string rawHeaders(int port, const std::string& request) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
+          static_cast<ssize_t>(request.size()));
+  std::string got;
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (got.find("\r\n\r\n") == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0) continue;
+    char buf[4096];
+    auto n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    got.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return got.substr(0, got.find("\r\n\r\n"));
+}
+
+}  // namespace
+
+TEST_CASE("metrics: the services' typed families pass promtool and count exactly",
+          "[gateway][metrics]") {
+  MetricsMesh mesh;
+  HttpClient http(mesh.port);
+  constexpr int kCalls = 7;
+  for (int i = 0; i < kCalls; ++i) REQUIRE(http.post("/v1/ids/orders").status == 200);
+  REQUIRE(http.post("/v1/ids/bad%20name").status == 400);  // IdGen.next refuses it
+
+  const std::string text = scrape(mesh.port);
+  auto [status, output] = promtoolCheck(text, mesh.dir);
+  INFO("promtool said:\n" << output << "\n/metrics:\n" << text);
+  CHECK(status == 0);
+  CHECK(output.find("error") == std::string::npos);
+
+  CHECK(metricValue(text,
+                    "zmesh_rpc_server_calls_total{service=\"idgen\",method=\"IdGen.next\","
+                    "code=\"ok\"}") == std::to_string(kCalls));
+  CHECK(metricValue(text,
+                    "zmesh_rpc_server_calls_total{service=\"idgen\",method=\"IdGen.next\","
+                    "code=\"invalid_argument\"}") == "1");
+  // Timed by method, whatever the answer.
+  CHECK(metricValue(text,
+                    "zmesh_rpc_server_duration_seconds_count{service=\"idgen\","
+                    "method=\"IdGen.next\"}") == std::to_string(kCalls + 1));
+  CHECK(metricValue(text,
+                    "zmesh_rpc_server_duration_seconds_bucket{service=\"idgen\","
+                    "method=\"IdGen.next\",le=\"+Inf\"}") == std::to_string(kCalls + 1));
+  CHECK_FALSE(metricValue(text, "zmesh_process_start_time_seconds{service=\"idgen\"}").empty());
+  CHECK_FALSE(metricValue(text, "zmesh_process_start_time_seconds{service=\"broker\"}").empty());
+  CHECK(metricValue(text, "zmesh_service_up{service=\"idgen\"}") == "1");
+  CHECK(text.find("zmesh_service_counter") == std::string::npos);
+  CHECK(metricValue(text, "zmesh_gateway_metric_conflicts_total") == "0");
+
+  // One HELP and one TYPE per family, before any of its samples.
+  std::set<std::string> help, type;
+  for (const std::string& line : lines(text)) {
+    if (line.starts_with("# HELP "))
+      CHECK(help.insert(line.substr(7, line.find(' ', 7) - 7)).second);
+    if (line.starts_with("# TYPE "))
+      CHECK(type.insert(line.substr(7, line.find(' ', 7) - 7)).second);
+  }
+  CHECK(help == type);
+  CHECK(type.contains("zmesh_rpc_server_calls_total"));
+  CHECK(text.find("# TYPE zmesh_rpc_server_duration_seconds histogram\n") != std::string::npos);
+  CHECK(text.find("# TYPE zmesh_process_start_time_seconds gauge\n") != std::string::npos);
+}
+
+TEST_CASE("metrics: a flood of namespaces and invented method ids leaves /metrics bounded",
+          "[gateway][metrics][limits]") {
+  MetricsMesh mesh;
+  HttpClient http(mesh.port);
+  REQUIRE(http.post("/v1/ids/warm").status == 200);
+  callInventedMethods(mesh.idgenEndpoint, 1000, 1);
+  scrape(mesh.port);  // a scrape adds its own series (Admin.stats calls, the /metrics route)
+  const auto before = lines(scrape(mesh.port));
+
+  auto flood = [&](int round) {
+    for (int i = 0; i < 1000; ++i)
+      REQUIRE(http.post("/v1/ids/ns-" + std::to_string(round) + "-" + std::to_string(i)).status ==
+              200);
+    callInventedMethods(mesh.idgenEndpoint, static_cast<uint16_t>(2000 + 1000 * round), 1000);
+  };
+  flood(0);
+  const std::string first = scrape(mesh.port);
+  flood(1);
+  const std::string second = scrape(mesh.port);
+  // The series (a sample line without its value) the flood added.
+  auto seriesOf = [](const std::vector<std::string>& text) {
+    std::set<std::string> out;
+    for (auto& line : text)
+      if (!line.starts_with("#")) out.insert(line.substr(0, line.rfind(' ')));
+    return out;
+  };
+  std::string added;
+  auto old = seriesOf(before);
+  for (auto& series : seriesOf(lines(second)))
+    if (!old.contains(series)) added += series + "\n";
+  INFO("before: " << before.size() << " lines; after 1000: " << lines(first).size()
+                  << "; after 2000: " << lines(second).size() << "; new series:\n"
+                  << added);
+  // Nothing is labelled by namespace or by an invented method: the flood
+  // adds no series (a few for codes seen the first time at most).
+  CHECK(lines(second).size() <= before.size() + 30);
+  CHECK(lines(second).size() == lines(first).size());
+  CHECK(metricValue(second,
+                    "zmesh_rpc_server_calls_total{service=\"idgen\",method=\"_unknown\","
+                    "code=\"unimplemented\"}") == "2001");
+  auto [status, output] = promtoolCheck(second, mesh.dir);
+  INFO("promtool said:\n" << output);
+  CHECK(status == 0);
+}
+
+TEST_CASE("metrics: /v1/mesh lists every configured service with its typed families",
+          "[gateway][metrics]") {
+  MetricsMesh mesh;
+  HttpClient http(mesh.port);
+  for (int i = 0; i < 3; ++i) REQUIRE(http.post("/v1/ids/orders").status == 200);
+
+  auto get = [&] {
+    auto r = http.get("/v1/mesh");
+    REQUIRE(r.status == 200);
+    CHECK(r.header("Content-Type") == "application/json");
+    return parse(r.body);
+  };
+  auto before = zmesh::rpc::unixMillis();
+  auto body = get();
+  CHECK(std::abs(body.at("time_ms").as_int64() - before) < 60'000);
+  auto& services = body.at("services").as_array();
+  std::vector<std::string> names;
+  for (auto& s : services) names.emplace_back(s.at("name").as_string());
+  CHECK(names == std::vector<std::string>{"gateway", "broker", "idgen"});
+  for (auto& s : services) {
+    INFO(json::serialize(s));
+    CHECK(s.at("state").as_string() == "up");
+    CHECK_FALSE(s.as_object().contains("error"));
+    CHECK_FALSE(s.at("metrics").as_array().empty());
+  }
+
+  // idgen's rpc.server.calls and its histogram, typed.
+  auto familyOf = [](const json::value& service, std::string_view name) -> const json::object* {
+    for (auto& f : service.at("metrics").as_array())
+      if (f.at("name").as_string() == name) return &f.as_object();
+    return nullptr;
+  };
+  auto* calls = familyOf(services[2], "rpc.server.calls");
+  REQUIRE(calls);
+  CHECK(calls->at("prometheus").as_string() == "zmesh_rpc_server_calls_total");
+  CHECK(calls->at("kind").as_string() == "counter");
+  CHECK_FALSE(calls->at("help").as_string().empty());
+  CHECK(calls->at("labels") == json::parse(R"(["method","code"])"));
+  CHECK_FALSE(calls->contains("bounds"));
+  bool found = false;
+  for (auto& s : calls->at("samples").as_array())
+    if (s.at("labels") == json::parse(R"(["IdGen.next","ok"])")) {
+      found = true;
+      CHECK(s.at("value").as_int64() == 3);
+      CHECK_FALSE(s.as_object().contains("buckets"));
+    }
+  CHECK(found);
+  auto* durations = familyOf(services[2], "rpc.server.duration_seconds");
+  REQUIRE(durations);
+  CHECK(durations->at("kind").as_string() == "histogram");
+  auto bounds = durations->at("bounds").as_array().size();
+  CHECK(bounds > 0);
+  for (auto& s : durations->at("samples").as_array()) {
+    CHECK(s.at("buckets").as_array().size() == bounds);
+    CHECK(s.at("sum").is_number());
+  }
+  // The gateway's own: its requests, by the names /metrics gives them.
+  auto* requests = familyOf(services[0], "gateway.requests");
+  REQUIRE(requests);
+  CHECK(requests->at("prometheus").as_string() == "zmesh_gateway_requests_total");
+  CHECK(requests->at("labels") == json::parse(R"(["method","route","status"])"));
+  CHECK(familyOf(services[0], "gateway.rpc_calls"));
+
+  SECTION("a killed service is listed down, with why") {
+    mesh.idgen->kill9();
+    auto down = get();
+    auto& idgen = down.at("services").as_array()[2];
+    CHECK(idgen.at("name").as_string() == "idgen");
+    CHECK(idgen.at("state").as_string() == "down");
+    CHECK_FALSE(idgen.at("error").as_string().empty());
+    CHECK(idgen.at("metrics").as_array().empty());
+    CHECK(down.at("services").as_array()[1].at("state").as_string() == "up");
+  }
+}
+
+TEST_CASE("metrics: /v1/mesh needs the admin scope when auth is on", "[gateway][metrics]") {
+  MetricsMesh mesh(
+      "\n[gateway.tokens.ops]\ntoken = \"ops-secret\"\nscopes = [\"admin\"]\n"
+      "[gateway.tokens.app]\ntoken = \"app-secret\"\nscopes = [\"ids\"]\n");
+  HttpClient http(mesh.port);
+  CHECK(http.get("/v1/mesh").status == 401);
+  CHECK(http.get("/v1/mesh", {{"Authorization", "Bearer app-secret"}}).status == 403);
+  CHECK(http.get("/v1/mesh", {{"Authorization", "Bearer ops-secret"}}).status == 200);
+  CHECK(http.get("/metrics").status == 200);  // public as before
+}
+
+TEST_CASE("cors: an allowed origin gets the headers and its preflight 204 and others get none",
+          "[gateway][cors]") {
+  MetricsMesh mesh(
+      "cors_origins = [\"http://localhost:3000\"]\ncors_max_age = \"2m\"\n"
+      "\n[gateway.tokens.ops]\ntoken = \"ops-secret\"\nscopes = [\"admin\", \"ids\", "
+      "\"events\"]\n");
+  HttpClient http(mesh.port);
+  const std::string allowed = "http://localhost:3000";
+
+  SECTION("a request from an allowed origin") {
+    auto r = http.post("/v1/ids/orders", "",
+                       {{"Origin", allowed}, {"Authorization", "Bearer ops-secret"}});
+    CHECK(r.status == 200);
+    CHECK(r.header("Access-Control-Allow-Origin") == allowed);
+    CHECK(r.header("Vary") == "Origin");
+    CHECK_THAT(r.header("Access-Control-Expose-Headers"),
+               Contains("RateLimit") && Contains("RateLimit-Policy") && Contains("Retry-After"));
+    // An error answer too, so the page can read why.
+    auto unauthorized = http.get("/v1/mesh", {{"Origin", allowed}});
+    CHECK(unauthorized.status == 401);
+    CHECK(unauthorized.header("Access-Control-Allow-Origin") == allowed);
+  }
+  SECTION("a preflight from an allowed origin needs no token") {
+    auto r = http.request(http::verb::options, "/v1/ids/orders", "",
+                          {{"Origin", allowed},
+                           {"Access-Control-Request-Method", "POST"},
+                           {"Access-Control-Request-Headers", "authorization,idempotency-key"}});
+    CHECK(r.status == 204);
+    CHECK(r.header("Access-Control-Allow-Origin") == allowed);
+    CHECK(r.header("Access-Control-Allow-Methods") == "POST");
+    CHECK_THAT(r.header("Access-Control-Allow-Headers"),
+               Contains("Authorization") && Contains("Content-Type") &&
+                   Contains("Idempotency-Key") && Contains("Last-Event-ID"));
+    CHECK(r.header("Access-Control-Max-Age") == "120");
+    CHECK(r.header("Vary") == "Origin");
+    auto lock = http.request(http::verb::options, "/v1/locks/x", "",
+                             {{"Origin", allowed}, {"Access-Control-Request-Method", "DELETE"}});
+    CHECK(lock.status == 204);
+    CHECK(lock.header("Access-Control-Allow-Methods") == "POST, DELETE, GET");
+    auto unknown = http.request(http::verb::options, "/v1/nothing", "",
+                                {{"Origin", allowed}, {"Access-Control-Request-Method", "GET"}});
+    CHECK(unknown.status == 404);
+  }
+  SECTION("another origin gets no CORS header, and its preflight the usual 405") {
+    auto r = http.post("/v1/ids/orders", "",
+                       {{"Origin", "http://evil.example"}, {"Authorization", "Bearer ops-secret"}});
+    CHECK(r.status == 200);
+    CHECK(r.header("Access-Control-Allow-Origin").empty());
+    CHECK(r.header("Access-Control-Expose-Headers").empty());
+    auto preflight = http.request(
+        http::verb::options, "/v1/ids/orders", "",
+        {{"Origin", "http://evil.example"}, {"Access-Control-Request-Method", "POST"}});
+    CHECK(preflight.status == 405);
+    CHECK(preflight.header("Allow") == "POST");
+    CHECK(preflight.header("Access-Control-Allow-Origin").empty());
+    CHECK(preflight.header("Access-Control-Allow-Methods").empty());
+    // The same origin with another port or scheme is another origin.
+    CHECK(http.get("/healthz", {{"Origin", "http://localhost:3001"}})
+              .header("Access-Control-Allow-Origin")
+              .empty());
+    CHECK(http.get("/healthz", {{"Origin", "https://localhost:3000"}})
+              .header("Access-Control-Allow-Origin")
+              .empty());
+  }
+  SECTION("the event stream from an allowed origin") {
+    auto headers = rawHeaders(mesh.port,
+                              "GET /v1/events?topic=idgen.&access_token=ops-secret HTTP/1.1\r\n"
+                              "Host: localhost\r\nOrigin: " +
+                                  allowed + "\r\n\r\n");
+    INFO(headers);
+    CHECK(headers.starts_with("HTTP/1.1 200"));
+    CHECK_THAT(headers, Contains("text/event-stream"));
+    CHECK_THAT(headers, Contains("Access-Control-Allow-Origin: " + allowed));
+    auto preflight = http.request(http::verb::options, "/v1/events", "",
+                                  {{"Origin", allowed},
+                                   {"Access-Control-Request-Method", "GET"},
+                                   {"Access-Control-Request-Headers", "last-event-id"}});
+    CHECK(preflight.status == 204);
+    CHECK(preflight.header("Access-Control-Allow-Methods") == "GET");
+  }
+}
+
+TEST_CASE("cors: off by default with no CORS header and OPTIONS answered 405", "[gateway][cors]") {
+  MetricsMesh mesh;
+  HttpClient http(mesh.port);
+  auto r = http.post("/v1/ids/orders", "", {{"Origin", "http://localhost:3000"}});
+  CHECK(r.status == 200);
+  CHECK(r.header("Access-Control-Allow-Origin").empty());
+  CHECK(r.header("Vary").empty());
+  auto preflight = http.request(
+      http::verb::options, "/v1/ids/orders", "",
+      {{"Origin", "http://localhost:3000"}, {"Access-Control-Request-Method", "POST"}});
+  CHECK(preflight.status == 405);
+}
+
+TEST_CASE("cors: a bad cors_origins stops the gateway at start naming the key", "[gateway][cors]") {
+  TempDir dir;
+  const std::string path = dir.path() + "/mesh.toml";
+  std::ofstream(path) << "[gateway]\nlisten = \"127.0.0.1:" << freePort() << "\"\nendpoint = \""
+                      << tcpEndpoint(freePort()) << "\"\ncors_origins = [\"*\"]\n";
+  Process gateway({bin("zmesh-gateway"), "--config", path}, dir.path() + "/gateway.log");
+  int status = gateway.wait(10s);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 2);
+  CHECK_THAT(gateway.log(), Contains("gateway.cors_origins") && Contains("\"*\" is not allowed"));
+}

@@ -1,3 +1,0 @@
-// Catch2's main for the client library's unit tests.
-#define CATCH_CONFIG_MAIN
-#include <catch2/catch.hpp>
