@@ -31,6 +31,8 @@ packages=(
   catch2 python3 curl               # tests
   chromium-headless-shell           # tests: the dashboard (GET /ui) in a real browser
   prometheus                        # tests: promtool, Prometheus' own check of /metrics
+  libsqlite3-dev libpq-dev          # the cache's backing stores: SQLite embedded, PostgreSQL
+  postgresql                        # tests: a throwaway PostgreSQL server for the backing-store suite
 )
 # The OpenAPI validator the tests run needs node + npm; a newer node already on
 # PATH (from elsewhere than apt) is kept as it is.

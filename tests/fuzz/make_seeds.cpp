@@ -10,6 +10,7 @@
 #include <fstream>
 #include <string>
 
+#include "bloom_filter.h"
 #include "checkshapes.capnp.h"
 #include "crafted.h"
 #include "testsvc.capnp.h"
@@ -635,6 +636,23 @@ void checkSeeds() {
         seed(5, crafted::damaged(header, 1, crafted::Damage::kUnterminatedText)));
 }
 
+// bloom_fuzz: a mode byte (0 as is, 1 checksum recomputed, 2 made from n and
+// p), then a serialized filter, or n, p and keys.
+void bloomSeeds() {
+  auto f = *cache::BloomFilter::make(64, 0.01, 1);
+  for (int i = 0; i < 40; ++i) f.insert("key:" + std::to_string(i));
+  f.insert(std::string("\0\xff", 2));
+  f.markDeleted("key:0");
+  const std::string bytes = f.serialize();
+  write("bloom", "valid", std::string(1, '\0') + bytes);
+  write("bloom", "valid-resealed", std::string(1, '\1') + bytes);
+  write("bloom", "truncated", std::string(1, '\0') + bytes.substr(0, 40));
+  std::string k = bytes;
+  k[16] = 31;  // k out of range: refused by its own check once resealed
+  write("bloom", "k-resealed", std::string(1, '\1') + k);
+  write("bloom", "make", std::string("\2\x40\0\x02", 4) + std::string("key:1key:2key:3\0\xff", 17));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -650,5 +668,6 @@ int main(int argc, char** argv) {
   journalSeeds();
   httpSeeds();
   checkSeeds();
+  bloomSeeds();
   return 0;
 }

@@ -14,7 +14,7 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 artifacts="$build/fuzz-artifacts"
 mkdir -p "$artifacts"
-for harness in request reply event config journal http check; do
+for harness in request reply event config journal http check bloom; do
   scratch=$(mktemp -d)
   echo "fuzz: $harness (${seconds}s, $runs runs at most)"
   if ! "$build/bin/${harness}_fuzz" -max_total_time="$seconds" -runs="$runs" -max_len=8192 \
