@@ -30,6 +30,12 @@ struct MetricFamily {
   }
 }
 
+struct Counter {
+  # Admin.stats' results before typed families; no longer written.
+  name @0 :Text;
+  value @1 :Int64;
+}
+
 struct Setting {
   key @0 :Text;
   value @1 :Text;
@@ -39,9 +45,11 @@ interface Admin {
   health @0 () -> (ok :Bool, detail :Text) $readOnly;
   # ok=false means the process runs but cannot serve (e.g. storage failed).
 
-  stats @1 () -> (families :List(MetricFamily)) $readOnly;
+  stats @1 () -> (counters :List(Counter), families :List(MetricFamily)) $readOnly;
   # Every statistic of the process, typed. Label values come from closed sets
   # or are capped per family (the rest fold into the value "_other").
+  # counters: retired, always empty (a reader of the old shape sees no
+  # statistics rather than misreading the new ones).
 
   info @2 () -> (service :Text, version :Text, pid :Int32, uptimeMs :UInt64,
                  config :List(Setting)) $readOnly;

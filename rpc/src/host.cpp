@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstdlib>
 
@@ -164,13 +165,21 @@ ServiceHost::ServiceHost(HostOptions options) : options_(std::move(options)) {
     if (stop) server_->requestStop();
   });
   // A supervisor says how often it restarted this service (zmeshctl up).
-  double restarts = 0;
-  if (const char* env = std::getenv("ZMESH_RESTARTS")) restarts = std::strtod(env, nullptr);
+  uint32_t restarts = 0;
+  if (const char* env = std::getenv("ZMESH_RESTARTS")) {
+    std::string_view text(env);
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), restarts);
+    if (ec != std::errc() || end != text.data() + text.size()) {
+      spdlog::warn("ZMESH_RESTARTS='{}' is not a count: process.restarts reads 0", text);
+      restarts = 0;
+    }
+  }
   double startTime =
       std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   server_->stats().add([this, restarts, startTime](MetricsOut& out) {
     out.gauge("process.start_time_seconds", "Unix time the process started, in seconds", startTime);
-    out.gauge("process.restarts", "Restarts of this service by its supervisor", restarts);
+    out.gauge("process.restarts", "Restarts of this service by its supervisor",
+              static_cast<double>(restarts));
     if (publisher_)
       out.counter("events.published", "Events published to the broker",
                   static_cast<double>(publisher_->published()));

@@ -4,11 +4,9 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include <cctype>
 #include <climits>
 #include <cstring>
 #include <deque>
-#include <iterator>
 #include <map>
 #include <optional>
 #include <set>
@@ -16,6 +14,7 @@
 #include <unordered_map>
 #include <zmq_addon.hpp>
 
+#include "method_stats.h"
 #include "wire.h"
 #include "zmesh/idl/common.capnp.h"
 #include "zmesh/rpc/barrier.h"
@@ -131,46 +130,6 @@ std::string retryKey(std::string_view peer, uint64_t requestId) {
   std::string key(peer);
   key.append(reinterpret_cast<const char*>(&requestId), sizeof(requestId));
   return key;
-}
-
-// Per served method: calls by status code, and their durations from request to
-// reply (or drop). Flat arrays made at serve(), written on the loop thread only
-// and read there by Admin.stats: a call allocates and locks nothing for them.
-constexpr double kDurationBounds[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
-                                      0.005,   0.01,   0.025,   0.05,   0.1,   0.25,
-                                      0.5,     1,      2.5,     5,      10};
-constexpr size_t kBounds = std::size(kDurationBounds);
-constexpr int64_t kBoundsNs[kBounds] = {
-    50'000,      100'000,       250'000,       500'000,       1'000'000,     2'500'000,
-    5'000'000,   10'000'000,    25'000'000,    50'000'000,    100'000'000,   250'000'000,
-    500'000'000, 1'000'000'000, 2'500'000'000, 5'000'000'000, 10'000'000'000};
-// Room for every StatusCode and some to come; a code past them, or one this
-// build has no name for, counts as "unknown".
-constexpr size_t kCodes = 32;
-
-struct MethodStats {
-  std::string name;  // "IdGen.next", or "_unknown"
-  uint64_t calls[kCodes + 1] = {};
-  uint64_t buckets[kBounds + 1] = {};  // not cumulative; the last is +Inf
-  uint64_t sumNs = 0;
-
-  void record(StatusCode code, int64_t ns) {
-    auto c = static_cast<size_t>(code);
-    ++calls[c < kCodes ? c : kCodes];
-    if (ns < 0) ns = 0;
-    size_t b = 0;
-    while (b < kBounds && ns > kBoundsNs[b]) ++b;
-    ++buckets[b];
-    sumNs += static_cast<uint64_t>(ns);
-  }
-};
-
-std::string lowerCodeName(size_t code) {
-  auto status = static_cast<StatusCode>(code);
-  if (code >= kCodes || !isKnown(status)) return "unknown";
-  std::string name(statusName(status));
-  for (char& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  return name;
 }
 
 class LogErrors final : public kj::TaskSet::ErrorHandler {
@@ -524,31 +483,6 @@ struct Server::Impl {
     methodStats[method].record(code, (monotonicNow() - started) / kj::NANOSECONDS);
   }
 
-  // rpc.server.calls and rpc.server.duration_seconds, for the methods called.
-  void collectMethods(MetricsOut& out) const {
-    auto calls =
-        out.family("rpc.server.calls", MetricKind::kCounter,
-                   "Calls answered or dropped, by method and status code", {"method", "code"});
-    std::vector<double> bounds(std::begin(kDurationBounds), std::end(kDurationBounds));
-    auto durations = out.family(
-        "rpc.server.duration_seconds", MetricKind::kHistogram,
-        "Seconds from a request read to its reply sent or dropped, by method", {"method"}, bounds);
-    for (const MethodStats& m : methodStats) {
-      uint64_t count = 0;
-      for (size_t code = 0; code <= kCodes; ++code) {
-        if (m.calls[code] == 0) continue;
-        count += m.calls[code];
-        calls.sample({m.name, lowerCodeName(code)}, static_cast<double>(m.calls[code]));
-      }
-      if (count == 0) continue;
-      uint64_t cumulative[kBounds];
-      uint64_t running = 0;
-      for (size_t b = 0; b < kBounds; ++b) cumulative[b] = running += m.buckets[b];
-      durations.histogram({m.name}, cumulative, running + m.buckets[kBounds],
-                          static_cast<double>(m.sumNs) * 1e-9);
-    }
-  }
-
   // A deferred call's method finished (or the call is abandoned at stop).
   void complete(uint64_t id, Status status) {
     auto it = calls.find(id);
@@ -878,7 +812,7 @@ Server::Server(zmq::context_t& context, ServerOptions options)
     size_t queued = 0;
     for (auto& [peer, q] : impl_->peers) queued += q.bytes;
     gauge("peer_queue_bytes", "Bytes of replies waiting in peer queues", queued);
-    impl_->collectMethods(out);
+    collectMethodStats(impl_->methodStats, out);
   });
 }
 

@@ -1,5 +1,6 @@
 #include "broker.h"
 
+#include <algorithm>
 #include <zmq_addon.hpp>
 
 #include "zmesh/rpc/events.h"
@@ -32,7 +33,7 @@ Broker::Broker(zmq::context_t& context, rpc::Server& server, BrokerOptions optio
   server.watchSocket(xsub_, [this] { forwardEvents(); });
   server.watchSocket(xpub_, [this] { forwardSubscriptions(); });
   server.stats().add([this](rpc::MetricsOut& out) {
-    // kMaxCountedServices prefixes at most (then "other"), under MetricsOut's cap.
+    // kMaxCountedServices prefixes at most (then "_other"), under MetricsOut's cap.
     auto messages = out.family("broker.messages", rpc::MetricKind::kCounter,
                                "Events forwarded, by topic prefix", {"topic_prefix"});
     auto bytes = out.family("broker.bytes", rpc::MetricKind::kCounter,
@@ -50,6 +51,17 @@ Broker::Broker(zmq::context_t& context, rpc::Server& server, BrokerOptions optio
   });
 }
 
+std::string_view topicPrefixLabel(std::string_view topic) {
+  auto prefix = topic.substr(0, topic.find('.'));
+  // Publishers are not trusted to send text: the label must stay valid UTF-8
+  // and short whatever the bytes.
+  bool plain = !prefix.empty() && prefix.size() <= 32 &&
+               std::all_of(prefix.begin(), prefix.end(), [](char c) {
+                 return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+               });
+  return plain ? prefix : kInvalidPrefix;
+}
+
 std::string Broker::xsubEndpoint() { return xsub_.get(zmq::sockopt::last_endpoint); }
 std::string Broker::xpubEndpoint() { return xpub_.get(zmq::sockopt::last_endpoint); }
 
@@ -61,11 +73,11 @@ void Broker::forwardEvents() {
     if (!zmq::recv_multipart(xsub_, std::back_inserter(frames), zmq::recv_flags::dontwait)) return;
     if (frames.empty()) continue;
     std::string_view topic(static_cast<const char*>(frames[0].data()), frames[0].size());
-    auto service = topic.substr(0, topic.find('.'));
-    auto it = perService_.find(service);
+    auto it = perService_.find(topicPrefixLabel(topic));
     if (it == perService_.end()) {
-      if (perService_.size() >= kMaxCountedServices) service = "other";
-      it = perService_.try_emplace(std::string(service), 0, 0).first;
+      std::string_view label = topicPrefixLabel(topic);
+      if (perService_.size() >= kMaxCountedServices) label = rpc::MetricsOut::kOther;
+      it = perService_.try_emplace(std::string(label), 0, 0).first;
     }
     ++it->second.first;
     for (auto& f : frames) it->second.second += f.size();

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <string_view>
 #include <zmq.hpp>
 
 #include "zmesh/rpc/server.h"
@@ -20,6 +21,10 @@ struct BrokerOptions {
 // Topic prefixes counted one by one in stats; events of any further prefix
 // are counted together under "other", so invented topics add no series.
 inline constexpr size_t kMaxCountedServices = 64;
+// A topic's label in broker.messages/bytes: its first segment when that is
+// [a-z0-9_-]{1,32}, else kInvalidPrefix.
+inline constexpr std::string_view kInvalidPrefix = "_invalid";
+std::string_view topicPrefixLabel(std::string_view topic);
 
 class Broker {
  public:
@@ -36,7 +41,7 @@ class Broker {
   zmq::socket_t xsub_;
   zmq::socket_t xpub_;
   // Per topic prefix (the service part, "lock" of "lock.acquired"): messages,
-  // bytes; at most kMaxCountedServices of them, then "other".
+  // bytes; at most kMaxCountedServices of them, then "_other".
   std::map<std::string, std::pair<uint64_t, uint64_t>, std::less<>> perService_;
   uint64_t subscriptions_ = 0;
   uint64_t unsubscriptions_ = 0;

@@ -118,36 +118,31 @@ CacheService::CacheService(rpc::Server& server, rpc::Publisher* publisher, stora
                  EventThrottle(options_.eventsPerSecond)} {
   recover();
   server_.stats().add([this](rpc::MetricsOut& out) {
-    auto counter = [&](const char* name, const char* help, uint64_t v) {
-      out.counter(name, help, static_cast<double>(v));
-    };
-    auto gauge = [&](const char* name, const char* help, uint64_t v) {
-      out.gauge(name, help, static_cast<double>(v));
-    };
     auto s = store_.stats();
-    gauge("cache.keys", "Keys held now", s.keys);
-    gauge("cache.keys_with_ttl", "Keys with an expiry now", s.keysWithTtl);
-    gauge("cache.memory_used", "Bytes the entries and their index take now", s.memoryUsed);
-    gauge("cache.memory_limit", "max_memory, in bytes", options_.store.maxMemory);
-    gauge("cache.index_bytes", "Bytes the index takes now", s.indexBytes);
-    counter("cache.hits", "Reads that found their key", s.hits);
-    counter("cache.misses", "Reads that did not find their key", s.misses);
-    counter("cache.evictions", "Keys evicted for memory", s.evictions);
-    counter("cache.expired", "Keys removed because their TTL ran out", s.expired);
-    counter("cache.refused_full", "Writes refused INSUFFICIENT_STORAGE (noeviction)",
-            s.refusedFull);
-    counter("cache.lfu_decays", "LFU frequency decay passes", s.lfuDecays);
-    counter("cache.rehash_steps", "Incremental rehash steps", s.rehashSteps);
-    gauge("cache.persistence_lag", "Records logged, not yet as durable as the policy says",
-          fence_.lag());
-    counter("cache.durable_waits", "Replies that waited for durability", fence_.waits());
-    gauge("cache.waiting_for_durable", "Replies and events held back for durability now",
-          fence_.waiting());
-    counter("cache.refused_backpressure", "Writes refused: the journal fell behind",
-            counters_.refusedBackPressure);
-    counter("cache.expire_runs", "Active expiry runs", counters_.expireRuns);
-    counter("cache.expire_steps", "Keys looked at by active expiry", counters_.expireSteps);
-    counter("cache.expired_actively", "Keys removed by active expiry", counters_.expiredActively);
+    out.gauge("cache.keys", "Keys held now", s.keys);
+    out.gauge("cache.keys_with_ttl", "Keys with an expiry now", s.keysWithTtl);
+    out.gauge("cache.memory_used", "Bytes the entries and their index take now", s.memoryUsed);
+    out.gauge("cache.memory_limit", "max_memory, in bytes", options_.store.maxMemory);
+    out.gauge("cache.index_bytes", "Bytes the index takes now", s.indexBytes);
+    out.counter("cache.hits", "Reads that found their key", s.hits);
+    out.counter("cache.misses", "Reads that did not find their key", s.misses);
+    out.counter("cache.evictions", "Keys evicted for memory", s.evictions);
+    out.counter("cache.expired", "Keys removed because their TTL ran out", s.expired);
+    out.counter("cache.refused_full", "Writes refused INSUFFICIENT_STORAGE (noeviction)",
+                s.refusedFull);
+    out.counter("cache.lfu_decays", "LFU frequency decay passes", s.lfuDecays);
+    out.counter("cache.rehash_steps", "Incremental rehash steps", s.rehashSteps);
+    out.gauge("cache.persistence_lag", "Records logged, not yet as durable as the policy says",
+              fence_.lag());
+    out.counter("cache.durable_waits", "Replies that waited for durability", fence_.waits());
+    out.gauge("cache.waiting_for_durable", "Replies and events held back for durability now",
+              fence_.waiting());
+    out.counter("cache.refused_backpressure", "Writes refused: the journal fell behind",
+                counters_.refusedBackPressure);
+    out.counter("cache.expire_runs", "Active expiry runs", counters_.expireRuns);
+    out.counter("cache.expire_steps", "Keys looked at by active expiry", counters_.expireSteps);
+    out.counter("cache.expired_actively", "Keys removed by active expiry",
+                counters_.expiredActively);
     out.gauge("cache.expire_run_max_seconds", "Longest active expiry run, in seconds",
               static_cast<double>(counters_.expireMaxMicros) / 1e6);
     uint64_t published = 0, folded = 0;
@@ -155,16 +150,14 @@ CacheService::CacheService(rpc::Server& server, rpc::Publisher* publisher, stora
       published += t.published();
       folded += t.foldedTotal();
     }
-    counter("cache.events_published", "Key events published", published);
-    counter("cache.events_folded", "Key events folded into a later one by the throttle", folded);
-    counter("cache.snapshots", "Snapshots written", counters_.snapshots);
-    counter("cache.snapshot_slices", "Snapshot slices written", counters_.snapshotSlices);
-    counter("cache.snapshot_pauses", "Snapshot pauses for a full journal queue",
-            counters_.snapshotPauses);
-    if (journal_)
-      for (const auto& m : journal_->counters())
-        m.gauge ? out.gauge(m.name, m.help, static_cast<double>(m.value))
-                : out.counter(m.name, m.help, static_cast<double>(m.value));
+    out.counter("cache.events_published", "Key events published", published);
+    out.counter("cache.events_folded", "Key events folded into a later one by the throttle",
+                folded);
+    out.counter("cache.snapshots", "Snapshots written", counters_.snapshots);
+    out.counter("cache.snapshot_slices", "Snapshot slices written", counters_.snapshotSlices);
+    out.counter("cache.snapshot_pauses", "Snapshot pauses for a full journal queue",
+                counters_.snapshotPauses);
+    if (journal_) journal_->collect(out);
   });
   armTick();
 }

@@ -60,34 +60,28 @@ IdGenService::IdGenService(rpc::Server& server, rpc::Publisher* publisher, stora
   server_.stats().add([this](rpc::MetricsOut& out) {
     auto b = book_.stats();
     auto f = flake_.stats();
-    auto counter = [&](const char* name, const char* help, uint64_t v) {
-      out.counter(name, help, static_cast<double>(v));
-    };
-    auto gauge = [&](const char* name, const char* help, double v) { out.gauge(name, help, v); };
-    gauge("idgen.namespaces", "Sequence namespaces known", static_cast<double>(b.namespaces));
-    counter("idgen.ids_issued", "Sequence ids handed out", b.idsIssued);
-    gauge("idgen.waiting", "Sequence requests waiting now", static_cast<double>(b.waitingTickets));
-    counter("idgen.waited", "Sequence requests that had to wait", b.ticketsWaited);
-    counter("idgen.reservations", "Id blocks reserved", b.reservationsIssued);
-    gauge("idgen.reservations_in_flight", "Reservations not yet durable",
-          static_cast<double>(b.reservationsInFlight));
-    counter("idgen.blocks_published", "idgen.block events published", blocksPublished_);
-    counter("snowflake.ids_issued", "Snowflake ids handed out", f.idsIssued);
-    gauge("snowflake.waiting", "Snowflake requests waiting for the next millisecond now",
-          static_cast<double>(f.waitingTickets));
-    counter("snowflake.deferred", "Snowflake requests that waited for a later millisecond",
-            f.ticketsDeferred);
-    counter("snowflake.clock_behind_failures", "Snowflake requests refused: the clock went back",
-            f.clockBehindFailures);
-    gauge("snowflake.epoch_left_seconds", "Seconds left in the Snowflake epoch",
-          static_cast<double>(flake_.msLeft(clock_())) / 1000);
-    gauge("snowflake.durable_bound_seconds",
-          "Highest Unix time recorded durably, in seconds (0: none)",
-          static_cast<double>(f.durableBoundMs.value_or(0)) / 1000);
-    if (journal_)
-      for (const auto& m : journal_->counters())
-        m.gauge ? out.gauge(m.name, m.help, static_cast<double>(m.value))
-                : out.counter(m.name, m.help, static_cast<double>(m.value));
+    out.gauge("idgen.namespaces", "Sequence namespaces known", static_cast<double>(b.namespaces));
+    out.counter("idgen.ids_issued", "Sequence ids handed out", b.idsIssued);
+    out.gauge("idgen.waiting", "Sequence requests waiting now",
+              static_cast<double>(b.waitingTickets));
+    out.counter("idgen.waited", "Sequence requests that had to wait", b.ticketsWaited);
+    out.counter("idgen.reservations", "Id blocks reserved", b.reservationsIssued);
+    out.gauge("idgen.reservations_in_flight", "Reservations not yet durable",
+              static_cast<double>(b.reservationsInFlight));
+    out.counter("idgen.blocks_published", "idgen.block events published", blocksPublished_);
+    out.counter("snowflake.ids_issued", "Snowflake ids handed out", f.idsIssued);
+    out.gauge("snowflake.waiting", "Snowflake requests waiting for the next millisecond now",
+              static_cast<double>(f.waitingTickets));
+    out.counter("snowflake.deferred", "Snowflake requests that waited for a later millisecond",
+                f.ticketsDeferred);
+    out.counter("snowflake.clock_behind_failures",
+                "Snowflake requests refused: the clock went back", f.clockBehindFailures);
+    out.gauge("snowflake.epoch_left_seconds", "Seconds left in the Snowflake epoch",
+              static_cast<double>(flake_.msLeft(clock_())) / 1000);
+    out.gauge("snowflake.durable_bound_seconds",
+              "Highest Unix time recorded durably, in seconds (0: none)",
+              static_cast<double>(f.durableBoundMs.value_or(0)) / 1000);
+    if (journal_) journal_->collect(out);
   });
   persistBound();
   tick();

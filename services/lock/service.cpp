@@ -42,45 +42,36 @@ LockService::LockService(rpc::Server& server, rpc::Publisher* publisher, storage
       table_(options_.table) {
   recover();
   server_.stats().add([this](rpc::MetricsOut& out) {
-    auto counter = [&](const char* name, const char* help, uint64_t v) {
-      out.counter(name, help, static_cast<double>(v));
-    };
-    auto gauge = [&](const char* name, const char* help, uint64_t v) {
-      out.gauge(name, help, static_cast<double>(v));
-    };
     auto s = table_.stats();
-    gauge("lock.locks", "Locks held now", s.locks);
-    gauge("lock.holders", "Holders now (a shared lock has several)", s.holders);
-    gauge("lock.waiters", "Waiters queued now", s.waiters);
-    gauge("lock.sessions", "Sessions open now", s.sessions);
-    gauge("lock.retained_names", "Free names kept for their fencing token", s.retained);
-    counter("lock.grants", "Locks granted", s.grants);
-    counter("lock.grants_immediate", "Locks granted at once", s.grantsImmediate);
-    counter("lock.grants_after_wait", "Locks granted to a waiter", s.grantsAfterWait);
-    counter("lock.reacquired", "Acquires by the current holder", s.reacquired);
-    counter("lock.releases", "Locks released", s.releases);
-    counter("lock.expiries", "Leases that ran out", s.expiries);
-    counter("lock.lost", "Locks lost by their holder", s.lost);
-    counter("lock.renewals", "Leases renewed", s.renewals);
-    counter("lock.wait_timeouts", "Waits that ran out", s.waitTimeouts);
-    counter("lock.waiters_superseded", "Waiters replaced by a newer wait of theirs",
-            s.waitersSuperseded);
-    counter("lock.waiters_dropped", "Waiters dropped", s.waitersDropped);
-    counter("lock.conflicts", "Acquires refused: held by another", s.conflicts);
-    counter("lock.refused_full", "Acquires refused: the table is full", s.refusedFull);
-    counter("lock.session_timeouts", "Sessions ended by their timeout", s.sessionTimeouts);
-    counter("lock.names_forgotten", "Free names forgotten", s.forgotten);
-    counter("lock.token_stalls", "Grants that waited for the token bound", s.tokenStalls);
-    gauge("lock.next_token", "The next fencing token", table_.nextToken());
-    gauge("lock.token_limit", "Fencing tokens recorded durably up to", table_.tokenLimit());
-    counter("lock.events_published", "Lock events published", published_);
-    counter("lock.durable_waits", "Replies that waited for durability", fence_.waits());
-    gauge("lock.waiting_for_durable", "Replies held back for durability now", fence_.waiting());
-    gauge("lock.pending_acquires", "Acquires waiting now", calls_.size());
-    if (journal_)
-      for (const auto& m : journal_->counters())
-        m.gauge ? out.gauge(m.name, m.help, static_cast<double>(m.value))
-                : out.counter(m.name, m.help, static_cast<double>(m.value));
+    out.gauge("lock.locks", "Locks held now", s.locks);
+    out.gauge("lock.holders", "Holders now (a shared lock has several)", s.holders);
+    out.gauge("lock.waiters", "Waiters queued now", s.waiters);
+    out.gauge("lock.sessions", "Sessions open now", s.sessions);
+    out.gauge("lock.retained_names", "Free names kept for their fencing token", s.retained);
+    out.counter("lock.grants", "Locks granted", s.grants);
+    out.counter("lock.grants_immediate", "Locks granted at once", s.grantsImmediate);
+    out.counter("lock.grants_after_wait", "Locks granted to a waiter", s.grantsAfterWait);
+    out.counter("lock.reacquired", "Acquires by the current holder", s.reacquired);
+    out.counter("lock.releases", "Locks released", s.releases);
+    out.counter("lock.expiries", "Leases that ran out", s.expiries);
+    out.counter("lock.lost", "Locks lost by their holder", s.lost);
+    out.counter("lock.renewals", "Leases renewed", s.renewals);
+    out.counter("lock.wait_timeouts", "Waits that ran out", s.waitTimeouts);
+    out.counter("lock.waiters_superseded", "Waiters replaced by a newer wait of theirs",
+                s.waitersSuperseded);
+    out.counter("lock.waiters_dropped", "Waiters dropped", s.waitersDropped);
+    out.counter("lock.conflicts", "Acquires refused: held by another", s.conflicts);
+    out.counter("lock.refused_full", "Acquires refused: the table is full", s.refusedFull);
+    out.counter("lock.session_timeouts", "Sessions ended by their timeout", s.sessionTimeouts);
+    out.counter("lock.names_forgotten", "Free names forgotten", s.forgotten);
+    out.counter("lock.token_stalls", "Grants that waited for the token bound", s.tokenStalls);
+    out.gauge("lock.next_token", "The next fencing token", table_.nextToken());
+    out.gauge("lock.token_limit", "Fencing tokens recorded durably up to", table_.tokenLimit());
+    out.counter("lock.events_published", "Lock events published", published_);
+    out.counter("lock.durable_waits", "Replies that waited for durability", fence_.waits());
+    out.gauge("lock.waiting_for_durable", "Replies held back for durability now", fence_.waiting());
+    out.gauge("lock.pending_acquires", "Acquires waiting now", calls_.size());
+    if (journal_) journal_->collect(out);
   });
   reserveTokens();
   armWake();

@@ -133,30 +133,26 @@ RateLimitService::RateLimitService(rpc::Server& server, rpc::Publisher* publishe
   recover();  // run-time overrides first: the rules index them
   limiter_.setRules(std::move(rules));
   server_.stats().add([this](rpc::MetricsOut& out) {
-    auto counter = [&](const char* name, const char* help, uint64_t v) {
-      out.counter(name, help, static_cast<double>(v));
-    };
-    auto gauge = [&](const char* name, const char* help, uint64_t v) {
-      out.gauge(name, help, static_cast<double>(v));
-    };
     auto s = limiter_.stats();
-    gauge("ratelimit.keys", "Keys tracked now", s.keys);
-    counter("ratelimit.keys_dropped", "Keys dropped when their state ran out", s.keysDropped);
-    counter("ratelimit.keys_refused", "Requests refused: the key table was full", s.keysRefused);
-    counter("ratelimit.keys_untracked", "Requests decided without tracking their key",
-            s.keysUntracked);
-    gauge("ratelimit.sliding_log_bytes", "Bytes the sliding logs take now", s.heapBytes);
-    gauge("ratelimit.runtime_overrides", "Limits overridden at run time now", s.runtimeOverrides);
-    gauge("ratelimit.rules", "Rules loaded", limiter_.rules().size());
-    counter("ratelimit.reloads", "Rule reloads that took effect", reloads_);
-    counter("ratelimit.reload_failures", "Rule reloads refused", reloadFailures_);
-    counter("ratelimit.leases", "Token leases granted", leases_);
-    counter("ratelimit.leased", "Tokens leased", leasedTokens_);
+    out.gauge("ratelimit.keys", "Keys tracked now", s.keys);
+    out.counter("ratelimit.keys_dropped", "Keys dropped when their state ran out", s.keysDropped);
+    out.counter("ratelimit.keys_refused", "Requests refused: the key table was full",
+                s.keysRefused);
+    out.counter("ratelimit.keys_untracked", "Requests decided without tracking their key",
+                s.keysUntracked);
+    out.gauge("ratelimit.sliding_log_bytes", "Bytes the sliding logs take now", s.heapBytes);
+    out.gauge("ratelimit.runtime_overrides", "Limits overridden at run time now",
+              s.runtimeOverrides);
+    out.gauge("ratelimit.rules", "Rules loaded", limiter_.rules().size());
+    out.counter("ratelimit.reloads", "Rule reloads that took effect", reloads_);
+    out.counter("ratelimit.reload_failures", "Rule reloads refused", reloadFailures_);
+    out.counter("ratelimit.leases", "Token leases granted", leases_);
+    out.counter("ratelimit.leased", "Tokens leased", leasedTokens_);
     auto c = coalescer_.stats();
-    counter("ratelimit.denied_events", "ratelimit.denied events published", c.published);
-    counter("ratelimit.denied_coalesced", "Denials folded into a pending event", c.coalesced);
-    counter("ratelimit.denied_events_dropped", "Denial events dropped", c.dropped);
-    gauge("ratelimit.denied_pending_keys", "Keys with a denial event pending", c.pending);
+    out.counter("ratelimit.denied_events", "ratelimit.denied events published", c.published);
+    out.counter("ratelimit.denied_coalesced", "Denials folded into a pending event", c.coalesced);
+    out.counter("ratelimit.denied_events_dropped", "Denial events dropped", c.dropped);
+    out.gauge("ratelimit.denied_pending_keys", "Keys with a denial event pending", c.pending);
     // Rules come from the config (a closed set); MetricsOut caps them anyway.
     auto decisions = out.family("ratelimit.rule.decisions", rpc::MetricKind::kCounter,
                                 "Decisions by rule", {"rule"});
@@ -175,10 +171,7 @@ RateLimitService::RateLimitService(rpc::Server& server, rpc::Publisher* publishe
       shadow.sample({name}, static_cast<double>(r.shadowDenied));
       keys.sample({name}, static_cast<double>(r.keys));
     }
-    if (journal_)
-      for (const auto& m : journal_->counters())
-        m.gauge ? out.gauge(m.name, m.help, static_cast<double>(m.value))
-                : out.counter(m.name, m.help, static_cast<double>(m.value));
+    if (journal_) journal_->collect(out);
   });
   tick();
 }

@@ -674,32 +674,13 @@ std::string formatNumber(double v) {
   return buf;
 }
 
-const char* kindName(rpc::MetricKind kind) {
-  switch (kind) {
-    case rpc::MetricKind::kCounter:
-      return "counter";
-    case rpc::MetricKind::kGauge:
-      return "gauge";
-    case rpc::MetricKind::kHistogram:
-      return "histogram";
-  }
-  return "?";
-}
-
 }  // namespace
 
 std::string formatStats(const std::vector<rpc::MetricFamily>& families) {
   std::vector<std::array<std::string, 3>> lines;
   for (const auto& f : families)
     for (const auto& s : f.samples) {
-      std::string name = f.name;
-      if (!f.labelNames.empty()) {
-        name += '{';
-        for (size_t i = 0; i < f.labelNames.size(); ++i)
-          name += (i ? "," : "") + f.labelNames[i] + "=" +
-                  (i < s.labelValues.size() ? s.labelValues[i] : "");
-        name += '}';
-      }
+      std::string name = rpc::seriesName(f, s);
       std::string value;
       if (f.kind == rpc::MetricKind::kHistogram) {
         value = "count=" + formatNumber(s.value) + " sum=" + formatNumber(s.sum);
@@ -710,7 +691,7 @@ std::string formatStats(const std::vector<rpc::MetricFamily>& families) {
       } else {
         value = formatNumber(s.value);
       }
-      lines.push_back({std::move(name), kindName(f.kind), std::move(value)});
+      lines.push_back({std::move(name), std::string(rpc::kindName(f.kind)), std::move(value)});
     }
   size_t width = 0;
   for (auto& l : lines) width = std::max(width, l[0].size());

@@ -101,12 +101,13 @@ TEST_CASE("a bad element deep in a list of structs is named with its index", "[c
   auto counters = m.initRoot<idl::Admin::StatsResults>().initFamilies(3);
   for (unsigned i = 0; i < 3; ++i) counters[i].setName("counter");
   auto bytes = crafted::bytesOf(rpc::toFrame(m));
-  // Family 1's name, found through the layout: the root's list pointer, the
-  // list's tag word, then (data + pointers) words per element.
+  // Family 1's name, found through the layout: the root's second pointer
+  // (families; the first is the retired counters), the list's tag word, then
+  // (data + pointers) words per element.
   uint64_t rootPtr, listPtr;
   std::memcpy(&rootPtr, bytes.data() + 8, 8);
   size_t structAt = 2 + (static_cast<int32_t>(rootPtr & 0xffffffff) >> 2);
-  size_t listPtrAt = structAt + ((rootPtr >> 32) & 0xffff);
+  size_t listPtrAt = structAt + ((rootPtr >> 32) & 0xffff) + 1;
   std::memcpy(&listPtr, bytes.data() + 8 * listPtrAt, 8);
   size_t tagAt = listPtrAt + 1 + (static_cast<int32_t>(listPtr & 0xffffffff) >> 2);
   uint64_t tag;
@@ -122,7 +123,7 @@ TEST_CASE("a bad element deep in a list of structs is named with its index", "[c
 TEST_CASE("a list where a list of structs belongs, and nesting past the limit", "[checked]") {
   capnp::MallocMessageBuilder m;
   m.initRoot<idl::Admin::StatsResults>().initFamilies(1)[0].setName("x");
-  CHECK_THAT(verdict<idl::Admin::StatsResults>(crafted::damaged(m, 0, Damage::kStructPointer)),
+  CHECK_THAT(verdict<idl::Admin::StatsResults>(crafted::damaged(m, 1, Damage::kStructPointer)),
              Catch::StartsWith("params.families: "));
   // 100 levels of lists: within bounds, past the nesting limit of 64.
   auto deep = crafted::deepNesting(100);

@@ -4,6 +4,7 @@
 #include <capnp/message.h>
 
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -103,8 +104,46 @@ TEST_CASE("series past the cap fold into _other and are counted", "[metrics]") {
   CHECK(flat["ratelimit.rule.decisions{rule=_other}"] == 5 + 6 + 7 + 8 + 9 + 10);
   auto* folded = find(families, "metrics.series_folded");
   REQUIRE(folded != nullptr);
-  CHECK(folded->kind == MetricKind::kCounter);
+  CHECK(folded->kind == MetricKind::kGauge);  // of this collection: it may go down
   CHECK(flat["metrics.series_folded"] == 6);
+}
+
+TEST_CASE("a family of closed label sets is never folded", "[metrics]") {
+  MetricsOut out(5);
+  auto f = out.family("rpc.server.calls", MetricKind::kCounter, "h", {"method", "code"}, {},
+                      MetricsOut::kClosedSet);
+  for (int i = 0; i < 300; ++i) f.sample({"M.m" + std::to_string(i), "ok"}, 1);
+  auto families = out.take();
+  CHECK(families.at(0).samples.size() == 300);
+  CHECK(find(families, "metrics.series_folded") == nullptr);
+}
+
+TEST_CASE("reserved repeated or invalid label names are refused at declaration", "[metrics]") {
+  MetricsOut out;
+  for (auto label : {"service", "le", "quantile", "__x", "9a", "a-b", ""})
+    CHECK_THROWS_WITH(out.family("a.b", MetricKind::kCounter, "h", {label}),
+                      Catch::Contains(std::string("'") + label + "'"));
+  CHECK_THROWS_WITH(out.family("a.b", MetricKind::kCounter, "h", {"x", "x"}),
+                    Catch::Contains("twice"));
+  CHECK_THROWS_WITH(out.family("h.x", MetricKind::kHistogram, "h", {}, {1, 1}),
+                    Catch::Contains("strictly ascending"));
+  CHECK_THROWS_WITH(out.family("h.x", MetricKind::kHistogram, "h", {}, {1, INFINITY}),
+                    Catch::Contains("finite"));
+  CHECK_THROWS_WITH(out.family("g.x", MetricKind::kGauge, "h", {}, {1}),
+                    Catch::Contains("bounds on a gauge"));
+  CHECK(out.take().empty());
+}
+
+TEST_CASE("adding the wrong kind of sample leaves no series behind", "[metrics]") {
+  MetricsOut out;
+  auto h = out.family("h.x", MetricKind::kHistogram, "h", {"m"}, {1});
+  CHECK_THROWS_AS(h.sample({"a"}, 1), std::logic_error);
+  auto c = out.family("c.x", MetricKind::kCounter, "h", {"m"});
+  uint64_t one[] = {1};
+  CHECK_THROWS_AS(c.histogram({"a"}, one, 1, 0.5), std::logic_error);
+  auto families = out.take();
+  CHECK(families.at(0).samples.empty());
+  CHECK(families.at(1).samples.empty());
 }
 
 TEST_CASE("histogram samples add bucket by bucket with their count and sum", "[metrics]") {

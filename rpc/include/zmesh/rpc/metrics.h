@@ -3,10 +3,13 @@
 // is collected. The gateway renders them as Prometheus families.
 #pragma once
 
+#include <concepts>
 #include <cstdint>
 #include <functional>
 #include <initializer_list>
+#include <limits>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -33,22 +36,43 @@ struct MetricFamily {
 
 // "zmesh_" + name with '.' as '_', "_total" appended for a counter.
 std::string prometheusName(const MetricFamily& family);
+// "counter", "gauge", "histogram": the exposition format's TYPE words.
+std::string_view kindName(MetricKind kind);
+// Why the family cannot be rendered as Prometheus beside a "service" label, or
+// nullopt: its name is not [a-z0-9_.]+, a label name is invalid, reserved
+// (service, le, quantile) or repeated, or a histogram's bounds are not finite
+// and strictly ascending. MetricsOut refuses such a declaration; the gateway
+// drops such a family read from another process.
+std::optional<std::string> familyError(const MetricFamily& family);
 
 // What a statistics source writes into while Admin.stats is collected.
 // A family is declared once per collection (a second declaration of the same
-// name adds to the first; its kind, help and label names must agree, or
+// name adds to the first; its kind, help, label names and cap must agree, or
 // std::logic_error); a family with label names keeps at most maxSeries label
 // sets: the samples past it fold, summed, into one whose every label value is
-// "_other" (the count of folded series is in "metrics.series_folded").
+// "_other" (how many folded is the gauge "metrics.series_folded").
 class MetricsOut {
  public:
   static constexpr size_t kDefaultMaxSeries = 100;
+  // For labels whose values come from closed sets (methods × status codes):
+  // folding would only blur what is already bounded.
+  static constexpr size_t kClosedSet = std::numeric_limits<size_t>::max();
   static constexpr std::string_view kOther = "_other";
 
+  // maxSeries: the cap of a family declared without one of its own.
   explicit MetricsOut(size_t maxSeries = kDefaultMaxSeries) : maxSeries_(maxSeries) {}
 
   void counter(std::string_view name, std::string_view help, double value);
   void gauge(std::string_view name, std::string_view help, double value);
+  // Counts and sizes as they are kept (uint64_t, size_t, …).
+  template <std::integral T>
+  void counter(std::string_view name, std::string_view help, T value) {
+    counter(name, help, static_cast<double>(value));
+  }
+  template <std::integral T>
+  void gauge(std::string_view name, std::string_view help, T value) {
+    gauge(name, help, static_cast<double>(value));
+  }
 
   // A labelled family; add its samples with sample().
   class Family {
@@ -67,24 +91,31 @@ class MetricsOut {
     size_t index_;
   };
   Family family(std::string_view name, MetricKind kind, std::string_view help,
-                std::initializer_list<std::string_view> labelNames,
-                std::vector<double> bounds = {});
+                std::initializer_list<std::string_view> labelNames, std::vector<double> bounds = {},
+                std::optional<size_t> maxSeries = std::nullopt);
 
   // The families in declaration order, plus "metrics.series_folded" when any folded.
   std::vector<MetricFamily> take();
 
  private:
   size_t declare(std::string_view name, MetricKind kind, std::string_view help,
-                 std::vector<std::string> labelNames, std::vector<double> bounds);
-  MetricSample* series(size_t family, std::vector<std::string> labelValues);
+                 std::vector<std::string> labelNames, std::vector<double> bounds, size_t maxSeries);
+  // kind: what the caller adds (a histogram or a value), checked before the
+  // series is made.
+  MetricSample* series(size_t family, std::vector<std::string> labelValues, MetricKind kind);
 
   size_t maxSeries_;
   uint64_t folded_ = 0;
   std::vector<MetricFamily> families_;
+  std::vector<size_t> caps_;  // per family
   std::map<std::string, size_t, std::less<>> byName_;
   // Per family: label values → index in its samples (to add, and to cap).
   std::vector<std::map<std::vector<std::string>, size_t>> seriesIndex_;
 };
+
+// "name" for an unlabelled sample, "name{label=value,…}" for a labelled one.
+std::string seriesName(const MetricFamily& family, const MetricSample& sample,
+                       std::string_view suffix = {});
 
 // Flat view, for tests and terminals: "name" for an unlabelled family,
 // "name{label=value,…}" for a labelled sample; histograms give "name_count"

@@ -171,6 +171,14 @@ class Journal {
     uint64_t value;
   };
   std::vector<Counter> counters() const;
+  // Writes counters() into a statistics sink (rpc::MetricsOut): a template, so
+  // storage/ needs no rpc/ header.
+  template <typename Out>
+  void collect(Out& out) const {
+    for (const Counter& c : counters())
+      c.gauge ? out.gauge(c.name, c.help, static_cast<double>(c.value))
+              : out.counter(c.name, c.help, static_cast<double>(c.value));
+  }
 
  private:
   struct Impl;
