@@ -7,13 +7,14 @@
 namespace zmesh::gateway {
 namespace {
 
-constexpr std::array<std::pair<Scope, std::string_view>, 6> kScopeNames = {{
+constexpr std::array<std::pair<Scope, std::string_view>, 7> kScopeNames = {{
     {Scope::kIds, "ids"},
     {Scope::kRatelimit, "ratelimit"},
     {Scope::kLocks, "locks"},
     {Scope::kCache, "cache"},
     {Scope::kEvents, "events"},
     {Scope::kAdmin, "admin"},
+    {Scope::kStats, "stats"},
 }};
 
 bool isHttpSpace(char c) { return c == ' ' || c == '\t'; }
@@ -64,6 +65,11 @@ std::string_view scopeName(Scope scope) {
     if (s == scope) return scopeText;
   }
   return "unknown";
+}
+
+bool grants(const std::set<Scope>& scopes, Scope needed) {
+  if (scopes.contains(needed)) return true;
+  return needed == Scope::kStats && scopes.contains(Scope::kAdmin);
 }
 
 void Authenticator::addToken(std::string token, Principal principal) {
@@ -117,7 +123,7 @@ Authenticator::Decision Authenticator::check(std::optional<std::string_view> aut
     if (constantTimeEquals(presented, entry.token)) principal = &entry.principal;
   }
   if (principal == nullptr) return unauthenticated("invalid token");
-  if (!principal->scopes.contains(needed)) {
+  if (!grants(principal->scopes, needed)) {
     return {Outcome::kForbidden, principal,
             "token lacks the '" + std::string(scopeName(needed)) + "' scope"};
   }

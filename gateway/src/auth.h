@@ -12,10 +12,15 @@
 
 namespace zmesh::gateway {
 
-enum class Scope { kIds, kRatelimit, kLocks, kCache, kEvents, kAdmin };
+// kStats reads the mesh's statistics (/v1/mesh) and nothing else; kAdmin
+// changes the mesh at run time and implies kStats.
+enum class Scope { kIds, kRatelimit, kLocks, kCache, kEvents, kAdmin, kStats };
 
 std::optional<Scope> parseScope(std::string_view name);  // "ids", "ratelimit", …
 std::string_view scopeName(Scope scope);
+// Whether a token with `scopes` may use a route that needs `needed`: it has
+// that scope, or one that implies it (admin implies stats).
+bool grants(const std::set<Scope>& scopes, Scope needed);
 
 struct Principal {
   std::string name;  // for logs and idempotency scoping; never the token

@@ -83,10 +83,7 @@ Gateway::Gateway(GatewayConfig config, Mesh& mesh, zmq::context_t& context)
     services_.push_back(std::move(target));
   }
   if (!config_.selfAdminEndpoint.empty()) {
-    // Bound on every address ("tcp://*:7180"): reached on loopback.
-    auto endpoint = config_.selfAdminEndpoint;
-    for (std::string_view any : {"tcp://*:", "tcp://0.0.0.0:"})
-      if (endpoint.starts_with(any)) endpoint = "tcp://127.0.0.1:" + endpoint.substr(any.size());
+    auto endpoint = selfReachable(config_.selfAdminEndpoint);
     self_ = ServiceTarget{"gateway", endpoint, endpoint, true};
   }
   events_ = std::make_unique<EventHub>(config_.sseBuffer, newIncarnation(), metrics_,

@@ -57,6 +57,7 @@ struct ServiceSamples {
   std::vector<ServiceSample> services;
   std::vector<ClientSample> clients;
   std::optional<ServiceSample> self;  // the gateway's own Admin.stats (selfAdminEndpoint)
+  int64_t sampledMs = 0;              // wall clock (Unix ms) when the replies were all in
 };
 
 class Worker {

@@ -225,7 +225,7 @@ GatewayConfig gatewayConfigFrom(const rpc::MeshConfig& mesh) {
       auto parsed = parseScope(scope);
       if (!parsed)
         t.fail("scopes", "unknown scope \"" + scope +
-                             "\" (known: ids, ratelimit, locks, cache, events, admin)");
+                             "\" (known: ids, ratelimit, locks, cache, events, admin, stats)");
       token.principal.scopes.insert(*parsed);
     }
     for (auto& other : c.tokens)
@@ -233,6 +233,14 @@ GatewayConfig gatewayConfigFrom(const rpc::MeshConfig& mesh) {
     c.tokens.push_back(std::move(token));
   }
   return c;
+}
+
+std::string selfReachable(const std::string& endpoint) {
+  // Bound on every address (IPv4, or [::] dual-stack): loopback reaches it,
+  // and over IPv4, which the gateway's sockets speak without ZMQ_IPV6.
+  for (std::string_view any : {"tcp://*:", "tcp://0.0.0.0:", "tcp://[::]:"})
+    if (endpoint.starts_with(any)) return "tcp://127.0.0.1:" + endpoint.substr(any.size());
+  return endpoint;
 }
 
 }  // namespace zmesh::gateway

@@ -67,7 +67,8 @@ struct GatewayConfig {
   std::vector<std::string> corsOrigins;
   std::chrono::milliseconds corsMaxAge = 10min;  // how long a browser keeps a preflight's answer
   // Where this process answers Admin (set by main, not read from [gateway]):
-  // /v1/mesh shows the gateway's own Admin.stats from it. Empty: from Metrics.
+  // /metrics and /v1/mesh show its process.* and rpc.* families (and
+  // zmesh_service_up{service="gateway"}) from it. Empty: not asked.
   std::string selfAdminEndpoint;
 };
 
@@ -75,6 +76,11 @@ struct GatewayConfig {
 // "null" or the scheme's default port (browsers never send it) is refused
 // with std::invalid_argument saying why.
 std::string parseCorsOrigin(std::string_view origin);
+
+// An endpoint the gateway binds, as the gateway itself reaches it: one bound
+// on every address ("tcp://*:7180", "tcp://0.0.0.0:7180", "tcp://[::]:7180")
+// on IPv4 loopback ("tcp://127.0.0.1:7180"); any other unchanged.
+std::string selfReachable(const std::string& endpoint);
 
 // Reads [gateway] (and [gateway.tokens.<name>]); throws rpc::ConfigError naming the key.
 GatewayConfig gatewayConfigFrom(const rpc::MeshConfig& mesh);

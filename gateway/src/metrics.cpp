@@ -13,6 +13,60 @@
 namespace zmesh::gateway {
 namespace {
 
+// The length of the well-formed UTF-8 sequence at s[i] (Unicode 15, table
+// 3-7: no overlongs, surrogates or code points past U+10FFFF), or 0 with
+// `bad` set to the length of its maximal ill-formed prefix.
+size_t utf8Sequence(std::string_view s, size_t i, size_t& bad) {
+  const auto byte = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
+  const unsigned char lead = byte(i);
+  if (lead < 0x80) return 1;
+  size_t length = 0;
+  unsigned char low = 0x80, high = 0xBF;  // the second byte's range
+  if (lead >= 0xC2 && lead <= 0xDF) {
+    length = 2;
+  } else if (lead >= 0xE0 && lead <= 0xEF) {
+    length = 3;
+    if (lead == 0xE0) low = 0xA0;
+    if (lead == 0xED) high = 0x9F;
+  } else if (lead >= 0xF0 && lead <= 0xF4) {
+    length = 4;
+    if (lead == 0xF0) low = 0x90;
+    if (lead == 0xF4) high = 0x8F;
+  } else {
+    bad = 1;
+    return 0;
+  }
+  for (size_t k = 1; k < length; ++k) {
+    const bool inRange = i + k < s.size() && byte(i + k) >= (k == 1 ? low : 0x80) &&
+                         byte(i + k) <= (k == 1 ? high : 0xBF);
+    if (!inRange) {
+      bad = k;
+      return 0;
+    }
+  }
+  return length;
+}
+
+}  // namespace
+
+std::string validUtf8(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size();) {
+    size_t bad = 0;
+    if (size_t n = utf8Sequence(text, i, bad)) {
+      out.append(text.substr(i, n));
+      i += n;
+    } else {
+      out += "\xEF\xBF\xBD";  // U+FFFD REPLACEMENT CHARACTER
+      i += bad;
+    }
+  }
+  return out;
+}
+
+namespace {
+
 // The shortest text that reads back as the same double, spelled as Prometheus'
 // own clients do for everyday magnitudes ("0.0005", "2.5", "10", not "5e-04"
 // or "1e+01"), so bounds and sums print identically on every scrape.
@@ -75,7 +129,7 @@ void sample(std::string& out, std::string_view name,
 std::string escapeLabelValue(std::string_view value) {
   std::string out;
   out.reserve(value.size());
-  for (char c : value) {
+  for (char c : validUtf8(value)) {
     switch (c) {
       case '\\':
         out += "\\\\";
@@ -228,23 +282,11 @@ constexpr std::array<std::pair<std::string_view, std::string_view>, Metrics::kLi
          "another kind or other labels, or they are not valid Prometheus."},
     }};
 
-std::string_view typeName(MetricKind kind) {
-  switch (kind) {
-    case MetricKind::kCounter:
-      return "counter";
-    case MetricKind::kGauge:
-      return "gauge";
-    case MetricKind::kHistogram:
-      return "histogram";
-  }
-  return "untyped";
-}
-
 // HELP text escapes only backslash and newline.
 std::string escapeHelp(std::string_view help) {
   std::string out;
   out.reserve(help.size());
-  for (char c : help) {
+  for (char c : validUtf8(help)) {
     if (c == '\\')
       out += "\\\\";
     else if (c == '\n')
@@ -255,6 +297,14 @@ std::string escapeHelp(std::string_view help) {
   return out;
 }
 
+// Cumulative buckets, one per bound, that never decrease and never exceed the
+// count (the +Inf bucket): anything else is a histogram Prometheus refuses.
+bool consistentHistogram(const MetricFamily& f, const MetricSample& s) {
+  if (s.buckets.size() != f.bounds.size()) return false;
+  if (!std::is_sorted(s.buckets.begin(), s.buckets.end())) return false;
+  return s.buckets.empty() || static_cast<double>(s.buckets.back()) <= s.value;
+}
+
 // The samples of one family (whose lines `name` starts), with service="…"
 // first when `service` is given. Samples that do not fit their family, or
 // repeat a label set `seen` already has, are skipped.
@@ -263,7 +313,7 @@ void renderSamples(std::string& out, const std::string& name, const MetricFamily
   std::vector<std::pair<std::string_view, std::string_view>> labels;
   for (const MetricSample& s : f.samples) {
     if (s.labelValues.size() != f.labelNames.size()) continue;
-    if (f.kind == MetricKind::kHistogram && s.buckets.size() != f.bounds.size()) continue;
+    if (f.kind == MetricKind::kHistogram && !consistentHistogram(f, s)) continue;
     if (!seen.insert(s.labelValues).second) continue;
     labels.clear();
     if (service) labels.emplace_back("service", *service);
@@ -289,32 +339,9 @@ void renderSamples(std::string& out, const std::string& name, const MetricFamily
 }
 
 void renderFamily(std::string& out, const std::string& name, const MetricFamily& f) {
-  family(out, name, typeName(f.kind), escapeHelp(f.help));
+  family(out, name, rpc::kindName(f.kind), escapeHelp(f.help));
   std::set<std::vector<std::string>> seen;
   renderSamples(out, name, f, nullptr, seen);
-}
-
-bool validLabelName(std::string_view name) {
-  if (name.empty() || name.starts_with("__")) return false;
-  if (name.front() >= '0' && name.front() <= '9') return false;
-  return std::all_of(name.begin(), name.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
-  });
-}
-
-// Whether the family can be rendered as valid Prometheus beside a service label.
-bool validFamily(const MetricFamily& f) {
-  if (f.name.empty()) return false;
-  std::set<std::string_view> seen;
-  for (const std::string& label : f.labelNames)
-    if (!validLabelName(label) || label == "service" || label == "le" || label == "quantile" ||
-        !seen.insert(label).second)
-      return false;
-  if (f.kind == MetricKind::kHistogram) {
-    for (size_t i = 0; i < f.bounds.size(); ++i)
-      if (!std::isfinite(f.bounds[i]) || (i > 0 && !(f.bounds[i - 1] < f.bounds[i]))) return false;
-  }
-  return true;
 }
 
 // The series names a family writes: a histogram's _bucket, _sum and _count too.
@@ -349,7 +376,7 @@ Merge merge(const std::vector<ServiceSample>& services) {
   std::map<std::string, size_t, std::less<>> bySeries;  // every series name → its family
   for (const ServiceSample* s : latest) {
     for (const MetricFamily& f : s->families) {
-      if (!validFamily(f)) {
+      if (rpc::familyError(f)) {
         ++m.conflicts;
         continue;
       }
@@ -362,7 +389,9 @@ Merge merge(const std::vector<ServiceSample>& services) {
       if (auto it = bySeries.find(name);
           it != bySeries.end() && m.families[it->second].name == name) {
         Merged& merged = m.families[it->second];
-        if (merged.first->kind == f.kind && merged.first->labelNames == f.labelNames)
+        // A histogram's buckets only add up over the same bounds.
+        if (merged.first->kind == f.kind && merged.first->labelNames == f.labelNames &&
+            (f.kind != MetricKind::kHistogram || merged.first->bounds == f.bounds))
           merged.parts.emplace_back(&s->service, &f);
         else
           ++m.conflicts;
@@ -430,7 +459,7 @@ void Metrics::collect(rpc::MetricsOut& out) const {
 }
 
 std::vector<MetricFamily> Metrics::families() const {
-  rpc::MetricsOut out(std::numeric_limits<size_t>::max());
+  rpc::MetricsOut out(rpc::MetricsOut::kClosedSet);
   collect(out);
   return out.take();
 }
@@ -481,7 +510,7 @@ std::string Metrics::render(const std::vector<ServiceSample>& services,
 std::string Metrics::renderServices(const std::vector<ServiceSample>& services) {
   std::string out;
   for (const Merged& merged : merge(services).families) {
-    family(out, merged.name, typeName(merged.first->kind), escapeHelp(merged.first->help));
+    family(out, merged.name, rpc::kindName(merged.first->kind), escapeHelp(merged.first->help));
     std::map<std::string_view, std::set<std::vector<std::string>>> seen;  // by service
     for (const auto& [service, f] : merged.parts)
       renderSamples(out, merged.name, *f, service, seen[*service]);

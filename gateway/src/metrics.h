@@ -17,8 +17,13 @@
 
 namespace zmesh::gateway {
 
-// Label values are escaped as the format requires (\\, \", \n).
+// Label values are escaped as the format requires (\\, \", \n), and made
+// valid UTF-8 first (validUtf8): one bad byte would make Prometheus refuse the
+// whole scrape.
 std::string escapeLabelValue(std::string_view value);
+// `text` with every ill-formed UTF-8 sequence (its maximal ill-formed prefix)
+// replaced by U+FFFD; well-formed text is returned as is.
+std::string validUtf8(std::string_view text);
 // A name made valid for Prometheus: [a-zA-Z_:][a-zA-Z0-9_:]*, other characters → '_'.
 std::string sanitizeMetricName(std::string_view name);
 
@@ -123,10 +128,11 @@ class Metrics {
   // with service="<name>" as the first label. A name declared again with
   // another kind or other label names keeps its first declaration; the later
   // one's samples are left out (conflicts()), as is a family that cannot be
-  // valid Prometheus (a label named service, le on a histogram, bounds not
-  // ascending) and one that would take a name of the gateway's own. A sample
-  // whose label values or buckets do not match its family is left out, and so
-  // is a label set already given. A service sampled twice: the later sample wins.
+  // valid Prometheus (rpc::familyError) and one that would take a name of the
+  // gateway's own; a histogram merges only with one of the same bounds. A
+  // sample whose label values or buckets do not match its family is left out
+  // (buckets that decrease or exceed the count too), and so is a label set
+  // already given. A service sampled twice: the later sample wins.
   static std::string renderServices(const std::vector<ServiceSample>& services);
   // How many families renderServices() leaves out of these samples.
   static size_t conflicts(const std::vector<ServiceSample>& services);

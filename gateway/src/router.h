@@ -33,6 +33,9 @@ struct Route {
   // Its {captures} also match an empty segment, which the handler then
   // refuses with a 400 naming it (/v1/cache/); otherwise such a path is a 404.
   bool emptyCaptures = false;
+  // HEAD is answered as GET without the body (a GET route only; the static
+  // files of /ui): RFC 9110 9.3.2.
+  bool head = false;
 };
 
 class Router {

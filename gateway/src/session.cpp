@@ -194,6 +194,13 @@ size_t targetLength(std::string_view received) {
   return end == std::string_view::npos ? rest.size() : end;
 }
 
+// `origin` when cors_origins lists it exactly, else "" (no CORS headers).
+std::string allowedOrigin(const GatewayConfig& config, std::string_view origin) {
+  auto& allowed = config.corsOrigins;
+  if (std::find(allowed.begin(), allowed.end(), origin) == allowed.end()) return {};
+  return std::string(origin);
+}
+
 }  // namespace
 
 void Session::onHeader(beast::error_code ec) {
@@ -248,6 +255,7 @@ void Session::onBody(beast::error_code ec) {
 
 void Session::beginRequest() {
   busy_ = true;
+  headOnly_ = false;
   started_ = Clock::now();
   routeName_ = kUnmatched;
   idempotency_.reset();
@@ -269,13 +277,20 @@ void Session::reject(http::status status, std::string_view code, std::string_vie
   method_ = "UNKNOWN";
   requestId_.clear();
   corsOrigin_.clear();
+  // An allowed origin still gets its CORS headers (413, 414, 431): a page
+  // must be able to read why it failed. The parser holds the fields it has
+  // read, complete or not: an Origin before the limit is among them.
+  auto& config = gateway_.config();
   if (parser_ && parser_->is_header_done()) {
     method_ = std::string(parser_->get().method_string());
     auto id = parser_->get()[kRequestIdHeader];
     if (isToken(id, kMaxRequestIdBytes)) requestId_ = std::string(id);
   }
+  if (parser_ && !config.corsOrigins.empty())
+    if (auto it = parser_->get().find(http::field::origin); it != parser_->get().end())
+      corsOrigin_ = allowedOrigin(config, it->value());
   if (requestId_.empty()) requestId_ = newRequestId();
-  send(errorResponse(status, code, message, requestId_, gateway_.config().retryAfter));
+  send(errorResponse(status, code, message, requestId_, config.retryAfter));
 }
 
 void Session::dispatch(Request request) {
@@ -288,11 +303,8 @@ void Session::dispatch(Request request) {
   requestId_ = isToken(idHeader, kMaxRequestIdBytes) ? std::string(idHeader) : newRequestId();
   corsOrigin_.clear();
   if (!config.corsOrigins.empty())
-    if (auto it = request.find(http::field::origin); it != request.end()) {
-      auto& allowed = config.corsOrigins;
-      if (std::find(allowed.begin(), allowed.end(), it->value()) != allowed.end())
-        corsOrigin_ = std::string(it->value());
-    }
+    if (auto it = request.find(http::field::origin); it != request.end())
+      corsOrigin_ = allowedOrigin(config, it->value());
   auto failHttp = [&](http::status status, std::string_view code, std::string_view message) {
     send(errorResponse(status, code, message, requestId_, config.retryAfter));
   };
@@ -307,6 +319,13 @@ void Session::dispatch(Request request) {
   for (auto param : target->params()) query.emplace_back(param.key, param.value);
 
   auto match = gateway_.router().match(request.method(), segments_);
+  if (!match.route && request.method() == http::verb::head) {
+    auto get = gateway_.router().match(http::verb::get, segments_);
+    if (get.route && get.route->head) {
+      match = std::move(get);
+      headOnly_ = true;
+    }
+  }
   if (!match.route) {
     // A preflight from an allowed origin, before auth (browsers send it
     // without credentials). From any other origin it is an OPTIONS like any
@@ -468,7 +487,14 @@ void Session::send(Response response) {
   setCorsHeaders(response, gateway_.config(), corsOrigin_);
   response.set(kRequestIdHeader, requestId_);
   response.keep_alive(keepAlive_);
-  response.prepare_payload();
+  if (headOnly_) {
+    // The GET answer's header, its Content-Length included, without the body.
+    const auto length = response.body().size();
+    response.body().clear();
+    response.content_length(length);
+  } else {
+    response.prepare_payload();
+  }
   write(std::move(response));
 }
 

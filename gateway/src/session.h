@@ -94,6 +94,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string_view routeName_ = "unmatched";  // a Route's pattern: the router outlives us
   std::string requestId_;
   std::string corsOrigin_;  // its Origin, when cors_origins lists it: answered with CORS headers
+  bool headOnly_ = false;   // HEAD served by a GET route (Route::head): the answer without body
   std::vector<std::string> segments_;  // of the path, decoded; kept for its capacity
   Clock::time_point started_;
   std::optional<std::pair<std::string, std::string>> idempotency_;  // (scope, key) to complete

@@ -64,6 +64,7 @@ $('#auth').addEventListener('submit', (e) => {
   $('#token').value = '';
   $('#auth').hidden = true;
   awaitingToken = false;
+  streamRefused = false;
   clearTimeout(pollTimer);
   poll();
   openEvents();
@@ -97,6 +98,7 @@ function fmtUptime(s) {
 }
 
 function fmtValue(x) {
+  if (x == null) return '–';  // JSON null: NaN or an infinity on the server
   if (!Number.isFinite(x)) return String(x);
   if (Number.isInteger(x)) return x.toLocaleString('en-US');
   return x.toPrecision(4);
@@ -254,7 +256,9 @@ function setText(node, text) {
   if (node.textContent !== text) node.textContent = text;
 }
 
-function updateService(view, svc, timeMs) {
+// timeMs: when the service's statistics were gathered (sampled_ms); nowMs:
+// the gateway's clock at the answer (time_ms).
+function updateService(view, svc, timeMs, nowMs) {
   const up = svc.state === 'up';
   view.root.dataset.state = svc.state;
   setText(view.field('state'), svc.state);
@@ -264,11 +268,14 @@ function updateService(view, svc, timeMs) {
   const single = (name) => families.get(name)?.samples?.[0]?.value;
   const start = single(START_TIME);
   const last = view.history[view.history.length - 1];
-  setText(view.field('uptime'), up && start != null ? fmtUptime(timeMs / 1000 - start) : '–');
-  // The gateway answers from statistics up to ops_cache_max_age old: the same
-  // ones again soon after are the same sample, not a second without calls.
+  setText(view.field('uptime'), up && start != null ? fmtUptime(nowMs / 1000 - start) : '–');
+  // The same sample again (the shared result, not refreshed yet) is not a
+  // second without calls: the sparklines repeat it. Without sampled_ms (an
+  // older gateway), the same statistics soon after are taken as the same sample.
   const signature = up ? JSON.stringify(svc.metrics || []) : '';
-  if (up && last && last.signature === signature && timeMs - last.t < 1500) {
+  const same = svc.sampled_ms != null ? last?.t === timeMs
+    : last?.signature === signature && timeMs - last.t < 1500;
+  if (up && last && same) {
     repeatSample(view);
     return;
   }
@@ -386,7 +393,9 @@ function render(body) {
     const view = serviceView(svc.name);
     seen.add(svc.name);
     if (view.root.parentNode !== container) container.append(view.root);
-    updateService(view, svc, body.time_ms);
+    // Rates are per the interval between the service's own samples: the
+    // gateway answers from statistics up to ops_cache_max_age old.
+    updateService(view, svc, svc.sampled_ms ?? body.time_ms, body.time_ms);
     if (svc.state === 'up') up++;
   }
   for (const [name, view] of views)
@@ -421,7 +430,7 @@ async function poll() {
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
     render(await res.json());
     setPoll('ok', `updated ${new Date().toLocaleTimeString('en-GB')}`);
-    if (!source && !reopenTimer && !awaitingToken) openEvents();
+    if (!source && !reopenTimer && !awaitingToken && !streamRefused) openEvents();
   } catch (e) {
     setPoll('error', `gateway unreachable (${e.message})`);
   }
@@ -432,6 +441,7 @@ async function poll() {
 
 let source = null;
 let reopenTimer = 0;
+let streamRefused = false;  // 401/403: not reopened until the token or the topics change
 let interrupted = false;
 const boxes = () => [...document.querySelectorAll('#topics input[type=checkbox]')];
 
@@ -442,10 +452,10 @@ function closeEvents() {
   source = null;
 }
 
-function setStream(state) {
+function setStream(state, text = state) {
   const node = $('#stream');
   node.dataset.stream = state;
-  setText(node, state);
+  setText(node, text);
 }
 
 function openEvents() {
@@ -454,11 +464,14 @@ function openEvents() {
   const checked = boxes().filter((b) => b.checked).map((b) => b.value);
   if (checked.length === 0) return setStream('off');
   const params = new URLSearchParams();
-  // Every box checked: every topic, including ones without a box.
+  // Every box checked: no ?topic= filter. The page still shows only the
+  // topics it listens for by name (TOPICS, API.md's list): EventSource
+  // delivers a named event only to a listener of that name.
   if (checked.length < boxes().length) for (const p of checked) params.append('topic', p);
   if (token) params.set('access_token', token);
   const query = params.toString();
-  const es = new EventSource(`/v1/events${query ? `?${query}` : ''}`);
+  const url = `/v1/events${query ? `?${query}` : ''}`;
+  const es = new EventSource(url);
   source = es;
   interrupted = false;
   setStream('connecting');
@@ -470,12 +483,23 @@ function openEvents() {
   es.onerror = () => {
     if (source !== es) return;
     if (es.readyState === EventSource.CLOSED) {
-      // Refused (an HTTP error such as 401 or 503): the browser gives up; we retry.
-      setStream('closed');
-      if (!interrupted) marker('reconnect', 'stream closed by the gateway; reopening');
-      interrupted = true;
+      // Refused with an HTTP error: the browser gives up, and EventSource
+      // cannot tell which. One probe of the same URL does.
       source = null;
-      reopenTimer = setTimeout(openEvents, REOPEN_MS);
+      setStream('closed');
+      whyRefused(url).then((refusal) => {
+        if (source || reopenTimer || awaitingToken) return;  // reopened meanwhile
+        if (refusal) {
+          // 401/403: reopening cannot help until the token changes.
+          streamRefused = true;
+          setStream('refused', refusal);
+          marker('refused', `stream ${refusal}`);
+          return;
+        }
+        if (!interrupted) marker('reconnect', 'stream closed by the gateway; reopening');
+        interrupted = true;
+        reopenTimer = setTimeout(openEvents, REOPEN_MS);
+      });
       return;
     }
     setStream('reconnecting');
@@ -493,6 +517,24 @@ function openEvents() {
     marker('gap', `gap: ${why}`);
   });
   es.addEventListener('shutdown', () => marker('reconnect', 'gateway stopping'));
+}
+
+// Why the gateway refuses the stream at `url`: "refused: <reason> (HTTP 401)"
+// for 401 and 403, null for anything else (retried). The probe stops reading
+// at the status: an accepted stream is aborted at once.
+async function whyRefused(url) {
+  const abort = new AbortController();
+  try {
+    const res = await fetch(url, { cache: 'no-store', signal: abort.signal });
+    if (res.status !== 401 && res.status !== 403) return null;
+    let reason = res.status === 401 ? 'token needed' : 'token lacks the events scope';
+    try { reason = (await res.json()).error.message || reason; } catch { /* the default */ }
+    return `refused: ${reason} (HTTP ${res.status})`;
+  } catch {
+    return null;  // unreachable: retried
+  } finally {
+    abort.abort();
+  }
 }
 
 function summarize(body) {
@@ -537,6 +579,9 @@ function applyFilter(row) {
 $('#filter').addEventListener('input', () => {
   for (const row of $('#tail').children) applyFilter(row);
 });
-for (const box of boxes()) box.addEventListener('change', openEvents);
+for (const box of boxes()) box.addEventListener('change', () => {
+  streamRefused = false;
+  openEvents();
+});
 
 poll();

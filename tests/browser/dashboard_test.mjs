@@ -33,10 +33,13 @@ function log(...what) {
   console.log(`[${((Date.now() - started) / 1000).toFixed(1)}s]`, ...what);
 }
 
+// A failure of the test itself: never taken for a probe that found nothing yet.
+class TestFailure extends Error {}
+
 function fail(message) {
   console.error(`FAIL: ${message}`);
   process.exitCode = 1;
-  throw new Error(message);
+  throw new TestFailure(message);
 }
 
 function check(ok, message) {
@@ -44,12 +47,19 @@ function check(ok, message) {
   log(`ok: ${message}`);
 }
 
-// Polls `probe` until it returns a truthy value; fails after `ms`.
+// Polls `probe` until it returns a truthy value; fails after `ms`. A probe
+// that throws counts as "not yet", unless it called fail(): that ends the wait
+// at once with its own message.
 async function until(what, ms, probe, every = 100) {
   const deadline = Date.now() + ms;
   for (;;) {
     let value;
-    try { value = await probe(); } catch { value = undefined; }
+    try {
+      value = await probe();
+    } catch (e) {
+      if (e instanceof TestFailure) throw e;
+      value = undefined;
+    }
     if (value) return value;
     if (Date.now() > deadline) fail(`timed out after ${ms} ms waiting for ${what}`);
     await sleep(every);
@@ -116,10 +126,15 @@ async function freePort() {
 
 // ------------------------------------------------------------ the mesh
 
+let liveMesh = null;  // the mesh running now, for the watchdog to stop
+
 class TestMesh {
-  constructor(dir, token) {
+  // token: the page's (every scope it needs); viewerToken: one with the
+  // stats scope alone (no events).
+  constructor(dir, token, viewerToken) {
     this.dir = dir;
     this.token = token;
+    this.viewerToken = viewerToken;
     this.file = path.join(dir, 'mesh.toml');
     this.runDir = path.join(dir, 'run');
     this.child = null;
@@ -175,11 +190,18 @@ listen = "127.0.0.1:${p.http}"
 endpoint = ${tcp(p.gatewayAdmin)}
 ops_cache_max_age = "200ms"
 `;
+    // The page needs stats (/v1/mesh) and events; ids for the test's own calls.
     if (this.token)
       toml += `
 [gateway.tokens.ui]
 token = "${this.token}"
-scopes = ["ids", "ratelimit", "locks", "cache", "events", "admin"]
+scopes = ["ids", "events", "stats"]
+`;
+    if (this.viewerToken)
+      toml += `
+[gateway.tokens.viewer]
+token = "${this.viewerToken}"
+scopes = ["stats"]
 `;
     fs.writeFileSync(this.file, toml);
   }
@@ -188,6 +210,7 @@ scopes = ["ids", "ratelimit", "locks", "cache", "events", "admin"]
   // pid. setpriv: it gets SIGTERM should this script die first.
   async up() {
     await this.write();
+    liveMesh = this;
     const out = fs.openSync(path.join(this.dir, 'zmeshctl.out'), 'a');
     this.child = spawn('setpriv', ['--pdeathsig', 'TERM', '--', zmeshctl, '-c', this.file, 'up', '--foreground'],
       { stdio: ['ignore', out, out] });
@@ -207,6 +230,7 @@ scopes = ["ids", "ratelimit", "locks", "cache", "events", "admin"]
 
   // SIGTERM to the supervisor (it stops its services), SIGKILL after a grace.
   async down() {
+    if (liveMesh === this) liveMesh = null;
     if (!this.child || this.child.exitCode != null || this.child.signalCode != null) return;
     this.child.kill('SIGTERM');
     if (!(await within(this.exited, 20000))) {
@@ -298,6 +322,19 @@ async function plainMesh(browser, dir) {
     '/ui/app.js: 200, text/javascript, no-cache, a strong ETag');
     const again = await fetch(`${mesh.base}/ui/app.js`, { headers: { 'If-None-Match': etag } });
     check(again.status === 304, 'If-None-Match with its ETag: 304');
+    const list = await fetch(`${mesh.base}/ui/app.js`, { headers: { 'If-None-Match': `"other", W/${etag}` } });
+    check(list.status === 304, 'If-None-Match with a list holding its weak ETag: 304');
+    const csp = "default-src 'self'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'";
+    for (const file of ['/ui', '/ui/app.js', '/ui/style.css']) {
+      const res = await fetch(`${mesh.base}${file}`);
+      check(res.headers.get('content-security-policy') === csp &&
+        res.headers.get('x-content-type-options') === 'nosniff', `${file}: CSP and nosniff`);
+      const head = await fetch(`${mesh.base}${file}`, { method: 'HEAD' });
+      const body = await res.text();
+      check(head.status === 200 && head.headers.get('etag') === res.headers.get('etag') &&
+        Number(head.headers.get('content-length')) === Buffer.byteLength(body) &&
+        (await head.text()) === '', `HEAD ${file}: 200, the GET's ETag and length, no body`);
+    }
     check((await fetch(`${mesh.base}/ui/nope.js`)).status === 404, '/ui/nope.js: 404');
     check((await fetch(`${mesh.base}/ui/`)).status === 200, '/ui/: 200 (the page)');
 
@@ -394,7 +431,7 @@ async function plainMesh(browser, dir) {
 }
 
 async function tokenMesh(browser, dir) {
-  const mesh = new TestMesh(dir, `tok-${process.pid}-${Date.now()}`);
+  const mesh = new TestMesh(dir, `tok-${process.pid}-${Date.now()}`, `view-${process.pid}-${Date.now()}`);
   try {
     await mesh.up();
     const { page, errors } = await openPage(browser, mesh);
@@ -417,6 +454,21 @@ async function tokenMesh(browser, dir) {
     log('ok: events arrive on the authenticated stream');
     await page.screenshot({ path: path.join(args.out, 'dashboard-token.png') });
     check(errors.length === 0, `no errors in the page's console${errors.length ? `: ${errors.join('; ')}` : ''}`);
+
+    // A token with the stats scope alone: the page draws the mesh, and the
+    // tail says why the stream is refused instead of reopening it.
+    const viewer = await openPage(browser, mesh);
+    await until('the token field shown to the viewer', 5000,
+      () => viewer.page.$eval('#auth', (f) => !f.hidden));
+    await viewer.page.type('#token', mesh.viewerToken);
+    await viewer.page.click('#auth button[type=submit]');
+    await until('every service listed up with a stats-only token', 15000, () => allUp(viewer.page, SERVICES));
+    const refused = await until('the stream refused, saying why', 10000, () => viewer.page.$eval('#stream',
+      (e) => (e.dataset.stream === 'refused' ? e.textContent : null)));
+    check(refused.includes('403') && refused.includes('events'), `the stream's status: ${refused}`);
+    await sleep(4000);  // past the old 3 s reopen: still refused, not reconnecting
+    check(await viewer.page.$eval('#stream', (e) => e.dataset.stream) === 'refused', 'no reconnect loop after a 403');
+    await viewer.context.close();
   } finally {
     await mesh.down();
   }
@@ -424,10 +476,15 @@ async function tokenMesh(browser, dir) {
 
 // ------------------------------------------------------------ main
 
-const watchdog = setTimeout(() => {
-  console.error('FAIL: the whole test took over 240 s');
-  process.exit(1);  // setpriv's death signal stops any mesh still running
-}, 240000);
+// Stops the mesh still running (or leaves it to setpriv's death signal when
+// it will not stop), removes the temporary directory, and exits.
+const watchdog = setTimeout(async () => {
+  console.error('FAIL: the whole test took over 270 s');
+  process.exitCode = 1;
+  await Promise.race([liveMesh?.down(), sleep(25000)]).catch(() => {});
+  fs.rmSync(tmp, { recursive: true, force: true });
+  process.exit(1);
+}, 270000);
 
 const tmp = fs.mkdtempSync(path.join(process.env.TMPDIR || os.tmpdir(), 'zmesh-dashboard-'));
 let browser;

@@ -2,6 +2,7 @@
 // free loopback ports, driven by a real HTTP client.
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -87,6 +88,33 @@ struct Mesh {
     FAIL("gateway did not answer /healthz; log:\n" << readText(dir.path() + "/gateway.log"));
   }
 };
+
+// Everything the gateway sends for `request` (which should say Connection:
+// close) until it closes, within 5 s: for answers HttpClient would wait on
+// a body for (HEAD).
+std::string rawExchange(int port, const std::string& request) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
+          static_cast<ssize_t>(request.size()));
+  std::string got;
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0) continue;
+    char buf[4096];
+    auto n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    got.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return got;
+}
 
 }  // namespace
 
@@ -804,6 +832,58 @@ TEST_CASE("gateway: EMFILE at accept backs off instead of spinning, and recovers
   CHECK(errors >= 1);
   CHECK(errors < 30);  // 10 ms doubling to 1 s: about 9 in 2.3 s
   CHECK(mesh.gateway->running());
+}
+
+TEST_CASE("gateway: the dashboard's files answer HEAD and carry CSP and nosniff", "[gateway][ui]") {
+  Mesh mesh;
+  HttpClient http(mesh.port);
+  const std::string csp =
+      "default-src 'self'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'";
+  auto js = http.get("/ui/app.js");
+  REQUIRE(js.status == 200);
+  CHECK(js.header("Content-Security-Policy") == csp);
+  CHECK(js.header("X-Content-Type-Options") == "nosniff");
+  const std::string etag = js.header("ETag");
+  REQUIRE(etag.size() > 2);
+  auto page = http.get("/ui");
+  CHECK(page.status == 200);
+  CHECK(page.header("Content-Security-Policy") == csp);
+  CHECK(page.header("X-Content-Type-Options") == "nosniff");
+
+  SECTION("HEAD: the GET answer's header without a body") {
+    auto head =
+        rawExchange(mesh.port, "HEAD /ui/app.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    INFO(head);
+    CHECK(head.starts_with("HTTP/1.1 200"));
+    CHECK_THAT(head, Contains("Content-Length: " + std::to_string(js.body.size()) + "\r\n"));
+    CHECK_THAT(head, Contains("ETag: " + etag + "\r\n"));
+    CHECK_THAT(head, Contains("Content-Security-Policy: " + csp + "\r\n"));
+    CHECK_THAT(head, Contains("X-Content-Type-Options: nosniff\r\n"));
+    REQUIRE(head.find("\r\n\r\n") != std::string::npos);
+    CHECK(head.substr(head.find("\r\n\r\n") + 4).empty());  // nothing after the header
+    auto missing =
+        rawExchange(mesh.port, "HEAD /ui/nope.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    CHECK(missing.starts_with("HTTP/1.1 404"));
+    CHECK(missing.substr(missing.find("\r\n\r\n") + 4).empty());
+    // HEAD on a route that is not a file's: 405 as before.
+    CHECK(http.request(http::verb::head, "/v1/ids/x").status == 405);
+  }
+  SECTION("If-None-Match matches a list with weak tags or * and nothing else") {
+    for (const std::string& value : {etag, "\"other\", " + etag, "W/" + etag,
+                                     "\"a\",W/\"b\" ,  W/" + etag + " ", std::string("*")}) {
+      INFO("If-None-Match: " << value);
+      auto r = http.get("/ui/app.js", {{"If-None-Match", value}});
+      CHECK(r.status == 304);
+      CHECK(r.body.empty());
+      CHECK(r.header("ETag") == etag);
+      CHECK(r.header("Content-Security-Policy") == csp);
+    }
+    for (const std::string& value : {std::string("\"other\""), std::string("W/\"x\", \"y\""),
+                                     etag.substr(0, etag.size() - 1)}) {
+      INFO("If-None-Match: " << value);
+      CHECK(http.get("/ui/app.js", {{"If-None-Match", value}}).status == 200);
+    }
+  }
 }
 
 TEST_CASE("gateway: a flood of invented HTTP methods leaves the metric series bounded",

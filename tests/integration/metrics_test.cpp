@@ -1,6 +1,7 @@
 // /metrics, /v1/mesh and CORS over real processes (broker, idgen, gateway on
-// free loopback ports): the services' typed families pass `promtool check
-// metrics`, count exactly and stay bounded under invented names.
+// free loopback ports; ratelimit, lock and cache too where said): the
+// services' typed families pass `promtool check metrics`, count exactly and
+// stay bounded under invented names and topics.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -31,24 +32,37 @@ namespace json = boost::json;
 
 namespace {
 
-// broker + idgen + gateway; the services' stats are never cached (each
-// /metrics asks again), so a count is exact the moment it is read.
+// broker + idgen + gateway (+ ratelimit, lock and cache with everyService);
+// the services' stats are never cached (each /metrics asks again), so a
+// count is exact the moment it is read.
 struct MetricsMesh {
   TempDir dir;
   std::string path = dir.path() + "/mesh.toml";
   std::string idgenEndpoint = tcpEndpoint(freePort());
+  std::string brokerXsub = tcpEndpoint(freePort());
   std::string brokerAdmin = tcpEndpoint(freePort());
   std::string gatewayAdmin = tcpEndpoint(freePort());
+  std::string ratelimitEndpoint = tcpEndpoint(freePort());
+  std::string lockEndpoint = tcpEndpoint(freePort());
+  std::string cacheEndpoint = tcpEndpoint(freePort());
   int port = freePort();
-  std::optional<Process> broker, idgen, gateway;
+  std::optional<Process> broker, idgen, ratelimit, lock, cache, gateway;
 
-  explicit MetricsMesh(const std::string& gatewayExtra = "") {
+  explicit MetricsMesh(const std::string& gatewayExtra = "", bool everyService = false) {
     std::ofstream out(path);
-    out << "[broker]\nxsub = \"" << tcpEndpoint(freePort()) << "\"\nxpub = \""
-        << tcpEndpoint(freePort()) << "\"\nadmin = \"" << brokerAdmin << "\"\n\n"
+    out << "[broker]\nxsub = \"" << brokerXsub << "\"\nxpub = \"" << tcpEndpoint(freePort())
+        << "\"\nadmin = \"" << brokerAdmin << "\"\n\n"
         << "[idgen]\nendpoint = \"" << idgenEndpoint << "\"\ndata_dir = \"" << dir.path()
-        << "/idgen\"\nblock_size = 1000\n\n"
-        << "[gateway]\nlisten = \"127.0.0.1:" << port << "\"\nendpoint = \"" << gatewayAdmin
+        << "/idgen\"\nblock_size = 1000\n\n";
+    if (everyService)
+      out << "[ratelimit]\nendpoint = \"" << ratelimitEndpoint << "\"\ndata_dir = \"" << dir.path()
+          << "/ratelimit\"\n\n"
+          << "[ratelimit.rules.api]\nalgorithm = \"sliding_window_log\"\nlimit = 3\n"
+          << "window = \"1h\"\ndescriptors = [\"key\"]\n\n"
+          << "[lock]\nendpoint = \"" << lockEndpoint << "\"\ndata_dir = \"" << dir.path()
+          << "/lock\"\n\n"
+          << "[cache]\nendpoint = \"" << cacheEndpoint << "\"\n\n";
+    out << "[gateway]\nlisten = \"127.0.0.1:" << port << "\"\nendpoint = \"" << gatewayAdmin
         << "\"\nthreads = 1\nops_cache_max_age = \"0ms\"\n"
         << gatewayExtra << "\n";
     out.close();
@@ -58,6 +72,17 @@ struct MetricsMesh {
     idgen.emplace(std::vector<std::string>{bin("zmesh-idgen"), "--config", path},
                   dir.path() + "/idgen.log");
     requireHealthy(*idgen, idgenEndpoint);
+    if (everyService) {
+      ratelimit.emplace(std::vector<std::string>{bin("zmesh-ratelimit"), "--config", path},
+                        dir.path() + "/ratelimit.log");
+      requireHealthy(*ratelimit, ratelimitEndpoint, 15s);
+      lock.emplace(std::vector<std::string>{bin("zmesh-lock"), "--config", path},
+                   dir.path() + "/lock.log");
+      requireHealthy(*lock, lockEndpoint, 15s);
+      cache.emplace(std::vector<std::string>{bin("zmesh-cache"), "--config", path, "--memory"},
+                    dir.path() + "/cache.log");
+      requireHealthy(*cache, cacheEndpoint, 15s);
+    }
     gateway.emplace(std::vector<std::string>{bin("zmesh-gateway"), "--config", path},
                     dir.path() + "/gateway.log");
     requireHealthy(*gateway, gatewayAdmin);
@@ -68,6 +93,14 @@ std::vector<std::string> lines(const std::string& text) {
   std::vector<std::string> out;
   std::istringstream in(text);
   for (std::string line; std::getline(in, line);) out.push_back(line);
+  return out;
+}
+
+// The sample lines of one family's series ("name{" or "name "), values included.
+std::vector<std::string> seriesLines(const std::string& text, const std::string& name) {
+  std::vector<std::string> out;
+  for (const std::string& line : lines(text))
+    if (line.starts_with(name + "{") || line.starts_with(name + " ")) out.push_back(line);
   return out;
 }
 
@@ -204,6 +237,104 @@ TEST_CASE("metrics: the services' typed families pass promtool and count exactly
   CHECK(text.find("# TYPE zmesh_process_start_time_seconds gauge\n") != std::string::npos);
 }
 
+TEST_CASE("metrics: promtool passes after traffic to every service", "[gateway][metrics]") {
+  MetricsMesh mesh("", true);
+  HttpClient http(mesh.port);
+  REQUIRE(http.post("/v1/ids/orders").status == 200);
+  REQUIRE(http.post("/v1/ratelimit/check", R"({"rule":"api","key":"alice"})").status == 200);
+  REQUIRE(
+      http.post("/v1/locks/metrics", R"({"owner":"alice","ttl_ms":10000,"wait_ms":0})").status ==
+      200);
+  REQUIRE(http.request(http::verb::put, "/v1/cache/greeting", "hello").status / 100 == 2);
+  REQUIRE(http.get("/v1/cache/greeting").status == 200);
+
+  const std::string text = scrape(mesh.port);
+  auto [status, output] = promtoolCheck(text, mesh.dir);
+  INFO("promtool said:\n" << output << "\n/metrics:\n" << text);
+  CHECK(status == 0);
+  CHECK(output.find("error") == std::string::npos);
+  for (std::string service : {"gateway", "broker", "idgen", "ratelimit", "lock", "cache"})
+    CHECK(metricValue(text, "zmesh_service_up{service=\"" + service + "\"}") == "1");
+  for (std::string family : {"zmesh_ratelimit_rule_decisions_total", "zmesh_lock_grants_total",
+                             "zmesh_cache_hits_total", "zmesh_journal_appends_total"})
+    CHECK_THAT(text, Contains("# TYPE " + family + " counter\n"));
+  CHECK(metricValue(text,
+                    "zmesh_ratelimit_rule_decisions_total{service=\"ratelimit\",rule=\"api\"}") ==
+        "1");
+  CHECK(metricValue(text, "zmesh_lock_grants_total{service=\"lock\"}") == "1");
+  CHECK(metricValue(text, "zmesh_cache_hits_total{service=\"cache\"}") == "1");
+  CHECK_FALSE(metricValue(text, "zmesh_journal_appends_total{service=\"lock\"}").empty());
+  CHECK(metricValue(text, "zmesh_gateway_metric_conflicts_total") == "0");
+}
+
+TEST_CASE("metrics: a flood of event topics leaves the broker's series bounded and valid",
+          "[gateway][metrics][limits]") {
+  MetricsMesh mesh;
+  HttpClient http(mesh.port);
+  zmq::context_t context;
+  zmq::socket_t pub(context, zmq::socket_type::pub);
+  pub.set(zmq::sockopt::linger, 0);
+  pub.connect(mesh.brokerXsub);
+  // Not events at all (the gateway drops them as malformed): the broker
+  // counts by the topic frame alone.
+  auto send = [&](const std::string& topic) {
+    REQUIRE(pub.send(zmq::buffer(topic), zmq::send_flags::sndmore));
+    REQUIRE(pub.send(zmq::str_buffer("not an event"), zmq::send_flags::none));
+  };
+  auto counted = [](const std::string& text, const std::string& prefix) {
+    return metricValue(
+        text, "zmesh_broker_messages_total{service=\"broker\",topic_prefix=\"" + prefix + "\"}");
+  };
+  // The PUB sends once the gateway's subscription (to every topic) has come
+  // through the broker to it.
+  int probes = 0;
+  while (counted(scrape(mesh.port), "probe").empty()) {
+    REQUIRE(probes < 200);
+    send("probe.x");
+    ++probes;
+    std::this_thread::sleep_for(25ms);
+  }
+  // Invalid prefixes first, while the broker has room for labels.
+  const std::vector<std::string> invalid = {"\xff\xfe.x",
+                                            "caf\xc3.x",
+                                            std::string(300, '\xff') + ".x",
+                                            std::string(40, 'a') + ".x",
+                                            std::string(5000, 'b'),
+                                            "Upper.x",
+                                            "sp ace.x",
+                                            ".empty",
+                                            "quote\"d.x"};
+  for (auto& topic : invalid) send(topic);
+  constexpr int kFlood = 500;
+  for (int i = static_cast<int>(invalid.size()); i < kFlood; ++i)
+    send("flood-" + std::to_string(i) + "-" + std::string(16, 'z') + ".x");
+
+  // Counted once every message is through: probes, then the flood.
+  std::string text;
+  for (int i = 0; i < 200; ++i) {
+    text = scrape(mesh.port);
+    double total = 0;
+    for (auto& line : seriesLines(text, "zmesh_broker_messages_total"))
+      total += std::stod(line.substr(line.rfind(' ') + 1));
+    if (total >= probes + kFlood) break;
+    std::this_thread::sleep_for(25ms);
+  }
+  auto [status, output] = promtoolCheck(text, mesh.dir);
+  INFO("promtool said:\n" << output << "\n/metrics:\n" << text);
+  CHECK(status == 0);
+  CHECK(output.find("error") == std::string::npos);
+  // 64 prefixes, "_other" and "_invalid" at most.
+  CHECK(seriesLines(text, "zmesh_broker_messages_total").size() <= 66);
+  CHECK(seriesLines(text, "zmesh_broker_bytes_total").size() <= 66);
+  CHECK(counted(text, "_invalid") == std::to_string(invalid.size()));
+  CHECK_FALSE(counted(text, "_other").empty());
+  CHECK(counted(text, "flood-" + std::to_string(invalid.size()) + "-" + std::string(16, 'z')) ==
+        "1");
+  CHECK(text.find("\xff") == std::string::npos);
+  CHECK(text.find("Upper") == std::string::npos);
+  CHECK(metricValue(text, "zmesh_service_up{service=\"broker\"}") == "1");
+}
+
 TEST_CASE("metrics: a flood of namespaces and invented method ids leaves /metrics bounded",
           "[gateway][metrics][limits]") {
   MetricsMesh mesh;
@@ -263,7 +394,8 @@ TEST_CASE("metrics: /v1/mesh lists every configured service with its typed famil
   };
   auto before = zmesh::rpc::unixMillis();
   auto body = get();
-  CHECK(std::abs(body.at("time_ms").as_int64() - before) < 60'000);
+  const int64_t timeMs = body.at("time_ms").as_int64();
+  CHECK(std::abs(timeMs - before) < 60'000);
   auto& services = body.at("services").as_array();
   std::vector<std::string> names;
   for (auto& s : services) names.emplace_back(s.at("name").as_string());
@@ -273,7 +405,25 @@ TEST_CASE("metrics: /v1/mesh lists every configured service with its typed famil
     CHECK(s.at("state").as_string() == "up");
     CHECK_FALSE(s.as_object().contains("error"));
     CHECK_FALSE(s.at("metrics").as_array().empty());
+    // When its statistics were gathered: the gateway's own now, the others'
+    // with the shared result (here, of this very request).
+    REQUIRE(s.at("sampled_ms").is_int64());
+    CHECK(s.at("sampled_ms").as_int64() <= timeMs);
+    CHECK(timeMs - s.at("sampled_ms").as_int64() < 10'000);
   }
+  CHECK(services[0].at("sampled_ms").as_int64() == timeMs);
+
+  // The gateway as /metrics shows it: every family of its entry is rendered
+  // there, by the same name, and metrics.series_folded in neither.
+  const std::string text = scrape(mesh.port);
+  for (auto& f : services[0].at("metrics").as_array()) {
+    INFO(json::serialize(f));
+    CHECK(f.at("name").as_string() != "metrics.series_folded");
+    CHECK_THAT(text, Contains("# TYPE " + std::string(f.at("prometheus").as_string()) + " " +
+                              std::string(f.at("kind").as_string()) + "\n"));
+  }
+  CHECK(text.find("zmesh_metrics_series_folded{service=\"gateway\"}") == std::string::npos);
+  CHECK(metricValue(text, "zmesh_service_up{service=\"gateway\"}") == "1");
 
   // idgen's rpc.server.calls and its histogram, typed.
   auto familyOf = [](const json::value& service, std::string_view name) -> const json::object* {
@@ -324,14 +474,24 @@ TEST_CASE("metrics: /v1/mesh lists every configured service with its typed famil
   }
 }
 
-TEST_CASE("metrics: /v1/mesh needs the admin scope when auth is on", "[gateway][metrics]") {
+TEST_CASE("metrics: /v1/mesh needs the stats scope or admin when auth is on",
+          "[gateway][metrics]") {
   MetricsMesh mesh(
       "\n[gateway.tokens.ops]\ntoken = \"ops-secret\"\nscopes = [\"admin\"]\n"
+      "[gateway.tokens.viewer]\ntoken = \"viewer-secret\"\nscopes = [\"stats\"]\n"
       "[gateway.tokens.app]\ntoken = \"app-secret\"\nscopes = [\"ids\"]\n");
   HttpClient http(mesh.port);
   CHECK(http.get("/v1/mesh").status == 401);
   CHECK(http.get("/v1/mesh", {{"Authorization", "Bearer app-secret"}}).status == 403);
+  CHECK(http.get("/v1/mesh", {{"Authorization", "Bearer viewer-secret"}}).status == 200);
   CHECK(http.get("/v1/mesh", {{"Authorization", "Bearer ops-secret"}}).status == 200);
+  // stats only reads: the admin routes stay closed to it.
+  auto put = http.request(http::verb::put, "/v1/ratelimit/overrides/api",
+                          R"({"descriptors":{"key":"a"},"limit":5})",
+                          {{"Authorization", "Bearer viewer-secret"}});
+  CHECK(put.status == 403);
+  CHECK_THAT(put.body, Contains("'admin'"));
+  CHECK(http.post("/v1/ids/x", "", {{"Authorization", "Bearer viewer-secret"}}).status == 403);
   CHECK(http.get("/metrics").status == 200);  // public as before
 }
 
@@ -339,6 +499,7 @@ TEST_CASE("cors: an allowed origin gets the headers and its preflight 204 and ot
           "[gateway][cors]") {
   MetricsMesh mesh(
       "cors_origins = [\"http://localhost:3000\"]\ncors_max_age = \"2m\"\n"
+      "max_body_bytes = 1024\nmax_header_bytes = 2048\n"
       "\n[gateway.tokens.ops]\ntoken = \"ops-secret\"\nscopes = [\"admin\", \"ids\", "
       "\"events\"]\n");
   HttpClient http(mesh.port);
@@ -356,6 +517,27 @@ TEST_CASE("cors: an allowed origin gets the headers and its preflight 204 and ot
     auto unauthorized = http.get("/v1/mesh", {{"Origin", allowed}});
     CHECK(unauthorized.status == 401);
     CHECK(unauthorized.header("Access-Control-Allow-Origin") == allowed);
+  }
+  SECTION("answers refused before routing keep the headers for an allowed origin") {
+    // 413: the page must be able to read why its upload failed.
+    auto big = http.post("/v1/ids/orders", std::string(2000, 'x'),
+                         {{"Origin", allowed}, {"Authorization", "Bearer ops-secret"}});
+    CHECK(big.status == 413);
+    CHECK(big.header("Access-Control-Allow-Origin") == allowed);
+    CHECK(big.header("Vary") == "Origin");
+    CHECK_THAT(big.body, Contains("PAYLOAD_TOO_LARGE"));
+    // 431: the Origin line came before the header grew too large.
+    HttpClient fresh(mesh.port);
+    auto headers = fresh.post("/v1/ids/orders", "",
+                              {{"Origin", allowed}, {"X-Filler", std::string(3000, 'x')}});
+    CHECK(headers.status == 431);
+    CHECK(headers.header("Access-Control-Allow-Origin") == allowed);
+    // Another origin: none.
+    HttpClient other(mesh.port);
+    auto evil =
+        other.post("/v1/ids/orders", std::string(2000, 'x'), {{"Origin", "http://evil.example"}});
+    CHECK(evil.status == 413);
+    CHECK(evil.header("Access-Control-Allow-Origin").empty());
   }
   SECTION("a preflight from an allowed origin needs no token") {
     auto r = http.request(http::verb::options, "/v1/ids/orders", "",

@@ -187,6 +187,7 @@ void gatherClientCounters(Gateway& gateway, boost::asio::io_context& origin,
 void fetchSamples(const std::shared_ptr<Exchange>& ex, Gateway& gateway) {
   static const uint16_t kStats = adminMethod("stats");
   askEveryService(ex, kStats, true, [ex, &gateway](auto& replies) {
+    const int64_t sampledMs = rpc::unixMillis();
     auto services = std::make_shared<std::vector<ServiceSample>>();
     auto self = std::make_shared<std::optional<ServiceSample>>();
     for (auto& [service, reply] : replies) {
@@ -211,12 +212,16 @@ void fetchSamples(const std::shared_ptr<Exchange>& ex, Gateway& gateway) {
       else
         services->push_back(std::move(sample));
     }
-    // /metrics shows the gateway process's families other than its own
-    // (zmesh_gateway_*, rendered from Metrics): process.*, rpc.*.
-    if (*self && (*self)->up) {
-      ServiceSample process{"gateway", true, "", {}};
+    // /metrics and /v1/mesh show the gateway process's families other than
+    // its own (zmesh_gateway_*, rendered uncapped from Metrics): process.*,
+    // rpc.*. Not metrics.series_folded: it counts folds of the capped
+    // gateway.* families of Admin.stats, which neither shows.
+    if (*self) {
+      ServiceSample process{"gateway", (*self)->up, (*self)->error, {}};
       for (auto& f : (*self)->families)
-        if (!f.name.starts_with("gateway.")) process.families.push_back(f);
+        if (!f.name.starts_with("gateway.") && f.name != "metrics.series_folded")
+          process.families.push_back(f);
+      // Down too: zmesh_service_up{service="gateway"} reads 0 rather than vanishing.
       services->insert(services->begin(), std::move(process));
     }
     // Counted once per refresh, not per scrape: a rate above 0 means a conflict now.
@@ -229,20 +234,21 @@ void fetchSamples(const std::shared_ptr<Exchange>& ex, Gateway& gateway) {
     auto done = std::make_shared<bool>(false);
     auto keeper = std::make_shared<Timer>(ex->worker().io());
     keeper->expires_after(gateway.config().readinessTimeout);
-    keeper->async_wait([keeper, done, services, self, &gateway](boost::system::error_code ec) {
-      if (ec || std::exchange(*done, true)) return;
-      gateway.samples().put({*services, {}, *self});
-    });
+    keeper->async_wait(
+        [keeper, done, services, self, sampledMs, &gateway](boost::system::error_code ec) {
+          if (ec || std::exchange(*done, true)) return;
+          gateway.samples().put({*services, {}, *self, sampledMs});
+        });
     std::weak_ptr<Timer> weakKeeper = keeper;
     std::weak_ptr<bool> weakDone = done;
-    gatherClientCounters(
-        gateway, ex->worker().io(),
-        [weakKeeper, weakDone, &gateway, services, self](std::vector<ClientSample> clients) {
-          auto done = weakDone.lock();
-          if (!done || std::exchange(*done, true)) return;
-          if (auto keeper = weakKeeper.lock()) keeper->cancel();
-          gateway.samples().put({*services, std::move(clients), *self});
-        });
+    gatherClientCounters(gateway, ex->worker().io(),
+                         [weakKeeper, weakDone, &gateway, services, self,
+                          sampledMs](std::vector<ClientSample> clients) {
+                           auto done = weakDone.lock();
+                           if (!done || std::exchange(*done, true)) return;
+                           if (auto keeper = weakKeeper.lock()) keeper->cancel();
+                           gateway.samples().put({*services, std::move(clients), *self, sampledMs});
+                         });
   });
 }
 
@@ -274,12 +280,11 @@ boost::json::value jsonNumber(double v) {
 }
 
 boost::json::object familyJson(const rpc::MetricFamily& f) {
-  static constexpr std::string_view kKinds[] = {"counter", "gauge", "histogram"};
   const bool histogram = f.kind == rpc::MetricKind::kHistogram;
   boost::json::object out;
   out["name"] = f.name;
   out["prometheus"] = sanitizeMetricName(rpc::prometheusName(f));
-  out["kind"] = kKinds[static_cast<size_t>(f.kind)];
+  out["kind"] = rpc::kindName(f.kind);
   out["help"] = f.help;
   boost::json::array labels;
   for (auto& name : f.labelNames) labels.emplace_back(name);
@@ -319,15 +324,25 @@ void mesh(const std::shared_ptr<Exchange>& ex) {
   auto answer = [&gateway](const std::shared_ptr<Exchange>& ex, const ServiceSamples& samples) {
     refreshIdempotency(gateway);
     boost::json::array services;
-    // The gateway's Admin.stats as it answered them (its own families capped
-    // there, as every process's are), or without it, its Metrics directly.
-    auto own =
-        samples.self && samples.self->up ? samples.self->families : gateway.metrics().families();
+    const int64_t now = rpc::unixMillis();
+    // The gateway as /metrics shows it: its own families uncapped and read
+    // now, its client counters, then its process's other families (the
+    // shared result's "gateway" entry, filtered as /metrics renders it).
+    auto own = gateway.metrics().families();
     for (auto& f : Metrics::clientFamilies(samples.clients)) own.push_back(std::move(f));
-    services.push_back({{"name", "gateway"}, {"state", "up"}, {"metrics", familiesJson(own)}});
+    for (auto& s : samples.services)
+      if (s.service == "gateway" && s.up)
+        own.insert(own.end(), s.families.begin(), s.families.end());
+    // sampled_ms: the gateway's own numbers are read now; the services' when
+    // the shared result was gathered (rates are per that interval).
+    services.push_back({{"name", "gateway"},
+                        {"state", "up"},
+                        {"sampled_ms", now},
+                        {"metrics", familiesJson(own)}});
     for (auto& target : gateway.services()) {
       boost::json::object entry;
       entry["name"] = target.name;
+      entry["sampled_ms"] = samples.sampledMs;
       // The later sample of a service wins, as in /metrics.
       const ServiceSample* sample = nullptr;
       for (auto& s : samples.services)
@@ -344,8 +359,7 @@ void mesh(const std::shared_ptr<Exchange>& ex) {
       }
       services.push_back(std::move(entry));
     }
-    ex->replyJson(http::status::ok,
-                  {{"time_ms", rpc::unixMillis()}, {"services", std::move(services)}});
+    ex->replyJson(http::status::ok, {{"time_ms", now}, {"services", std::move(services)}});
   };
   shared(ex, gateway.samples(), answer, [ex, &gateway] { fetchSamples(ex, gateway); });
 }
@@ -360,7 +374,7 @@ void addOpsRoutes(Router& router) {
   router.add({http::verb::get, "/healthz", std::nullopt, "", false, healthz});
   router.add({http::verb::get, "/readyz", std::nullopt, "", false, readyz});
   router.add({http::verb::get, "/metrics", std::nullopt, "", false, metrics});
-  router.add({http::verb::get, "/v1/mesh", Scope::kAdmin, "", false, mesh});
+  router.add({http::verb::get, "/v1/mesh", Scope::kStats, "", false, mesh});
   router.add({http::verb::get, "/openapi.json", std::nullopt, "", false, openapi});
 }
 

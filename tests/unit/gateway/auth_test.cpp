@@ -12,7 +12,8 @@ using Outcome = Authenticator::Outcome;
 namespace {
 
 const std::vector<Scope> kAllScopes = {Scope::kIds,   Scope::kRatelimit, Scope::kLocks,
-                                       Scope::kCache, Scope::kEvents,    Scope::kAdmin};
+                                       Scope::kCache, Scope::kEvents,    Scope::kAdmin,
+                                       Scope::kStats};
 
 // alice: ids + locks; bob: events; root: everything.
 Authenticator makeAuth() {
@@ -38,6 +39,7 @@ TEST_CASE("Auth: scope names round trip", "[auth]") {
   const std::vector<std::pair<Scope, std::string_view>> names = {
       {Scope::kIds, "ids"},     {Scope::kRatelimit, "ratelimit"}, {Scope::kLocks, "locks"},
       {Scope::kCache, "cache"}, {Scope::kEvents, "events"},       {Scope::kAdmin, "admin"},
+      {Scope::kStats, "stats"},
   };
   REQUIRE(names.size() == kAllScopes.size());
   for (const auto& [scope, name] : names) {
@@ -51,6 +53,25 @@ TEST_CASE("Auth: scope names round trip", "[auth]") {
     INFO("name: '" << bad << "'");
     CHECK_FALSE(parseScope(bad).has_value());
   }
+}
+
+TEST_CASE("Auth: stats is read-only and admin implies it", "[auth]") {
+  Authenticator auth;
+  auth.addToken("viewer", Principal{"viewer", {Scope::kStats}});
+  auth.addToken("operator", Principal{"operator", {Scope::kAdmin}});
+  for (Scope scope : kAllScopes) {
+    INFO("scope " << scopeName(scope));
+    CHECK(auth.check("Bearer viewer", kNone, scope).outcome ==
+          (scope == Scope::kStats ? Outcome::kAllowed : Outcome::kForbidden));
+    CHECK(auth.check("Bearer operator", kNone, scope).outcome ==
+          (scope == Scope::kStats || scope == Scope::kAdmin ? Outcome::kAllowed
+                                                            : Outcome::kForbidden));
+  }
+  // Only one way: stats never grants admin.
+  CHECK_THAT(auth.check("Bearer viewer", kNone, Scope::kAdmin).reason, Catch::Contains("'admin'"));
+  CHECK(grants({Scope::kAdmin}, Scope::kStats));
+  CHECK_FALSE(grants({Scope::kStats}, Scope::kAdmin));
+  CHECK_FALSE(grants({}, Scope::kStats));
 }
 
 TEST_CASE("Auth: disabled without tokens", "[auth]") {

@@ -76,3 +76,13 @@ TEST_CASE("gateway config: a bad CORS origin is refused saying why", "[gateway_c
              Contains("cors_max_age"));
   CHECK_THAT(errorOf("cors_origin = [\"http://a:1\"]\n"), Contains("cors_origin"));
 }
+
+TEST_CASE("gateway config: the own Admin endpoint bound on every address is reached on loopback",
+          "[gateway_config]") {
+  CHECK(selfReachable("tcp://*:7180") == "tcp://127.0.0.1:7180");
+  CHECK(selfReachable("tcp://0.0.0.0:7180") == "tcp://127.0.0.1:7180");
+  CHECK(selfReachable("tcp://[::]:7180") == "tcp://127.0.0.1:7180");
+  CHECK(selfReachable("tcp://127.0.0.1:7180") == "tcp://127.0.0.1:7180");
+  CHECK(selfReachable("tcp://10.0.0.5:7180") == "tcp://10.0.0.5:7180");
+  CHECK(selfReachable("ipc:///run/zmesh/gateway") == "ipc:///run/zmesh/gateway");
+}

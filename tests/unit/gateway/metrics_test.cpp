@@ -200,6 +200,35 @@ TEST_CASE("Metrics: escapeLabelValue", "[metrics]") {
   }
 }
 
+TEST_CASE("Metrics: escapeLabelValue replaces invalid UTF-8 with U+FFFD", "[metrics]") {
+  const std::string fffd = "\xef\xbf\xbd";
+  const std::vector<std::pair<std::string, std::string>> rows = {
+      {"\xff", fffd},
+      {"a\xff"
+       "b\xfe",
+       "a" + fffd + "b" + fffd},
+      // Truncated sequences: at the end, and cut short by another character.
+      {"caf\xc3", "caf" + fffd},
+      {"\xe2\x82", fffd},
+      {"\xe2\x82x", fffd + "x"},
+      {"\xf0\x9f\x98\"q", fffd + "\\\"q"},  // still escaped after
+      // A lone continuation byte, an overlong '/', a surrogate, past U+10FFFF.
+      {"\x80", fffd},
+      {"\xc0\xaf", fffd + fffd},
+      {"\xed\xa0\x80", fffd + fffd + fffd},
+      {"\xf4\x90\x80\x80", fffd + fffd + fffd + fffd},
+      // Valid multi-byte text is kept as is: 2, 3 and 4 bytes, and U+FFFD itself.
+      {"caf\xc3\xa9 \xe2\x82\xac \xf0\x9d\x84\x9e \xe6\x97\xa5\xe6\x9c\xac",
+       "caf\xc3\xa9 \xe2\x82\xac \xf0\x9d\x84\x9e \xe6\x97\xa5\xe6\x9c\xac"},
+      {fffd, fffd},
+      {"\xf4\x8f\xbf\xbf", "\xf4\x8f\xbf\xbf"},  // U+10FFFF
+  };
+  for (const auto& [in, out] : rows) {
+    INFO("value: " << in);
+    CHECK(escapeLabelValue(in) == out);
+  }
+}
+
 TEST_CASE("Metrics: sanitizeMetricName", "[metrics]") {
   const std::vector<std::pair<std::string, std::string>> rows = {
       {"rpc_calls", "rpc_calls"},
@@ -795,20 +824,47 @@ TEST_CASE("Metrics: families and samples that cannot be valid are left out", "[m
            family("h", MetricKind::kGauge, {"k"},
                   {sample({}, 1), sample({"x", "y"}, 2), sample({"x"}, 3), sample({"x"}, 4)}),
            family("i", MetricKind::kHistogram, {}, {histogramSample({}, {1, 2, 3}, 3, 1)}, {1, 2}),
-           family("bad name-é", MetricKind::kGauge, {}, {sample({}, 5)}),
+           // Buckets that decrease, or exceed the count:
+           family("j", MetricKind::kHistogram, {"k"},
+                  {histogramSample({"down"}, {2, 1}, 2, 1), histogramSample({"over"}, {1, 3}, 2, 1),
+                   histogramSample({"ok"}, {1, 2}, 2, 1)},
+                  {1, 2}),
+           family("bad name-é", MetricKind::kGauge, {}, {sample({}, 5)}),  // not [a-z0-9_.]+
        }},
   };
   const auto text = Metrics::renderServices(services);
-  CHECK(Metrics::conflicts(services) == 8);
+  CHECK(Metrics::conflicts(services) == 9);
   CHECK(text ==
         "# HELP zmesh_h Help of h.\n"
         "# TYPE zmesh_h gauge\n"
         "zmesh_h{service=\"s\",k=\"x\"} 3\n"
         "# HELP zmesh_i Help of i.\n"
         "# TYPE zmesh_i histogram\n"
-        "# HELP zmesh_bad_name___ Help of bad name-\xc3\xa9.\n"
-        "# TYPE zmesh_bad_name___ gauge\n"
-        "zmesh_bad_name___{service=\"s\"} 5\n");
+        "# HELP zmesh_j Help of j.\n"
+        "# TYPE zmesh_j histogram\n"
+        "zmesh_j_bucket{service=\"s\",k=\"ok\",le=\"1\"} 1\n"
+        "zmesh_j_bucket{service=\"s\",k=\"ok\",le=\"2\"} 2\n"
+        "zmesh_j_bucket{service=\"s\",k=\"ok\",le=\"+Inf\"} 2\n"
+        "zmesh_j_sum{service=\"s\",k=\"ok\"} 1\n"
+        "zmesh_j_count{service=\"s\",k=\"ok\"} 2\n");
+}
+
+TEST_CASE("Metrics: histograms of one name merge only with the same bounds", "[metrics]") {
+  auto latency = [](std::vector<double> bounds) {
+    std::vector<uint64_t> buckets(bounds.size(), 1);
+    return family("latency", MetricKind::kHistogram, {},
+                  {histogramSample({}, std::move(buckets), 1, 0.5)}, std::move(bounds));
+  };
+  const std::vector<ServiceSample> services = {{"a", true, "", {latency({1, 2})}},
+                                               {"b", true, "", {latency({1, 5})}},
+                                               {"c", true, "", {latency({1})}},
+                                               {"d", true, "", {latency({1, 2})}}};
+  const auto text = Metrics::renderServices(services);
+  CHECK(valueOf(text, "zmesh_latency_count{service=\"a\"}") == "1");
+  CHECK(valueOf(text, "zmesh_latency_count{service=\"d\"}") == "1");
+  CHECK(text.find("service=\"b\"") == std::string::npos);
+  CHECK(text.find("service=\"c\"") == std::string::npos);
+  CHECK(Metrics::conflicts(services) == 2);
 }
 
 TEST_CASE("Metrics: service label values and help are escaped", "[metrics]") {
