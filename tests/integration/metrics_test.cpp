@@ -162,32 +162,6 @@ void callInventedMethods(const std::string& endpoint, uint16_t first, int count)
   }
 }
 
-// The header block of an answer that may never end (an event stream), read
-// from a raw connection: everything up to the blank line, within 5 s.
-std::string rawHeaders(int port, const std::string& request) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-  REQUIRE(::send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
-          static_cast<ssize_t>(request.size()));
-  std::string got;
-  auto deadline = std::chrono::steady_clock::now() + 5s;
-  while (got.find("\r\n\r\n") == std::string::npos && std::chrono::steady_clock::now() < deadline) {
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, 100) <= 0) continue;
-    char buf[4096];
-    auto n = ::recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) break;
-    got.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fd);
-  return got.substr(0, got.find("\r\n\r\n"));
-}
-
 }  // namespace
 
 TEST_CASE("metrics: the services' typed families pass promtool and count exactly",
@@ -582,10 +556,11 @@ TEST_CASE("cors: an allowed origin gets the headers and its preflight 204 and ot
               .empty());
   }
   SECTION("the event stream from an allowed origin") {
-    auto headers = rawHeaders(mesh.port,
-                              "GET /v1/events?topic=idgen.&access_token=ops-secret HTTP/1.1\r\n"
-                              "Host: localhost\r\nOrigin: " +
-                                  allowed + "\r\n\r\n");
+    auto headers = rawExchange(mesh.port,
+                               "GET /v1/events?topic=idgen.&access_token=ops-secret HTTP/1.1\r\n"
+                               "Host: localhost\r\nOrigin: " +
+                                   allowed + "\r\n\r\n",
+                               true);
     INFO(headers);
     CHECK(headers.starts_with("HTTP/1.1 200"));
     CHECK_THAT(headers, Contains("text/event-stream"));

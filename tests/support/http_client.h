@@ -30,6 +30,13 @@ struct HttpResponse {
   }
 };
 
+// What the server sends for `request` on a fresh connection: everything until
+// it closes, or (headersOnly) the header block up to its blank line, read
+// within `within`. For answers HttpClient would wait on forever: a HEAD (no
+// body to its Content-Length), an event stream (no end).
+std::string rawExchange(int port, const std::string& request, bool headersOnly = false,
+                        std::chrono::milliseconds within = 5s);
+
 class HttpClient {
  public:
   explicit HttpClient(int port, std::chrono::milliseconds timeout = 10s);
